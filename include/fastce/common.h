@@ -1,0 +1,89 @@
+/* fastce/common.h: types shared by every layer of the C core (no Python.h here).
+ *
+ * The logits are always seen as a C-contiguous (N, C, S) block: N outer rows, C classes,
+ * S inner positions (S = 1 for an (N, C) input, S = d1*...*dk for (N, C, d1..dk)).
+ * A "row" is one (n, s) pair: the C values x[n, :, s], with class stride S.
+ *
+ * Per-row state (ce_state) is explicit and mergeable, so that a row may be split into class
+ * segments (threads, and later vocab-parallel shards) whose states combine exactly:
+ *   m    = max_c x_c                     (raw max; may be -inf or +inf)
+ *   s    = sum_c exp(x_c - shift(m))     shift(m) = m, or 0 when m = -inf (so -inf rows give s = 0)
+ *   xt   = x[target]                     (0 for segments that do not hold the target)
+ *   sx   = sum_c w_c x_c                 (label smoothing only)
+ *   swy  = sum_c w_c y_c, swyx = sum_c w_c y_c x_c   (probability targets only)
+ */
+#ifndef FASTCE_COMMON_H
+#define FASTCE_COMMON_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Instruction sets, in order of preference. */
+enum { FASTCE_ISA_SCALAR = 0, FASTCE_ISA_AVX2 = 1, FASTCE_ISA_AVX512 = 2, FASTCE_ISA_COUNT = 3 };
+
+/* Integer dtypes of index targets (read in place, never converted). */
+enum {
+    FASTCE_I8 = 0, FASTCE_I16, FASTCE_I32, FASTCE_I64,
+    FASTCE_U8, FASTCE_U16, FASTCE_U32, FASTCE_U64
+};
+
+/* What the kernel computes per row. */
+enum {
+    FASTCE_KIND_LSE = 0,   /* log-sum-exp only (logsumexp, softmax, log_softmax) */
+    FASTCE_KIND_INDEX = 1, /* cross-entropy with class-index targets */
+    FASTCE_KIND_PROB = 2   /* cross-entropy with class-probability targets */
+};
+
+/* What the second pass writes into `out` (same layout as x). */
+enum {
+    FASTCE_OUT_NONE = 0,
+    FASTCE_OUT_GRAD = 1,       /* d(sum g*loss)/dx */
+    FASTCE_OUT_SOFTMAX = 2,    /* exp(x - lse) */
+    FASTCE_OUT_LOGSOFTMAX = 3  /* x - lse */
+};
+
+typedef struct {
+    double m, s, xt, sx, swy, swyx;
+} ce_state;
+
+typedef struct {
+    int64_t N, C, S;          /* logical (N, C, S) view of x, C-contiguous */
+    const void *x;            /* logits, float or double */
+    const void *target;       /* index targets, N*S integers of type ttype (KIND_INDEX) */
+    int ttype;
+    const void *prob;         /* probability targets, same layout and dtype as x (KIND_PROB) */
+    const void *weight;       /* class weights (C,), x's dtype, or NULL */
+    double wsum;              /* W = sum_c w_c, or C without weights */
+    int64_t ignore_index;
+    double eps;               /* label smoothing */
+    int kind, outmode;
+    double *row_out;          /* per row: the loss (CE kinds) or lse (KIND_LSE); may be NULL */
+    void *out;                /* second-pass output, x's layout and dtype; may alias x */
+    const double *gout;       /* per-row grad_output (reduction 'none'), or NULL */
+    double gscale;            /* grad_output / D for mean and sum; 1 for 'none' */
+    /* Class-split mode (S == 1, fewer rows than threads): row r is cut into `parts` segments of
+       `seg` classes; states[r*parts + p] holds segment p's state. */
+    int64_t parts, seg;
+    ce_state *states;
+} ce_args;
+
+/* Work-range kernels: each processes items [i0, i1) and never raises; inputs are validated
+   by the caller (targets are in range or ignore_index). */
+typedef void (*ce_range_fn)(const ce_args *a, int64_t i0, int64_t i1);
+
+typedef struct {
+    ce_range_fn rows;        /* S == 1: item = row; both passes fused while the row is in cache */
+    ce_range_fn seg_stats;   /* S == 1, split: item = (row, part); pass 1 into states */
+    ce_range_fn merge_rows;  /* S == 1, split: item = row; merge parts, write row_out */
+    ce_range_fn seg_out;     /* S == 1, split: item = (row, part); pass 2 */
+    ce_range_fn tiles;       /* S > 1: item = (n, group of VW positions), vectorized across positions */
+    int64_t vector_width;    /* lanes per vector; tiles cover this many positions */
+} ce_kernels;
+
+typedef struct {
+    const char *name;
+    ce_kernels f32, f64;
+} ce_isa_table;
+
+#endif

@@ -1,0 +1,21 @@
+/* fastce/dispatch.h: what the Cython layer calls. No Python.h. */
+#ifndef FASTCE_DISPATCH_H
+#define FASTCE_DISPATCH_H
+#include "fastce/common.h"
+
+/* The kernel table of `isa` if it was compiled in, else NULL. */
+const ce_isa_table *fastce_isa_table(int isa);
+/* 1 if `isa` was compiled in and this CPU can run it. Reads cpuid; no state is cached. */
+int fastce_isa_runnable(int isa);
+
+/* OpenMP, or its absence. */
+int fastce_openmp_enabled(void);
+int fastce_omp_max_threads(void);
+
+/* Validates n index targets of dtype ttype against [0, C) or ignore_index, and totals the
+   target weights of the kept ones (w of dtype `wdouble ? double : float`, or NULL for 1).
+   Returns the position of the first bad target, or -1. */
+int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C,
+                             int64_t ignore_index, const void *weight, int wdouble,
+                             double *weight_sum, int64_t *kept);
+#endif

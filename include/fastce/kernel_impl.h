@@ -1,0 +1,343 @@
+/* fastce/kernel_impl.h: the row kernels, written once against the vector API of vec_*.h.
+ *
+ * Included by instantiate.h once per dtype, with these macros defined:
+ *   REAL   float or double          V     the vector type          VW   lanes per vector
+ *   VOP(op) the vector function op  (vf_op or vd_op)               KFN(name) a dtype-unique name
+ *
+ * Passes over one row (C classes):
+ *   pass 1 (seg_pass1): online max / sum-exp, in chunks of CHUNK_BYTES. Sweep A reads a chunk from
+ *     memory for its max (plus the linear sums of the options); sweep B re-reads it from L1 and
+ *     adds exp(x - shift). The running sum is rescaled once per chunk when the max grows
+ *     (Milakov & Gimelshein 2018), so each logit is read from DRAM once and exp'd once.
+ *   pass 2 (seg_pass2): the gradient / softmax / log_softmax, from the row still in cache.
+ * Rows with an inner stride (S > 1, K-dimensional inputs) run the same math across VW
+ * neighbouring positions at once (tile_group): each vector holds one class of VW positions.
+ *
+ * Options are specialized at compile time: every *_spec function is always_inline and called
+ * with literal has_w / kind / smooth / outmode (CE_SPECIALIZE), so the inner loops carry no
+ * option branches.
+ */
+
+#define CHUNK_ELEMS ((int64_t)(8192 / sizeof(REAL)))
+#define UNROLL 4
+
+/* ---- one vector step of the linear sums that pass 1 gathers beside the max ----
+ * smooth: sx += w x;   prob: swy += w y, swyx += w y x   (w = 1 without weights) */
+FASTCE_INLINE void KFN(linear_step)(V xv, V wv, V yv, const int has_w, const int kind,
+                                    const int smooth, V *sx, V *swy, V *swyx) {
+    if (smooth) *sx = has_w ? VOP(fmadd)(wv, xv, *sx) : VOP(add)(*sx, xv);
+    if (kind == FASTCE_KIND_PROB) {
+        V wy = has_w ? VOP(mul)(wv, yv) : yv;
+        *swy = VOP(add)(*swy, wy);
+        *swyx = VOP(fmadd)(wy, xv, *swyx);
+    }
+}
+
+/* Pass 1 over one contiguous segment: x, w, y point at the segment's first class. */
+FASTCE_INLINE void KFN(seg_pass1)(const REAL *x, const REAL *w, const REAL *y, int64_t n,
+                                  const int has_w, const int kind, const int smooth, ce_state *st) {
+    const V neg_inf = VOP(set1)((REAL)-INFINITY), zero = VOP(set1)((REAL)0);
+    for (int64_t c0 = 0; c0 < n; c0 += CHUNK_ELEMS) {
+        const int64_t len = n - c0 < CHUNK_ELEMS ? n - c0 : CHUNK_ELEMS;
+        const REAL *xc = x + c0, *wc = has_w ? w + c0 : NULL, *yc = y ? y + c0 : NULL;
+        V mx[UNROLL], sx[UNROLL], swy[UNROLL], swyx[UNROLL];
+        for (int u = 0; u < UNROLL; u++) { mx[u] = neg_inf; sx[u] = swy[u] = swyx[u] = zero; }
+
+        /* Sweep A: max and linear sums, from memory. */
+        int64_t i = 0;
+        for (; i + UNROLL * VW <= len; i += UNROLL * VW) {
+            for (int u = 0; u < UNROLL; u++) {
+                const int64_t k = i + u * VW;
+                V xv = VOP(load)(xc + k);
+                mx[u] = VOP(max)(mx[u], xv);
+                KFN(linear_step)(xv, has_w ? VOP(load)(wc + k) : zero,
+                                 kind == FASTCE_KIND_PROB ? VOP(load)(yc + k) : zero,
+                                 has_w, kind, smooth, &sx[u], &swy[u], &swyx[u]);
+            }
+        }
+        for (; i + VW <= len; i += VW) {
+            V xv = VOP(load)(xc + i);
+            mx[0] = VOP(max)(mx[0], xv);
+            KFN(linear_step)(xv, has_w ? VOP(load)(wc + i) : zero,
+                             kind == FASTCE_KIND_PROB ? VOP(load)(yc + i) : zero,
+                             has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
+        }
+        if (i < len) { /* tail: max sees -inf, the sums see 0 in the missing lanes */
+            const int64_t rem = len - i;
+            mx[0] = VOP(max)(mx[0], VOP(load_tail)(xc + i, rem, (REAL)-INFINITY));
+            if (smooth || kind == FASTCE_KIND_PROB)
+                KFN(linear_step)(VOP(load_tail)(xc + i, rem, 0),
+                                 has_w ? VOP(load_tail)(wc + i, rem, 0) : zero,
+                                 kind == FASTCE_KIND_PROB ? VOP(load_tail)(yc + i, rem, 0) : zero,
+                                 has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
+        }
+        for (int u = 1; u < UNROLL; u++) {
+            mx[0] = VOP(max)(mx[0], mx[u]);
+            sx[0] = VOP(add)(sx[0], sx[u]); swy[0] = VOP(add)(swy[0], swy[u]);
+            swyx[0] = VOP(add)(swyx[0], swyx[u]);
+        }
+        if (smooth) st->sx += VOP(hsum)(sx[0]);
+        if (kind == FASTCE_KIND_PROB) { st->swy += VOP(hsum)(swy[0]); st->swyx += VOP(hsum)(swyx[0]); }
+
+        /* Sweep B: sum of exp(x - shift) from L1, shift = the running max including this chunk. */
+        const double m_new = fmax(st->m, VOP(hmax)(mx[0]));
+        const V shift = VOP(set1)((REAL)ce_shift(m_new));
+        V e[UNROLL];
+        for (int u = 0; u < UNROLL; u++) e[u] = zero;
+        i = 0;
+        for (; i + UNROLL * VW <= len; i += UNROLL * VW)
+            for (int u = 0; u < UNROLL; u++)
+                e[u] = VOP(add)(e[u], VOP(exp)(VOP(sub)(VOP(load)(xc + i + u * VW), shift)));
+        for (; i + VW <= len; i += VW)
+            e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(VOP(load)(xc + i), shift)));
+        if (i < len)
+            e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(VOP(load_tail)(xc + i, len - i, (REAL)-INFINITY), shift)));
+        for (int u = 1; u < UNROLL; u++) e[0] = VOP(add)(e[0], e[u]);
+        st->s = st->s * ce_rescale(st->m, m_new) + VOP(hsum)(e[0]);
+        st->m = m_new;
+    }
+}
+
+/* The pass-2 value of one vector of classes (see row_math.h for A, B1, B0). */
+FASTCE_INLINE V KFN(out_value)(V xv, V wv, V yv, V lse, V A, V B1, V B0, const int outmode,
+                               const int has_w, const int kind, const int smooth) {
+    V d = VOP(sub)(xv, lse);
+    if (outmode == FASTCE_OUT_LOGSOFTMAX) return d;
+    V p = VOP(exp)(d);
+    if (outmode == FASTCE_OUT_SOFTMAX) return p;
+    V g = VOP(mul)(A, p);
+    if (kind == FASTCE_KIND_PROB) {
+        V t = VOP(fmadd)(B1, yv, B0);
+        g = VOP(sub)(g, has_w ? VOP(mul)(wv, t) : t);
+    } else if (smooth) {
+        g = VOP(sub)(g, has_w ? VOP(mul)(wv, B0) : B0);
+    }
+    return g;
+}
+
+/* Pass 2 over one contiguous segment; out may alias x (each element is read before written). */
+FASTCE_INLINE void KFN(seg_pass2)(const REAL *x, REAL *out, const REAL *w, const REAL *y, int64_t n,
+                                  const int outmode, const int has_w, const int kind, const int smooth,
+                                  const ce_row *r) {
+    const V lse = VOP(set1)((REAL)r->lse), A = VOP(set1)((REAL)r->A);
+    const V B1 = VOP(set1)((REAL)r->B1), B0 = VOP(set1)((REAL)r->B0), zero = VOP(set1)((REAL)0);
+    const int need_w = has_w && (kind == FASTCE_KIND_PROB || smooth) && outmode == FASTCE_OUT_GRAD;
+    const int need_y = kind == FASTCE_KIND_PROB && outmode == FASTCE_OUT_GRAD;
+    int64_t i = 0;
+    for (; i + VW <= n; i += VW)
+        VOP(store)(out + i, KFN(out_value)(VOP(load)(x + i), need_w ? VOP(load)(w + i) : zero,
+                                           need_y ? VOP(load)(y + i) : zero, lse, A, B1, B0,
+                                           outmode, has_w, kind, smooth));
+    if (i < n) {
+        const int64_t rem = n - i;
+        VOP(store_tail)(out + i,
+                        KFN(out_value)(VOP(load_tail)(x + i, rem, 0),
+                                       need_w ? VOP(load_tail)(w + i, rem, 0) : zero,
+                                       need_y ? VOP(load_tail)(y + i, rem, 0) : zero, lse, A, B1, B0,
+                                       outmode, has_w, kind, smooth),
+                        rem);
+    }
+}
+
+/* ---- S == 1, one row per item, both passes fused ---- */
+FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, const int has_w,
+                                  const int kind, const int smooth, const int outmode) {
+    const int64_t C = a->C;
+    const REAL *w = (const REAL *)a->weight;
+    for (int64_t r = r0; r < r1; r++) {
+        const REAL *xr = (const REAL *)a->x + r * C;
+        REAL *outr = outmode ? (REAL *)a->out + r * C : NULL;
+        const REAL *yr = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL;
+        ce_state st;
+        ce_state_init(&st);
+        int64_t t = 0;
+        double w_t = 1.0;
+        if (kind == FASTCE_KIND_INDEX) {
+            t = ce_target_at(a->target, a->ttype, r);
+            if (t == a->ignore_index) {
+                if (a->row_out) a->row_out[r] = 0.0;
+                if (outmode) memset(outr, 0, (size_t)C * sizeof(REAL));
+                continue;
+            }
+            st.xt = xr[t];
+            if (has_w) w_t = w[t];
+        }
+        KFN(seg_pass1)(xr, w, yr, C, has_w, kind, smooth, &st);
+        const ce_row rr = ce_finish(a, &st, w_t, ce_coef(a, r));
+        if (a->row_out) a->row_out[r] = rr.loss;
+        if (outmode) {
+            KFN(seg_pass2)(xr, outr, w, yr, C, outmode, has_w, kind, smooth, &rr);
+            if (kind == FASTCE_KIND_INDEX) outr[t] -= (REAL)rr.fix;
+        }
+    }
+}
+
+/* ---- S == 1, rows split into `parts` class segments (few rows, many classes) ---- */
+FASTCE_INLINE void KFN(seg_bounds)(const ce_args *a, int64_t i, int64_t *r, int64_t *c0, int64_t *c1) {
+    *r = i / a->parts;
+    *c0 = (i % a->parts) * a->seg;
+    *c1 = *c0 + a->seg < a->C ? *c0 + a->seg : a->C;
+}
+
+FASTCE_INLINE void KFN(seg_stats_spec)(const ce_args *a, int64_t i0, int64_t i1, const int has_w,
+                                       const int kind, const int smooth, const int outmode) {
+    (void)outmode;
+    const REAL *w = (const REAL *)a->weight;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t r, c0, c1;
+        KFN(seg_bounds)(a, i, &r, &c0, &c1);
+        const REAL *xr = (const REAL *)a->x + r * a->C;
+        const REAL *yr = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * a->C : NULL;
+        ce_state *st = &a->states[i];
+        ce_state_init(st);
+        if (kind == FASTCE_KIND_INDEX) {
+            const int64_t t = ce_target_at(a->target, a->ttype, r);
+            if (t == a->ignore_index) continue;
+            if (t >= c0 && t < c1) st->xt = xr[t];
+        }
+        KFN(seg_pass1)(xr + c0, has_w ? w + c0 : NULL, yr ? yr + c0 : NULL, c1 - c0, has_w, kind,
+                       smooth, st);
+    }
+}
+
+FASTCE_INLINE double KFN(target_weight)(const ce_args *a, int64_t t, const int has_w) {
+    return has_w ? (double)((const REAL *)a->weight)[t] : 1.0;
+}
+
+FASTCE_INLINE void KFN(merge_rows_spec)(const ce_args *a, int64_t r0, int64_t r1, const int has_w,
+                                        const int kind, const int smooth, const int outmode) {
+    (void)smooth; (void)outmode;
+    for (int64_t r = r0; r < r1; r++) {
+        ce_state *st = &a->states[r * a->parts];
+        int64_t t = 0;
+        if (kind == FASTCE_KIND_INDEX) {
+            t = ce_target_at(a->target, a->ttype, r);
+            if (t == a->ignore_index) { if (a->row_out) a->row_out[r] = 0.0; continue; }
+        }
+        for (int64_t p = 1; p < a->parts; p++) ce_state_merge(st, &a->states[r * a->parts + p]);
+        if (a->row_out)
+            a->row_out[r] = ce_finish(a, st, KFN(target_weight)(a, t, has_w), ce_coef(a, r)).loss;
+    }
+}
+
+FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, const int has_w,
+                                     const int kind, const int smooth, const int outmode) {
+    const REAL *w = (const REAL *)a->weight;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t r, c0, c1;
+        KFN(seg_bounds)(a, i, &r, &c0, &c1);
+        const REAL *xr = (const REAL *)a->x + r * a->C;
+        REAL *outr = (REAL *)a->out + r * a->C;
+        const REAL *yr = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * a->C : NULL;
+        int64_t t = 0;
+        if (kind == FASTCE_KIND_INDEX) {
+            t = ce_target_at(a->target, a->ttype, r);
+            if (t == a->ignore_index) {
+                memset(outr + c0, 0, (size_t)(c1 - c0) * sizeof(REAL));
+                continue;
+            }
+        }
+        const ce_row rr = ce_finish(a, &a->states[r * a->parts], KFN(target_weight)(a, t, has_w),
+                                    ce_coef(a, r));
+        KFN(seg_pass2)(xr + c0, outr + c0, has_w ? w + c0 : NULL, yr ? yr + c0 : NULL, c1 - c0,
+                       outmode, has_w, kind, smooth, &rr);
+        if (kind == FASTCE_KIND_INDEX && t >= c0 && t < c1) outr[t] -= (REAL)rr.fix;
+    }
+}
+
+/* ---- S > 1: VW neighbouring positions per item, classes strided by S ----
+ * `full` is a literal: 1 for a whole vector of positions, 0 for the last, partial group. */
+FASTCE_INLINE V KFN(load_group)(const REAL *p, int64_t lanes, const int full) {
+    return full ? VOP(load)(p) : VOP(load_tail)(p, lanes, 0);
+}
+
+FASTCE_INLINE void KFN(tile_group)(const ce_args *a, int64_t n, int64_t p0, int64_t lanes,
+                                   const int full, const int has_w, const int kind,
+                                   const int smooth, const int outmode) {
+    const int64_t C = a->C, S = a->S;
+    const REAL *xb = (const REAL *)a->x + n * C * S + p0;
+    const REAL *yb = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + n * C * S + p0 : NULL;
+    REAL *ob = outmode ? (REAL *)a->out + n * C * S + p0 : NULL;
+    const REAL *w = (const REAL *)a->weight;
+    const V zero = VOP(set1)((REAL)0);
+
+    /* Pass A: per-lane max and linear sums. */
+    V mx = VOP(set1)((REAL)-INFINITY), sx = zero, swy = zero, swyx = zero;
+    for (int64_t c = 0; c < C; c++) {
+        V xv = KFN(load_group)(xb + c * S, lanes, full);
+        mx = VOP(max)(mx, xv);
+        KFN(linear_step)(xv, has_w ? VOP(set1)(w[c]) : zero,
+                         kind == FASTCE_KIND_PROB ? KFN(load_group)(yb + c * S, lanes, full) : zero,
+                         has_w, kind, smooth, &sx, &swy, &swyx);
+    }
+    /* Pass B: per-lane sum of exp(x - shift). */
+    const V shift = VOP(shift)(mx);
+    V e = zero;
+    for (int64_t c = 0; c < C; c++)
+        e = VOP(add)(e, VOP(exp)(VOP(sub)(KFN(load_group)(xb + c * S, lanes, full), shift)));
+
+    /* Per lane, in double: the loss and the pass-2 coefficients. */
+    REAL mb[VW], eb[VW], sxb[VW], swyb[VW], swyxb[VW];
+    REAL lse_b[VW], A_b[VW], B1_b[VW], B0_b[VW];
+    double fix_b[VW];
+    int64_t t_b[VW];
+    VOP(store)(mb, mx); VOP(store)(eb, e); VOP(store)(sxb, sx);
+    VOP(store)(swyb, swy); VOP(store)(swyxb, swyx);
+    for (int64_t l = 0; l < VW; l++) {
+        ce_state st = {mb[l], eb[l], 0.0, sxb[l], swyb[l], swyxb[l]};
+        lse_b[l] = 0; A_b[l] = B1_b[l] = B0_b[l] = 0; fix_b[l] = 0; t_b[l] = -1;
+        if (l >= lanes) continue;
+        const int64_t pos = n * S + p0 + l;
+        double w_t = 1.0;
+        if (kind == FASTCE_KIND_INDEX) {
+            const int64_t t = ce_target_at(a->target, a->ttype, pos);
+            if (t == a->ignore_index) { /* loss 0, gradient 0 (A = B = 0 times p <= 1) */
+                lse_b[l] = (REAL)ce_lse(&st);
+                if (a->row_out) a->row_out[pos] = 0.0;
+                continue;
+            }
+            t_b[l] = t;
+            st.xt = xb[t * S + l];
+            if (has_w) w_t = w[t];
+        }
+        const ce_row rr = ce_finish(a, &st, w_t, ce_coef(a, pos));
+        if (a->row_out) a->row_out[pos] = rr.loss;
+        lse_b[l] = (REAL)rr.lse; A_b[l] = (REAL)rr.A; B1_b[l] = (REAL)rr.B1; B0_b[l] = (REAL)rr.B0;
+        fix_b[l] = rr.fix;
+    }
+    if (!outmode) return;
+
+    /* Pass C: the output, class by class. */
+    const V lse = VOP(load)(lse_b), A = VOP(load)(A_b), B1 = VOP(load)(B1_b), B0 = VOP(load)(B0_b);
+    for (int64_t c = 0; c < C; c++) {
+        V wv = has_w ? VOP(set1)(w[c]) : zero;
+        V yv = kind == FASTCE_KIND_PROB ? KFN(load_group)(yb + c * S, lanes, full) : zero;
+        V v = KFN(out_value)(KFN(load_group)(xb + c * S, lanes, full), wv, yv, lse, A, B1, B0,
+                             outmode, has_w, kind, smooth);
+        if (full) VOP(store)(ob + c * S, v);
+        else VOP(store_tail)(ob + c * S, v, lanes);
+    }
+    if (kind == FASTCE_KIND_INDEX)
+        for (int64_t l = 0; l < lanes; l++)
+            if (t_b[l] >= 0) ob[t_b[l] * S + l] -= (REAL)fix_b[l];
+}
+
+FASTCE_INLINE void KFN(tiles_spec)(const ce_args *a, int64_t i0, int64_t i1, const int has_w,
+                                   const int kind, const int smooth, const int outmode) {
+    const int64_t S = a->S, groups = (S + VW - 1) / VW;
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t n = i / groups, p0 = (i % groups) * VW;
+        if (p0 + VW <= S) KFN(tile_group)(a, n, p0, VW, 1, has_w, kind, smooth, outmode);
+        else KFN(tile_group)(a, n, p0, S - p0, 0, has_w, kind, smooth, outmode);
+    }
+}
+
+/* ---- entry points: pick the specialization once per call ---- */
+static void KFN(rows)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(rows_spec), a, i0, i1); }
+static void KFN(seg_stats)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(seg_stats_spec), a, i0, i1); }
+static void KFN(merge_rows)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(merge_rows_spec), a, i0, i1); }
+static void KFN(seg_out)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(seg_out_spec), a, i0, i1); }
+static void KFN(tiles)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(tiles_spec), a, i0, i1); }
+
+#undef CHUNK_ELEMS
+#undef UNROLL

@@ -1,0 +1,104 @@
+/* fastce/vec_avx512.h: AVX-512F/DQ vector math (16 floats, 8 doubles).
+ * Compile with -mavx512f -mavx512dq -mfma. Same algorithms and polynomials as vec_avx2.h; the
+ * 2^n scaling uses VSCALEF, which rounds subnormal results once and overflows to inf itself.
+ * Tails use mask registers: masked-off lanes are neither read nor written. */
+#ifndef FASTCE_VEC_AVX512_H
+#define FASTCE_VEC_AVX512_H
+#include <immintrin.h>
+#include <stdint.h>
+
+/* ---------------- float ---------------- */
+typedef __m512 vf_t;
+#define VF_W 16
+
+static inline __mmask16 vf_tail_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }
+static inline vf_t vf_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline void vf_store(float *p, vf_t v) { _mm512_storeu_ps(p, v); }
+static inline vf_t vf_load_tail(const float *p, int64_t n, float fill) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), vf_tail_mask(n), p);
+}
+static inline void vf_store_tail(float *p, vf_t v, int64_t n) { _mm512_mask_storeu_ps(p, vf_tail_mask(n), v); }
+static inline vf_t vf_set1(float a) { return _mm512_set1_ps(a); }
+static inline vf_t vf_add(vf_t a, vf_t b) { return _mm512_add_ps(a, b); }
+static inline vf_t vf_sub(vf_t a, vf_t b) { return _mm512_sub_ps(a, b); }
+static inline vf_t vf_mul(vf_t a, vf_t b) { return _mm512_mul_ps(a, b); }
+static inline vf_t vf_fmadd(vf_t a, vf_t b, vf_t c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vf_t vf_max(vf_t a, vf_t b) { return _mm512_max_ps(a, b); }
+static inline vf_t vf_shift(vf_t m) {
+    __mmask16 is_neg_inf = _mm512_cmp_ps_mask(m, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
+    return _mm512_mask_blend_ps(is_neg_inf, m, _mm512_setzero_ps());
+}
+static inline double vf_hmax(vf_t v) { return _mm512_reduce_max_ps(v); }
+static inline double vf_hsum(vf_t v) {
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+static inline vf_t vf_exp(vf_t x) {
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(88.8f), x);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+    r = _mm512_fnmadd_ps(n, ln2_lo, r);
+    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+
+/* ---------------- double ---------------- */
+typedef __m512d vd_t;
+#define VD_W 8
+
+static inline __mmask8 vd_tail_mask(int64_t n) { return (__mmask8)((1u << n) - 1u); }
+static inline vd_t vd_load(const double *p) { return _mm512_loadu_pd(p); }
+static inline void vd_store(double *p, vd_t v) { _mm512_storeu_pd(p, v); }
+static inline vd_t vd_load_tail(const double *p, int64_t n, double fill) {
+    return _mm512_mask_loadu_pd(_mm512_set1_pd(fill), vd_tail_mask(n), p);
+}
+static inline void vd_store_tail(double *p, vd_t v, int64_t n) { _mm512_mask_storeu_pd(p, vd_tail_mask(n), v); }
+static inline vd_t vd_set1(double a) { return _mm512_set1_pd(a); }
+static inline vd_t vd_add(vd_t a, vd_t b) { return _mm512_add_pd(a, b); }
+static inline vd_t vd_sub(vd_t a, vd_t b) { return _mm512_sub_pd(a, b); }
+static inline vd_t vd_mul(vd_t a, vd_t b) { return _mm512_mul_pd(a, b); }
+static inline vd_t vd_fmadd(vd_t a, vd_t b, vd_t c) { return _mm512_fmadd_pd(a, b, c); }
+static inline vd_t vd_max(vd_t a, vd_t b) { return _mm512_max_pd(a, b); }
+static inline vd_t vd_shift(vd_t m) {
+    __mmask8 is_neg_inf = _mm512_cmp_pd_mask(m, _mm512_set1_pd(-INFINITY), _CMP_EQ_OQ);
+    return _mm512_mask_blend_pd(is_neg_inf, m, _mm512_setzero_pd());
+}
+static inline double vd_hmax(vd_t v) { return _mm512_reduce_max_pd(v); }
+static inline double vd_hsum(vd_t v) { return _mm512_reduce_add_pd(v); }
+static inline vd_t vd_exp(vd_t x) {
+    const __m512d log2e = _mm512_set1_pd(1.4426950408889634074);
+    const __m512d ln2_hi = _mm512_set1_pd(6.93147180369123816490e-01);
+    const __m512d ln2_lo = _mm512_set1_pd(1.90821492927058770002e-10);
+    x = _mm512_max_pd(_mm512_set1_pd(-746.0), x);
+    x = _mm512_min_pd(_mm512_set1_pd(709.8), x);
+    __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512d r = _mm512_fnmadd_pd(n, ln2_hi, x);
+    r = _mm512_fnmadd_pd(n, ln2_lo, r);
+    __m512d y = _mm512_set1_pd(1.0 / 6227020800.0);
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 479001600.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 39916800.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 3628800.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 362880.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 40320.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 5040.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 720.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 120.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 24.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 6.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(0.5));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0));
+    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0));
+    return _mm512_scalef_pd(y, n);
+}
+
+#endif

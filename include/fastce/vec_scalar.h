@@ -1,0 +1,30 @@
+/* fastce/vec_scalar.h: the portable path. A "vector" is one element; exp is libm's (< 1 ulp).
+ * Same API as vec_avx2.h / vec_avx512.h, so kernel_impl.h compiles unchanged for every ISA. */
+#ifndef FASTCE_VEC_SCALAR_H
+#define FASTCE_VEC_SCALAR_H
+#include <math.h>
+#include <stdint.h>
+
+#define FASTCE_VEC_DEFINE_SCALAR(P, T, EXPF)                                                      \
+    typedef T P##_t;                                                                              \
+    static inline P##_t P##_load(const T *p) { return *p; }                                      \
+    static inline void P##_store(T *p, P##_t v) { *p = v; }                                      \
+    static inline P##_t P##_load_tail(const T *p, int64_t n, T fill) { return n > 0 ? *p : fill; } \
+    static inline void P##_store_tail(T *p, P##_t v, int64_t n) { if (n > 0) *p = v; }           \
+    static inline P##_t P##_set1(T a) { return a; }                                              \
+    static inline P##_t P##_add(P##_t a, P##_t b) { return a + b; }                              \
+    static inline P##_t P##_sub(P##_t a, P##_t b) { return a - b; }                              \
+    static inline P##_t P##_mul(P##_t a, P##_t b) { return a * b; }                              \
+    static inline P##_t P##_fmadd(P##_t a, P##_t b, P##_t c) { return a * b + c; }               \
+    static inline P##_t P##_max(P##_t a, P##_t b) { return a > b ? a : b; }                      \
+    static inline P##_t P##_shift(P##_t m) { return m == -INFINITY ? (T)0 : m; }                 \
+    static inline double P##_hmax(P##_t v) { return v; }                                         \
+    static inline double P##_hsum(P##_t v) { return v; }                                         \
+    static inline P##_t P##_exp(P##_t x) { return EXPF(x); }
+
+FASTCE_VEC_DEFINE_SCALAR(vf, float, expf)
+FASTCE_VEC_DEFINE_SCALAR(vd, double, exp)
+#define VF_W 1
+#define VD_W 1
+
+#endif

@@ -1,0 +1,33 @@
+"""fastce: fused softmax cross-entropy (loss and gradient) on NumPy arrays, on the CPU.
+
+Semantics follow torch.nn.functional.cross_entropy (torch 2.13); see README.md.
+"""
+__version__ = "0.1.0"
+
+from ._functional import (  # noqa: E402
+    cross_entropy,
+    cross_entropy_with_grad,
+    log_softmax,
+    logsumexp,
+    nll_loss,
+    softmax,
+)
+from ._modules import CrossEntropyLoss  # noqa: E402
+from ._runtime import available_isas, get_config, get_isa, set_isa, show_config, use_isa  # noqa: E402
+
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "CrossEntropyLoss",
+    "nll_loss",
+    "log_softmax",
+    "softmax",
+    "logsumexp",
+    "available_isas",
+    "get_isa",
+    "set_isa",
+    "use_isa",
+    "get_config",
+    "show_config",
+    "__version__",
+]

@@ -1,0 +1,256 @@
+"""The public functions: validate, allocate, call the kernels, reduce.
+
+Memory: the loss alone allocates O(N) (one float64 per row, plus O(C) for weights); nothing of
+size N x C. The gradient allocates only itself, or nothing with out=input. Copies of the input
+are made only where its layout forces one (non-contiguous, byte-swapped) or for float16, which
+is computed in float32 (see _validate.as_compute).
+"""
+import numpy as np
+
+from . import _kernels, _runtime
+from ._validate import (
+    Layout,
+    as_compute,
+    as_floating,
+    check_ignore_index,
+    check_index_target,
+    check_label_smoothing,
+    check_out,
+    check_reduction,
+    check_weight,
+    compute_dtype,
+    normalize_axis,
+    target_kind,
+)
+
+# Codes of include/fastce/common.h.
+KIND_LSE, KIND_INDEX, KIND_PROB = 0, 1, 2
+OUT_NONE, OUT_GRAD, OUT_SOFTMAX, OUT_LOGSOFTMAX = 0, 1, 2, 3
+
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "nll_loss",
+    "log_softmax",
+    "softmax",
+    "logsumexp",
+]
+
+
+class _Problem:
+    """A validated cross-entropy call: the kernels' arrays and the mean's denominator."""
+
+    def __init__(self, input, target, weight, ignore_index, reduction, label_smoothing, num_threads):
+        self.x_user = as_floating(input, "input")
+        self.reduction = check_reduction(reduction)
+        self.eps = check_label_smoothing(label_smoothing)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.nthreads = _runtime.resolve_threads(num_threads)
+        self.layout = lay = Layout(self.x_user.shape)
+        self.dtype = self.x_user.dtype
+        self.cdtype = compute_dtype(self.dtype)
+        self.weight = check_weight(weight, lay.C, self.cdtype)
+        self.wsum = float(self.weight.sum(dtype=np.float64)) if self.weight is not None else float(lay.C)
+        self.kind = target_kind(target, lay)
+        self.target = self.prob = None
+        self.ttype = 0
+        if self.kind == "index":
+            self.target, self.ttype = check_index_target(target, lay)
+            bad, kept_weight, _ = _kernels.check_targets(self.target, self.ttype, lay.C, self.ignore_index, self.weight)
+            if bad >= 0:
+                raise IndexError(f"Target {self.target.reshape(-1)[bad]} is out of bounds.")
+            self.denominator = kept_weight  # torch: a weighted mean divides by the kept targets' weights
+        else:
+            if self.ignore_index >= 0:
+                raise ValueError("ignore_index is not supported for floating point target (class probabilities)")
+            self.prob = as_compute(np.asarray(target), self.cdtype)
+            self.denominator = float(lay.rows)  # torch: the number of elements, whatever the weights
+        self.x = as_compute(self.x_user, self.cdtype)
+
+    def run(self, outmode=OUT_NONE, out=None, gout=None, gscale=1.0):
+        lay = self.layout
+        row_loss = np.empty(lay.rows, dtype=np.float64)
+        _kernels.ce_run(
+            _runtime.isa_id(), self.x, lay.N, lay.C, lay.S,
+            KIND_INDEX if self.kind == "index" else KIND_PROB, outmode,
+            target=self.target, ttype=self.ttype, prob=self.prob, weight=self.weight, wsum=self.wsum,
+            ignore_index=self.ignore_index, eps=self.eps, row_out=row_loss, out=out, gout=gout,
+            gscale=gscale, nthreads=self.nthreads,
+        )
+        return self.reduce(row_loss)
+
+    def reduce(self, row_loss):
+        if self.reduction == "none":
+            return row_loss.reshape(self.layout.target_shape).astype(self.dtype)
+        total = row_loss.sum()
+        if self.reduction == "sum":
+            return self.dtype.type(total)
+        # mean: an empty batch, or every target ignored, gives NaN (0/0), as in torch.
+        return self.dtype.type(total / self.denominator if self.denominator != 0 else np.nan)
+
+    def grad_scale(self, grad_output):
+        """(per-row grad_output array or None, scalar factor): coef_row = gout[row] * gscale."""
+        if self.reduction == "none":
+            if grad_output is None:
+                return None, 1.0
+            g = np.asarray(grad_output)
+            if g.dtype.kind not in "iuf":
+                raise TypeError(f"grad_output must be a real array, got dtype {g.dtype}")
+            try:
+                g = np.broadcast_to(g, self.layout.target_shape)
+            except ValueError:
+                raise ValueError(
+                    f"grad_output must have the loss's shape {self.layout.target_shape}, got {g.shape}"
+                ) from None
+            return np.ascontiguousarray(g, dtype=np.float64).reshape(-1), 1.0
+        g = 1.0 if grad_output is None else grad_output
+        if np.ndim(g) != 0:
+            raise ValueError(f"grad_output must be a scalar for reduction='{self.reduction}', got shape {np.shape(g)}")
+        g = float(g)
+        if self.reduction == "sum":
+            return None, g
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return None, float(np.float64(g) / np.float64(self.denominator))
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, *, num_threads=None):
+    """Softmax cross-entropy between logits and targets, as torch.nn.functional.cross_entropy.
+
+    Parameters
+    ----------
+    input : array of float16, float32 or float64
+        Logits of shape (N, C), (C,) unbatched, or (N, C, d1, ..., dk) with classes on axis 1.
+    target : array
+        Class indices of shape (N,), () or (N, d1, ..., dk), of any integer dtype, in [0, C)
+        or equal to ignore_index; or class probabilities of input's shape (floating).
+    weight : array of shape (C,), optional
+        Per-class rescaling weights.
+    ignore_index : int
+        Index targets equal to this contribute 0 and are left out of the mean's denominator.
+        Not supported (must be negative) with probability targets.
+    reduction : 'none' | 'mean' | 'sum'
+        'mean' divides by the sum of the kept targets' weights (index targets) or by the number
+        of elements N*d1*...*dk (probability targets), as torch does.
+    label_smoothing : float in [0, 1]
+        Mixes the target with the uniform distribution: y' = (1 - eps) y + eps / C.
+    num_threads : int, optional
+        None uses every core (OMP_NUM_THREADS is respected); a positive int uses exactly that many.
+
+    Returns
+    -------
+    A NumPy scalar of input's dtype for 'mean' and 'sum'; an array of the target shape for 'none'.
+
+    The loss is computed in one streaming pass over the logits; besides O(N) it allocates nothing.
+    """
+    p = _Problem(input, target, weight, ignore_index, reduction, label_smoothing, num_threads)
+    return p.run()
+
+
+def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduction="mean",
+                            label_smoothing=0.0, *, grad_output=None, out=None, num_threads=None):
+    """The loss of `cross_entropy` and its gradient with respect to `input`, in one fused pass.
+
+    grad = d(sum(grad_output * loss)) / d(input), of input's shape and dtype.
+
+    grad_output : scalar (for 'mean' and 'sum') or array of the loss's shape (for 'none');
+        defaults to 1.
+    out : ndarray, optional
+        Where to write the gradient: C-contiguous, input's shape and dtype, writeable. It may be
+        `input` itself, which overwrites the logits with their gradient and allocates no N x C
+        memory at all.
+
+    Returns (loss, grad). See `cross_entropy` for the other parameters.
+    """
+    p = _Problem(input, target, weight, ignore_index, reduction, label_smoothing, num_threads)
+    gout, gscale = p.grad_scale(grad_output)
+    if out is None:
+        grad = kernel_out = np.empty(p.layout.shape, dtype=p.cdtype)
+    else:
+        check_out(out, p.layout.shape, p.dtype, p.x_user,
+                  [("target", p.target if p.kind == "index" else np.asarray(target)), ("weight", weight)])
+        grad = out
+        # The kernels write `out` directly when it has the compute dtype; float16 goes through
+        # a float32 buffer. out=input is safe: each logit is read before its gradient is written.
+        kernel_out = out if out.dtype == p.cdtype else np.empty(p.layout.shape, dtype=p.cdtype)
+    loss = p.run(OUT_GRAD, out=kernel_out, gout=gout, gscale=gscale)
+    if kernel_out is not grad:
+        grad[...] = kernel_out
+    elif grad.dtype != p.dtype:
+        grad = grad.astype(p.dtype)
+    return loss, grad
+
+
+def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean", *, num_threads=None):
+    """Negative log-likelihood of class-index targets, as torch.nn.functional.nll_loss.
+
+    loss_i = -weight[t_i] * log_probs[i, t_i] (0 where t_i == ignore_index); 'mean' divides by
+    the sum of the kept targets' weights. `log_probs` has the layout of cross_entropy's input.
+    Targets are validated by the same pass as cross_entropy's; the gather is one O(N) NumPy
+    indexing step (there is no row to stream). num_threads is accepted for symmetry.
+    """
+    lp = as_floating(log_probs, "log_probs")
+    reduction = check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index)
+    _runtime.resolve_threads(num_threads)
+    lay = Layout(lp.shape, "log_probs")
+    cdt = compute_dtype(lp.dtype)
+    w = check_weight(weight, lay.C, cdt)
+    t, ttype = check_index_target(target, lay)
+    bad, kept_weight, _ = _kernels.check_targets(t, ttype, lay.C, ignore_index, w)
+    if bad >= 0:
+        raise IndexError(f"Target {t.reshape(-1)[bad]} is out of bounds.")
+    t2 = t.reshape(lay.N, lay.S)
+    kept = t2 != ignore_index
+    safe_t = np.where(kept, t2, 0).astype(np.intp)
+    lp3 = lp.reshape(lay.N, lay.C, lay.S)
+    picked = np.take_along_axis(lp3, safe_t[:, None, :], axis=1)[:, 0, :].astype(np.float64)
+    w_t = w[safe_t].astype(np.float64) if w is not None else 1.0
+    row_loss = np.where(kept, -w_t * picked, 0.0)
+    if reduction == "none":
+        return row_loss.reshape(lay.target_shape).astype(lp.dtype)
+    total = row_loss.sum()
+    if reduction == "sum":
+        return lp.dtype.type(total)
+    return lp.dtype.type(total / kept_weight if kept_weight != 0 else np.nan)
+
+
+def _softmax_family(x, axis, outmode, num_threads):
+    """softmax / log_softmax (outmode) or logsumexp (OUT_NONE) over `axis`, via the CE kernels
+    with no target: the array is viewed as (N, C, S) around `axis`, so no transpose is made."""
+    arr = as_floating(x, "x")
+    nthreads = _runtime.resolve_threads(num_threads)
+    shape = arr.shape if arr.ndim else (1,)
+    ax = normalize_axis(axis, len(shape))
+    N = int(np.prod(shape[:ax], dtype=np.int64))
+    C = shape[ax]
+    S = int(np.prod(shape[ax + 1:], dtype=np.int64))
+    reduced_shape = arr.shape[:ax] + arr.shape[ax + 1:] if arr.ndim else ()
+    cdt = compute_dtype(arr.dtype)
+    if C == 0:  # logsumexp of nothing is log(0) = -inf; softmax of nothing is empty
+        if outmode == OUT_NONE:
+            return np.full(reduced_shape, -np.inf, dtype=arr.dtype)
+        return np.empty(arr.shape, dtype=arr.dtype)
+    xc = as_compute(arr, cdt)
+    out = np.empty(arr.shape, dtype=cdt) if outmode != OUT_NONE else None
+    row_out = np.empty(N * S, dtype=np.float64) if outmode == OUT_NONE else None
+    _kernels.ce_run(_runtime.isa_id(), xc, N, C, S, KIND_LSE, outmode, row_out=row_out, out=out,
+                    nthreads=nthreads)
+    if outmode == OUT_NONE:
+        return row_out.reshape(reduced_shape).astype(arr.dtype)
+    return out.astype(arr.dtype, copy=False)
+
+
+def log_softmax(x, axis=-1, *, num_threads=None):
+    """log(softmax(x)) along `axis`, computed as x - logsumexp(x) (stable for any magnitude)."""
+    return _softmax_family(x, axis, OUT_LOGSOFTMAX, num_threads)
+
+
+def softmax(x, axis=-1, *, num_threads=None):
+    """exp(x - logsumexp(x)) along `axis`."""
+    return _softmax_family(x, axis, OUT_SOFTMAX, num_threads)
+
+
+def logsumexp(x, axis=-1, *, num_threads=None):
+    """log(sum(exp(x))) along `axis`, which is reduced away; one streaming pass, online max."""
+    return _softmax_family(x, axis, OUT_NONE, num_threads)

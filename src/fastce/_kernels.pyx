@@ -1,0 +1,158 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Cython bridge: arrays -> C pointers, the OpenMP loops, the GIL released.
+
+The Python layer (_functional.py) has already validated every argument and produced
+C-contiguous, native-endian arrays of the compute dtype; nothing here raises on user input.
+Work is split in one of three ways (see ce_run):
+  * rows:  S == 1 and enough rows: blocks of whole rows per thread, both passes fused per row.
+  * split: S == 1 and fewer rows than threads: each row is cut into class segments; the segments'
+           partial states (max, sum-exp, target logit, sums) are merged exactly, then pass 2
+           runs per segment. This is the same mergeable state a vocab-parallel shard produces.
+  * tiles: S > 1 (K-dimensional input): groups of vector-width positions, class axis strided.
+"""
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+cimport numpy as cnp
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "fastce/dispatch.h" nogil:
+    ctypedef struct ce_state:
+        double m, s, xt, sx, swy, swyx
+    ctypedef struct ce_args:
+        int64_t N, C, S
+        const void *x
+        const void *target
+        int ttype
+        const void *prob
+        const void *weight
+        double wsum
+        int64_t ignore_index
+        double eps
+        int kind, outmode
+        double *row_out
+        void *out
+        const double *gout
+        double gscale
+        int64_t parts, seg
+        ce_state *states
+    ctypedef void (*ce_range_fn)(const ce_args *a, int64_t i0, int64_t i1) noexcept nogil
+    ctypedef struct ce_kernels:
+        ce_range_fn rows, seg_stats, merge_rows, seg_out, tiles
+        int64_t vector_width
+    ctypedef struct ce_isa_table:
+        const char *name
+        ce_kernels f32, f64
+    const ce_isa_table *fastce_isa_table(int isa)
+    int fastce_isa_runnable(int isa)
+    int fastce_openmp_enabled()
+    int fastce_omp_max_threads()
+    int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C,
+                                 int64_t ignore_index, const void *weight, int wdouble,
+                                 double *weight_sum, int64_t *kept)
+
+# Below this many logits a call runs on one thread: a parallel region costs more than it saves.
+DEF MIN_PARALLEL_WORK = 32768
+# A row is split across threads only when each segment keeps at least this many classes.
+DEF MIN_SPLIT_SEGMENT = 4096
+
+ISA_NAMES = ("scalar", "avx2", "avx512")
+
+def isa_compiled(int isa):
+    return fastce_isa_table(isa) != NULL
+
+def isa_runnable(int isa):
+    return bool(fastce_isa_runnable(isa))
+
+def openmp_enabled():
+    return bool(fastce_openmp_enabled())
+
+def omp_max_threads():
+    return fastce_omp_max_threads()
+
+cdef inline const void *_ptr(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+def check_targets(cnp.ndarray target, int ttype, int64_t C, int64_t ignore_index, weight):
+    """Returns (first bad position or -1, sum of kept targets' weights, number kept)."""
+    cdef double wsum = 0.0
+    cdef int64_t kept = 0, bad
+    cdef const void *t = cnp.PyArray_DATA(target)
+    cdef const void *w = _ptr(weight)
+    cdef int wdouble = weight is not None and weight.dtype.itemsize == 8
+    cdef int64_t n = target.size
+    with nogil:
+        bad = fastce_check_targets(t, ttype, n, C, ignore_index, w, wdouble, &wsum, &kept)
+    return bad, wsum, kept
+
+cdef void _parallel(ce_range_fn fn, const ce_args *a, int64_t items, int64_t per_block,
+                    int nthreads) noexcept nogil:
+    """fn over [0, items) in blocks of per_block items, on nthreads threads."""
+    cdef int64_t nblocks = (items + per_block - 1) // per_block
+    cdef int64_t b, i0, i1
+    if nthreads <= 1 or nblocks <= 1:
+        fn(a, 0, items)
+        return
+    for b in prange(nblocks, num_threads=nthreads, schedule="dynamic", chunksize=1):
+        i0 = b * per_block
+        i1 = i0 + per_block
+        if i1 > items:
+            i1 = items
+        fn(a, i0, i1)
+
+cdef int64_t _per_block(int64_t items, int nthreads) noexcept nogil:
+    # Several blocks per thread so a slow core (a noisy neighbour) does not hold the others up.
+    cdef int64_t want = 8 * nthreads
+    return max(<int64_t>1, (items + want - 1) // want)
+
+def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, int outmode, *,
+           target=None, int ttype=0, prob=None, weight=None, double wsum=0.0,
+           int64_t ignore_index=-100, double eps=0.0, row_out=None, out=None, gout=None,
+           double gscale=1.0, int nthreads=1):
+    """Runs the kernels of `isa` on x viewed as (N, C, S). See common.h for the fields."""
+    cdef const ce_isa_table *table = fastce_isa_table(isa)
+    cdef const ce_kernels *k = &table.f64 if x.dtype.itemsize == 8 else &table.f32
+    cdef ce_args a
+    cdef cnp.ndarray states_buf
+    cdef int64_t parts = 1, seg = C, items
+    a.N = N; a.C = C; a.S = S
+    a.x = cnp.PyArray_DATA(x)
+    a.target = _ptr(target); a.ttype = ttype
+    a.prob = _ptr(prob)
+    a.weight = _ptr(weight); a.wsum = wsum
+    a.ignore_index = ignore_index; a.eps = eps
+    a.kind = kind; a.outmode = outmode
+    a.row_out = <double *>_ptr(row_out)
+    a.out = <void *>_ptr(out)
+    a.gout = <const double *>_ptr(gout)
+    a.gscale = gscale
+    a.parts = 1; a.seg = C; a.states = NULL
+    if N * C * S < MIN_PARALLEL_WORK:
+        nthreads = 1
+
+    if S > 1:
+        items = N * ((S + k.vector_width - 1) // k.vector_width)
+        with nogil:
+            _parallel(k.tiles, &a, items, _per_block(items, nthreads), nthreads)
+        return
+
+    if N < nthreads and C >= 2 * MIN_SPLIT_SEGMENT:
+        # Few long rows: split each row into `parts` segments of `seg` classes (a multiple of
+        # 64, so segments start on cache-line boundaries), at least MIN_SPLIT_SEGMENT long.
+        parts = min((nthreads + N - 1) // N, C // MIN_SPLIT_SEGMENT)
+        seg = ((C + parts - 1) // parts + 63) // 64 * 64
+        parts = (C + seg - 1) // seg
+    if parts == 1:
+        with nogil:
+            _parallel(k.rows, &a, N, _per_block(N, nthreads), nthreads)
+        return
+
+    states_buf = np.zeros(N * parts * (sizeof(ce_state) // sizeof(double)), dtype=np.float64)
+    a.parts = parts; a.seg = seg
+    a.states = <ce_state *>cnp.PyArray_DATA(states_buf)
+    with nogil:
+        _parallel(k.seg_stats, &a, N * parts, 1, nthreads)
+        k.merge_rows(&a, 0, N)
+        if outmode != 0:
+            _parallel(k.seg_out, &a, N * parts, 1, nthreads)

@@ -1,0 +1,178 @@
+"""Argument checking and conversion for the public functions.
+
+Everything a user can get wrong is caught here, before any kernel runs, with a Python
+exception worded like torch's. What comes out is what the kernels need: C-contiguous,
+native-endian arrays of the compute dtype. Conversions copy only when the input's layout or
+dtype requires it (see `as_compute`); they never modify what the caller passed.
+"""
+import operator
+from math import prod
+
+import numpy as np
+
+REDUCTIONS = ("none", "mean", "sum")
+
+# Integer target dtypes, read in place by the kernels (codes from include/fastce/common.h).
+TARGET_DTYPE_CODES = {
+    np.dtype(np.int8): 0, np.dtype(np.int16): 1, np.dtype(np.int32): 2, np.dtype(np.int64): 3,
+    np.dtype(np.uint8): 4, np.dtype(np.uint16): 5, np.dtype(np.uint32): 6, np.dtype(np.uint64): 7,
+}
+
+
+def as_floating(a, name):
+    """`a` as an ndarray of float16, float32 or float64; TypeError for anything else."""
+    arr = np.asarray(a)
+    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
+        raise TypeError(
+            f"{name} must be a floating-point array (float16, float32 or float64), got dtype {arr.dtype}"
+        )
+    return arr
+
+
+def compute_dtype(dtype):
+    """float16 is computed in float32 (as torch does on the CPU); float32 and float64 natively."""
+    return np.dtype(np.float64) if dtype.itemsize == 8 else np.dtype(np.float32)
+
+
+def as_compute(arr, dtype):
+    """C-contiguous, native-endian `arr` of `dtype`. Copies only if arr is not that already
+    (non-contiguous, byte-swapped, or another dtype, e.g. float16 -> float32)."""
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_reduction(reduction):
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"{reduction!r} is not a valid value for reduction; expected 'none', 'mean' or 'sum'")
+    return reduction
+
+
+def check_label_smoothing(label_smoothing):
+    try:
+        eps = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError(f"label_smoothing must be a float, got {type(label_smoothing).__name__}") from None
+    if not 0.0 <= eps <= 1.0:  # also rejects NaN
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    return eps
+
+
+def check_ignore_index(ignore_index):
+    if isinstance(ignore_index, bool):
+        raise TypeError("ignore_index must be an integer, got bool")
+    try:
+        return operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}") from None
+
+
+class Layout:
+    """How an input of shape (N, C, d1..dk), or (C,) unbatched, maps to the kernels' (N, C, S)."""
+
+    def __init__(self, shape, class_axis_name="input"):
+        if len(shape) == 0:
+            raise ValueError(f"{class_axis_name} must have at least 1 dimension, got a 0-d array")
+        self.shape = tuple(shape)
+        self.unbatched = len(shape) == 1
+        self.C = shape[0] if self.unbatched else shape[1]
+        self.N = 1 if self.unbatched else shape[0]
+        spatial = () if self.unbatched else tuple(shape[2:])
+        self.S = prod(spatial)
+        # Shape of index targets and of the per-element loss.
+        self.target_shape = () if self.unbatched else (self.N,) + spatial
+        if self.C == 0:
+            raise ValueError(f"{class_axis_name} has no classes: expected C > 0 in shape {self.shape}")
+
+    @property
+    def rows(self):
+        return self.N * self.S
+
+
+def check_index_target(target, layout):
+    """Validates class-index targets' dtype and shape; returns a native-endian C-contiguous view
+    (no copy for a contiguous native array of any integer dtype) and its dtype code."""
+    t = np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"class-index targets must be integers, got dtype {t.dtype}")
+    if t.shape != layout.target_shape:
+        raise ValueError(
+            f"Expected target of shape {layout.target_shape} for input of shape {layout.shape}, got {t.shape}"
+        )
+    t = np.ascontiguousarray(t, dtype=t.dtype.newbyteorder("="))
+    return t, TARGET_DTYPE_CODES[t.dtype]
+
+
+def target_kind(target, layout):
+    """'index' or 'prob', following torch: a target of input's shape holds class probabilities
+    (and must be floating); otherwise it holds class indices (and must be integer)."""
+    t = np.asarray(target)
+    if t.dtype == np.bool_ or t.dtype.kind not in "iuf":
+        raise TypeError(
+            "target must be an integer array of class indices or a floating-point array of class "
+            f"probabilities, got dtype {t.dtype}"
+        )
+    if t.shape == layout.shape:
+        if t.dtype.kind != "f":
+            raise TypeError(f"Expected floating point type for target with class probabilities, got {t.dtype}")
+        return "prob"
+    if t.dtype.kind == "f":
+        if t.shape == layout.target_shape:
+            raise TypeError(f"class-index targets must be integers, got dtype {t.dtype}")
+        raise ValueError(
+            f"Expected target of shape {layout.shape} (class probabilities) or {layout.target_shape} "
+            f"(class indices) for input of shape {layout.shape}, got {t.shape}"
+        )
+    return "index"
+
+
+def check_weight(weight, C, dtype):
+    if weight is None:
+        return None
+    w = np.asarray(weight)
+    if w.dtype.kind != "f":
+        raise TypeError(f"weight must be a floating-point array, got dtype {w.dtype}")
+    if w.shape != (C,):
+        raise ValueError(f"weight must be a 1-D array of length C = {C} (one weight per class), got shape {w.shape}")
+    return as_compute(w, dtype)
+
+
+def check_out(out, shape, dtype, input_arr, others):
+    """Validates a user `out=` buffer. It may be `input` itself (in-place), but must not overlap
+    `input` partially, nor any array in `others` (targets, weights)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out must have the input's shape {tuple(shape)}, got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have the input's dtype {dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if not out.flags.c_contiguous or not out.dtype.isnative:
+        raise ValueError("out must be a C-contiguous, native byte-order array")
+    for name, arr in others:
+        if arr is not None and np.shares_memory(out, arr):
+            raise ValueError(f"out overlaps {name}")
+    in_place = _same_memory(out, input_arr)
+    if not in_place and np.shares_memory(out, input_arr):
+        raise ValueError("out overlaps input without being input itself; use out=input for in-place")
+    return in_place
+
+
+def _same_memory(a, b):
+    return (
+        isinstance(b, np.ndarray)
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.strides == b.strides
+        and a.shape == b.shape
+        and a.dtype == b.dtype
+    )
+
+
+def normalize_axis(axis, ndim):
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(axis, ndim) if hasattr(np, "exceptions") else IndexError(
+            f"axis {axis} is out of bounds for array of dimension {ndim}")
+    return axis % ndim
