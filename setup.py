@@ -119,6 +119,9 @@ extensions = [
         "fastce._kernels",
         sources=["src/fastce/_kernels.pyx", os.path.join(ISA_DIR, "dispatch.c")],
         include_dirs=[INCLUDE, numpy.get_include()],
+        # Rebuild (and relink the ISA objects) whenever a kernel header or ISA source changes.
+        depends=[os.path.join(INCLUDE, "fastce", h) for h in sorted(os.listdir(os.path.join(INCLUDE, "fastce")))]
+        + [os.path.join(ISA_DIR, f) for f in sorted(os.listdir(ISA_DIR)) if f.startswith("isa_")],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
 ]

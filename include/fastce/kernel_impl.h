@@ -33,68 +33,110 @@ FASTCE_INLINE void KFN(linear_step)(V xv, V wv, V yv, const int has_w, const int
     }
 }
 
-/* Pass 1 over one contiguous segment: x, w, y point at the segment's first class. */
+/* Sum of exp(x - shift) over one chunk (from L1: the chunk was just read). */
+FASTCE_INLINE double KFN(sweep_exp)(const REAL *xc, int64_t len, V shift) {
+    V e[UNROLL];
+    for (int u = 0; u < UNROLL; u++) e[u] = VOP(set1)((REAL)0);
+    int64_t i = 0;
+    for (; i + UNROLL * VW <= len; i += UNROLL * VW)
+        for (int u = 0; u < UNROLL; u++)
+            e[u] = VOP(add)(e[u], VOP(exp)(VOP(sub)(VOP(load)(xc + i + u * VW), shift)));
+    for (; i + VW <= len; i += VW)
+        e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(VOP(load)(xc + i), shift)));
+    if (i < len)
+        e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(VOP(load_tail)(xc + i, len - i, (REAL)-INFINITY), shift)));
+    for (int u = 1; u < UNROLL; u++) e[0] = VOP(add)(e[0], e[u]);
+    return VOP(hsum)(e[0]);
+}
+
+/* One sweep over a chunk from memory: its max, the linear sums of the options, and, when
+   with_exp, the sum of exp(x - shift) against a shift fixed before the sweep. */
+FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL *yc, int64_t len,
+                                     const int has_w, const int kind, const int smooth,
+                                     const int with_exp, V shift, double *esum, ce_state *st) {
+    const V zero = VOP(set1)((REAL)0);
+    V mx[UNROLL], e[UNROLL], sx[UNROLL], swy[UNROLL], swyx[UNROLL];
+    for (int u = 0; u < UNROLL; u++) { mx[u] = VOP(set1)((REAL)-INFINITY); e[u] = sx[u] = swy[u] = swyx[u] = zero; }
+    int64_t i = 0;
+    for (; i + UNROLL * VW <= len; i += UNROLL * VW) {
+        for (int u = 0; u < UNROLL; u++) {
+            const int64_t k = i + u * VW;
+            V xv = VOP(load)(xc + k);
+            mx[u] = VOP(max)(mx[u], xv);
+            if (with_exp) e[u] = VOP(add)(e[u], VOP(exp)(VOP(sub)(xv, shift)));
+            KFN(linear_step)(xv, has_w ? VOP(load)(wc + k) : zero,
+                             kind == FASTCE_KIND_PROB ? VOP(load)(yc + k) : zero,
+                             has_w, kind, smooth, &sx[u], &swy[u], &swyx[u]);
+        }
+    }
+    for (; i + VW <= len; i += VW) {
+        V xv = VOP(load)(xc + i);
+        mx[0] = VOP(max)(mx[0], xv);
+        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(xv, shift)));
+        KFN(linear_step)(xv, has_w ? VOP(load)(wc + i) : zero,
+                         kind == FASTCE_KIND_PROB ? VOP(load)(yc + i) : zero,
+                         has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
+    }
+    if (i < len) { /* tail: max and exp see -inf, the sums see 0 in the missing lanes */
+        const int64_t rem = len - i;
+        V xm = VOP(load_tail)(xc + i, rem, (REAL)-INFINITY);
+        mx[0] = VOP(max)(mx[0], xm);
+        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(xm, shift)));
+        if (smooth || kind == FASTCE_KIND_PROB)
+            KFN(linear_step)(VOP(load_tail)(xc + i, rem, 0),
+                             has_w ? VOP(load_tail)(wc + i, rem, 0) : zero,
+                             kind == FASTCE_KIND_PROB ? VOP(load_tail)(yc + i, rem, 0) : zero,
+                             has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
+    }
+    for (int u = 1; u < UNROLL; u++) {
+        mx[0] = VOP(max)(mx[0], mx[u]); e[0] = VOP(add)(e[0], e[u]);
+        sx[0] = VOP(add)(sx[0], sx[u]); swy[0] = VOP(add)(swy[0], swy[u]);
+        swyx[0] = VOP(add)(swyx[0], swyx[u]);
+    }
+    if (smooth) st->sx += VOP(hsum)(sx[0]);
+    if (kind == FASTCE_KIND_PROB) { st->swy += VOP(hsum)(swy[0]); st->swyx += VOP(hsum)(swyx[0]); }
+    if (with_exp) *esum = VOP(hsum)(e[0]);
+    return VOP(hmax)(mx[0]);
+}
+
+/* Largest jump of the max within which a chunk's exps, taken against the previous max, stay
+   safely finite (e^64 * CHUNK_ELEMS << FLT_MAX) and are rescaled exactly afterwards. */
+#define MAX_JUMP 64.0
+
+/* Pass 1 over one contiguous segment: x, w, y point at the segment's first class.
+ * Chunk by chunk (CHUNK_ELEMS, L1-sized). The first chunk is swept twice: for its max, then
+ * for exp(x - max) from L1. Later chunks are swept once, taking exp against the running max
+ * while the new max is found (memory streaming overlaps the exp work); if the chunk's max
+ * exceeds the running max by more than MAX_JUMP (rare: the first large logits), the exps are
+ * redone from L1 against the new max. Either way the running sum is rescaled once per chunk
+ * (Milakov & Gimelshein 2018) and every logit is read from memory once. */
 FASTCE_INLINE void KFN(seg_pass1)(const REAL *x, const REAL *w, const REAL *y, int64_t n,
                                   const int has_w, const int kind, const int smooth, ce_state *st) {
-    const V neg_inf = VOP(set1)((REAL)-INFINITY), zero = VOP(set1)((REAL)0);
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK_ELEMS) {
         const int64_t len = n - c0 < CHUNK_ELEMS ? n - c0 : CHUNK_ELEMS;
         const REAL *xc = x + c0, *wc = has_w ? w + c0 : NULL, *yc = y ? y + c0 : NULL;
-        V mx[UNROLL], sx[UNROLL], swy[UNROLL], swyx[UNROLL];
-        for (int u = 0; u < UNROLL; u++) { mx[u] = neg_inf; sx[u] = swy[u] = swyx[u] = zero; }
-
-        /* Sweep A: max and linear sums, from memory. */
-        int64_t i = 0;
-        for (; i + UNROLL * VW <= len; i += UNROLL * VW) {
-            for (int u = 0; u < UNROLL; u++) {
-                const int64_t k = i + u * VW;
-                V xv = VOP(load)(xc + k);
-                mx[u] = VOP(max)(mx[u], xv);
-                KFN(linear_step)(xv, has_w ? VOP(load)(wc + k) : zero,
-                                 kind == FASTCE_KIND_PROB ? VOP(load)(yc + k) : zero,
-                                 has_w, kind, smooth, &sx[u], &swy[u], &swyx[u]);
-            }
+        double esum = 0.0;
+        if (st->m == -INFINITY) {
+            const double m_new = fmax(st->m, KFN(sweep_main)(xc, wc, yc, len, has_w, kind, smooth, 0,
+                                                             VOP(set1)((REAL)0), &esum, st));
+            esum = KFN(sweep_exp)(xc, len, VOP(set1)((REAL)ce_shift(m_new)));
+            st->s = st->s * ce_rescale(st->m, m_new) + esum;
+            st->m = m_new;
+            continue;
         }
-        for (; i + VW <= len; i += VW) {
-            V xv = VOP(load)(xc + i);
-            mx[0] = VOP(max)(mx[0], xv);
-            KFN(linear_step)(xv, has_w ? VOP(load)(wc + i) : zero,
-                             kind == FASTCE_KIND_PROB ? VOP(load)(yc + i) : zero,
-                             has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
+        const double m_old = st->m;
+        const double m_k = KFN(sweep_main)(xc, wc, yc, len, has_w, kind, smooth, 1,
+                                           VOP(set1)((REAL)m_old), &esum, st);
+        if (!(m_k > m_old)) {               /* max unchanged (or NaN, which esum carries) */
+            st->s += esum;
+        } else if (m_k - m_old <= MAX_JUMP) { /* exps taken at m_old: rescale all to m_k */
+            st->s = (st->s + esum) * exp(m_old - m_k);
+            st->m = m_k;
+        } else {                              /* big jump (or +inf): redo from L1 at m_k */
+            esum = KFN(sweep_exp)(xc, len, VOP(set1)((REAL)ce_shift(m_k)));
+            st->s = st->s * ce_rescale(m_old, m_k) + esum;
+            st->m = m_k;
         }
-        if (i < len) { /* tail: max sees -inf, the sums see 0 in the missing lanes */
-            const int64_t rem = len - i;
-            mx[0] = VOP(max)(mx[0], VOP(load_tail)(xc + i, rem, (REAL)-INFINITY));
-            if (smooth || kind == FASTCE_KIND_PROB)
-                KFN(linear_step)(VOP(load_tail)(xc + i, rem, 0),
-                                 has_w ? VOP(load_tail)(wc + i, rem, 0) : zero,
-                                 kind == FASTCE_KIND_PROB ? VOP(load_tail)(yc + i, rem, 0) : zero,
-                                 has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
-        }
-        for (int u = 1; u < UNROLL; u++) {
-            mx[0] = VOP(max)(mx[0], mx[u]);
-            sx[0] = VOP(add)(sx[0], sx[u]); swy[0] = VOP(add)(swy[0], swy[u]);
-            swyx[0] = VOP(add)(swyx[0], swyx[u]);
-        }
-        if (smooth) st->sx += VOP(hsum)(sx[0]);
-        if (kind == FASTCE_KIND_PROB) { st->swy += VOP(hsum)(swy[0]); st->swyx += VOP(hsum)(swyx[0]); }
-
-        /* Sweep B: sum of exp(x - shift) from L1, shift = the running max including this chunk. */
-        const double m_new = fmax(st->m, VOP(hmax)(mx[0]));
-        const V shift = VOP(set1)((REAL)ce_shift(m_new));
-        V e[UNROLL];
-        for (int u = 0; u < UNROLL; u++) e[u] = zero;
-        i = 0;
-        for (; i + UNROLL * VW <= len; i += UNROLL * VW)
-            for (int u = 0; u < UNROLL; u++)
-                e[u] = VOP(add)(e[u], VOP(exp)(VOP(sub)(VOP(load)(xc + i + u * VW), shift)));
-        for (; i + VW <= len; i += VW)
-            e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(VOP(load)(xc + i), shift)));
-        if (i < len)
-            e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(VOP(load_tail)(xc + i, len - i, (REAL)-INFINITY), shift)));
-        for (int u = 1; u < UNROLL; u++) e[0] = VOP(add)(e[0], e[u]);
-        st->s = st->s * ce_rescale(st->m, m_new) + VOP(hsum)(e[0]);
-        st->m = m_new;
     }
 }
 
@@ -139,35 +181,63 @@ FASTCE_INLINE void KFN(seg_pass2)(const REAL *x, REAL *out, const REAL *w, const
     }
 }
 
+/* lse of n rows' states. Short rows are processed ROW_BATCH at a time so that their logs run VW
+   lanes at once (a libm log per row would cost as much as the rest of a 10-class row). */
+#define ROW_BATCH 16
+FASTCE_INLINE void KFN(lse_batch)(const ce_state *st, double *lse, int64_t n) {
+    REAL sb[ROW_BATCH + VW];
+    int64_t j = 0;
+    for (; j < n; j++) sb[j] = (REAL)st[j].s;
+    for (; j % VW; j++) sb[j] = 1;
+    for (j = 0; j < n; j += VW) VOP(store)(sb + j, VOP(log)(VOP(load)(sb + j)));
+    for (j = 0; j < n; j++) lse[j] = ce_shift(st[j].m) + (double)sb[j];
+}
+
 /* ---- S == 1, one row per item, both passes fused ---- */
 FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, const int has_w,
                                   const int kind, const int smooth, const int outmode) {
     const int64_t C = a->C;
     const REAL *w = (const REAL *)a->weight;
-    for (int64_t r = r0; r < r1; r++) {
-        const REAL *xr = (const REAL *)a->x + r * C;
-        REAL *outr = outmode ? (REAL *)a->out + r * C : NULL;
-        const REAL *yr = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL;
-        ce_state st;
-        ce_state_init(&st);
-        int64_t t = 0;
-        double w_t = 1.0;
-        if (kind == FASTCE_KIND_INDEX) {
-            t = ce_target_at(a->target, a->ttype, r);
-            if (t == a->ignore_index) {
+    /* Batch only rows short enough that a batch stays in L1 for pass 2. */
+    const int64_t batch = C * (int64_t)sizeof(REAL) <= 1024 ? ROW_BATCH : 1;
+    for (int64_t rb = r0; rb < r1; rb += batch) {
+        const int64_t nb = r1 - rb < batch ? r1 - rb : batch;
+        ce_state st[ROW_BATCH];
+        int64_t t[ROW_BATCH];
+        double w_t[ROW_BATCH], lse[ROW_BATCH];
+        for (int64_t j = 0; j < nb; j++) {
+            const int64_t r = rb + j;
+            const REAL *xr = (const REAL *)a->x + r * C;
+            ce_state_init(&st[j]);
+            t[j] = 0;
+            w_t[j] = 1.0;
+            if (kind == FASTCE_KIND_INDEX) {
+                t[j] = ce_target_at(a->target, a->ttype, r);
+                if (t[j] == a->ignore_index) { st[j].s = 1.0; continue; } /* skipped below */
+                st[j].xt = xr[t[j]];
+                if (has_w) w_t[j] = w[t[j]];
+            }
+            KFN(seg_pass1)(xr, w, kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL, C,
+                           has_w, kind, smooth, &st[j]);
+        }
+        if (batch == 1) lse[0] = ce_lse(&st[0]);
+        else KFN(lse_batch)(st, lse, nb);
+        for (int64_t j = 0; j < nb; j++) {
+            const int64_t r = rb + j;
+            REAL *outr = outmode ? (REAL *)a->out + r * C : NULL;
+            if (kind == FASTCE_KIND_INDEX && t[j] == a->ignore_index) {
                 if (a->row_out) a->row_out[r] = 0.0;
                 if (outmode) memset(outr, 0, (size_t)C * sizeof(REAL));
                 continue;
             }
-            st.xt = xr[t];
-            if (has_w) w_t = w[t];
-        }
-        KFN(seg_pass1)(xr, w, yr, C, has_w, kind, smooth, &st);
-        const ce_row rr = ce_finish(a, &st, w_t, ce_coef(a, r));
-        if (a->row_out) a->row_out[r] = rr.loss;
-        if (outmode) {
-            KFN(seg_pass2)(xr, outr, w, yr, C, outmode, has_w, kind, smooth, &rr);
-            if (kind == FASTCE_KIND_INDEX) outr[t] -= (REAL)rr.fix;
+            const ce_row rr = ce_finish(a, &st[j], lse[j], w_t[j], ce_coef(a, r));
+            if (a->row_out) a->row_out[r] = rr.loss;
+            if (outmode) {
+                KFN(seg_pass2)((const REAL *)a->x + r * C, outr, w,
+                               kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL, C,
+                               outmode, has_w, kind, smooth, &rr);
+                if (kind == FASTCE_KIND_INDEX) outr[t[j]] -= (REAL)rr.fix;
+            }
         }
     }
 }
@@ -216,7 +286,7 @@ FASTCE_INLINE void KFN(merge_rows_spec)(const ce_args *a, int64_t r0, int64_t r1
         }
         for (int64_t p = 1; p < a->parts; p++) ce_state_merge(st, &a->states[r * a->parts + p]);
         if (a->row_out)
-            a->row_out[r] = ce_finish(a, st, KFN(target_weight)(a, t, has_w), ce_coef(a, r)).loss;
+            a->row_out[r] = ce_finish(a, st, ce_lse(st), KFN(target_weight)(a, t, has_w), ce_coef(a, r)).loss;
     }
 }
 
@@ -237,8 +307,8 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
                 continue;
             }
         }
-        const ce_row rr = ce_finish(a, &a->states[r * a->parts], KFN(target_weight)(a, t, has_w),
-                                    ce_coef(a, r));
+        const ce_state *st = &a->states[r * a->parts];
+        const ce_row rr = ce_finish(a, st, ce_lse(st), KFN(target_weight)(a, t, has_w), ce_coef(a, r));
         KFN(seg_pass2)(xr + c0, outr + c0, has_w ? w + c0 : NULL, yr ? yr + c0 : NULL, c1 - c0,
                        outmode, has_w, kind, smooth, &rr);
         if (kind == FASTCE_KIND_INDEX && t >= c0 && t < c1) outr[t] -= (REAL)rr.fix;
@@ -276,23 +346,26 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, int64_t n, int64_t p0, int6
     for (int64_t c = 0; c < C; c++)
         e = VOP(add)(e, VOP(exp)(VOP(sub)(KFN(load_group)(xb + c * S, lanes, full), shift)));
 
-    /* Per lane, in double: the loss and the pass-2 coefficients. */
-    REAL mb[VW], eb[VW], sxb[VW], swyb[VW], swyxb[VW];
-    REAL lse_b[VW], A_b[VW], B1_b[VW], B0_b[VW];
+    /* log(sum) for all lanes at once; then per lane, in double: lse = shift + log(sum) (added in
+       double so that a small loss lse - x_t keeps its relative accuracy), the loss and the
+       pass-2 coefficients. */
+    REAL mb[VW], lse_b[VW], logs_b[VW], sxb[VW], swyb[VW], swyxb[VW];
+    REAL A_b[VW], B1_b[VW], B0_b[VW];
     double fix_b[VW];
     int64_t t_b[VW];
-    VOP(store)(mb, mx); VOP(store)(eb, e); VOP(store)(sxb, sx);
+    VOP(store)(mb, mx); VOP(store)(logs_b, VOP(log)(e)); VOP(store)(sxb, sx);
     VOP(store)(swyb, swy); VOP(store)(swyxb, swyx);
     for (int64_t l = 0; l < VW; l++) {
-        ce_state st = {mb[l], eb[l], 0.0, sxb[l], swyb[l], swyxb[l]};
-        lse_b[l] = 0; A_b[l] = B1_b[l] = B0_b[l] = 0; fix_b[l] = 0; t_b[l] = -1;
+        ce_state st = {mb[l], 0.0, 0.0, sxb[l], swyb[l], swyxb[l]};
+        const double lse = ce_shift(st.m) + (double)logs_b[l];
+        lse_b[l] = (REAL)lse;
+        A_b[l] = B1_b[l] = B0_b[l] = 0; fix_b[l] = 0; t_b[l] = -1;
         if (l >= lanes) continue;
         const int64_t pos = n * S + p0 + l;
         double w_t = 1.0;
         if (kind == FASTCE_KIND_INDEX) {
             const int64_t t = ce_target_at(a->target, a->ttype, pos);
             if (t == a->ignore_index) { /* loss 0, gradient 0 (A = B = 0 times p <= 1) */
-                lse_b[l] = (REAL)ce_lse(&st);
                 if (a->row_out) a->row_out[pos] = 0.0;
                 continue;
             }
@@ -300,9 +373,9 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, int64_t n, int64_t p0, int6
             st.xt = xb[t * S + l];
             if (has_w) w_t = w[t];
         }
-        const ce_row rr = ce_finish(a, &st, w_t, ce_coef(a, pos));
+        const ce_row rr = ce_finish(a, &st, lse, w_t, ce_coef(a, pos));
         if (a->row_out) a->row_out[pos] = rr.loss;
-        lse_b[l] = (REAL)rr.lse; A_b[l] = (REAL)rr.A; B1_b[l] = (REAL)rr.B1; B0_b[l] = (REAL)rr.B0;
+        A_b[l] = (REAL)rr.A; B1_b[l] = (REAL)rr.B1; B0_b[l] = (REAL)rr.B0;
         fix_b[l] = rr.fix;
     }
     if (!outmode) return;
@@ -340,4 +413,6 @@ static void KFN(seg_out)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALI
 static void KFN(tiles)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(tiles_spec), a, i0, i1); }
 
 #undef CHUNK_ELEMS
+#undef MAX_JUMP
 #undef UNROLL
+#undef ROW_BATCH

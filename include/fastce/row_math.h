@@ -66,12 +66,13 @@ typedef struct {
     double A, B1, B0, fix;   /* gradient coefficients, see the header comment */
 } ce_row;
 
-/* Loss and gradient coefficients of one non-ignored row. `w_t` is the target's weight (index
-   kind), `coef` = grad_output / D. */
-FASTCE_INLINE ce_row ce_finish(const ce_args *a, const ce_state *st, double w_t, double coef) {
+/* Loss and gradient coefficients of one non-ignored row, given its lse (= ce_lse(st), possibly
+   computed several rows at a time by a vector log). `w_t` is the target's weight (index kind),
+   `coef` = grad_output / D. */
+FASTCE_INLINE ce_row ce_finish(const ce_args *a, const ce_state *st, double lse, double w_t, double coef) {
     ce_row r;
     const double eps = a->eps, C = (double)a->C, W = a->wsum;
-    r.lse = ce_lse(st);
+    r.lse = lse;
     r.B1 = 0.0; r.fix = 0.0;
     r.B0 = coef * eps / C;
     if (a->kind == FASTCE_KIND_INDEX) {

@@ -5,6 +5,7 @@
 #ifndef FASTCE_VEC_AVX512_H
 #define FASTCE_VEC_AVX512_H
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 
 /* ---------------- float ---------------- */
@@ -50,6 +51,37 @@ static inline vf_t vf_exp(vf_t x) {
     y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
     y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(y, n);
+}
+
+/* log(x) for the kernels' sums of exponentials (x >= 1, or 0, inf, NaN): x = m 2^e with
+ * m in [sqrt(1/2), sqrt(2)), log x = e ln2 + log(1 + f), f = m - 1, by cephes' logf polynomial
+ * (|error| <= 1 ulp on the reduced range). 0 -> -inf, +inf -> +inf, NaN or x < 0 -> NaN.
+ * Subnormal x is not supported (never produced: a sum of exps that holds exp(0) is >= 1). */
+static inline vf_t vf_log(vf_t x) {
+    /* getmant/getexp split x = m 2^(e) with m in [0.5, 1). */
+    __m512 m = _mm512_getmant_ps(x, _MM_MANT_NORM_p5_1, _MM_MANT_SIGN_src);
+    __m512 e = _mm512_add_ps(_mm512_getexp_ps(x), _mm512_set1_ps(1.0f));
+    const __mmask16 small = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+    e = _mm512_mask_sub_ps(e, small, e, _mm512_set1_ps(1.0f));
+    const __m512 f = _mm512_sub_ps(_mm512_mask_add_ps(m, small, m, m), _mm512_set1_ps(1.0f));
+    const __m512 z = _mm512_mul_ps(f, f);
+    __m512 y = _mm512_set1_ps(7.0376836292e-2f);
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.1514610310e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.1676998740e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.2420140846e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.4249322787e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.6668057665e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.0000714765e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-2.4999993993e-1f));
+    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(3.3333331174e-1f));
+    y = _mm512_mul_ps(_mm512_mul_ps(y, f), z);
+    y = _mm512_fmadd_ps(e, _mm512_set1_ps(-2.12194440e-4f), y);
+    y = _mm512_fnmadd_ps(z, _mm512_set1_ps(0.5f), y);
+    __m512 r = _mm512_fmadd_ps(e, _mm512_set1_ps(0.693359375f), _mm512_add_ps(f, y));
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_EQ_OQ), r, _mm512_set1_ps(-INFINITY));
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ), r, x);
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NGE_UQ), r, _mm512_set1_ps(NAN));
+    return r;
 }
 
 /* ---------------- double ---------------- */
@@ -99,6 +131,14 @@ static inline vd_t vd_exp(vd_t x) {
     y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0));
     y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0));
     return _mm512_scalef_pd(y, n);
+}
+
+/* double log: lane by lane through libm (used once per row, never per logit). */
+static inline vd_t vd_log(vd_t x) {
+    double lanes[VD_W];
+    vd_store(lanes, x);
+    for (int i = 0; i < VD_W; i++) lanes[i] = log(lanes[i]);
+    return vd_load(lanes);
 }
 
 #endif

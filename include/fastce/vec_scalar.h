@@ -1,11 +1,11 @@
-/* fastce/vec_scalar.h: the portable path. A "vector" is one element; exp is libm's (< 1 ulp).
+/* fastce/vec_scalar.h: the portable path. A "vector" is one element; exp and log are libm's (< 1 ulp).
  * Same API as vec_avx2.h / vec_avx512.h, so kernel_impl.h compiles unchanged for every ISA. */
 #ifndef FASTCE_VEC_SCALAR_H
 #define FASTCE_VEC_SCALAR_H
 #include <math.h>
 #include <stdint.h>
 
-#define FASTCE_VEC_DEFINE_SCALAR(P, T, EXPF)                                                      \
+#define FASTCE_VEC_DEFINE_SCALAR(P, T, EXPF, LOGF)                                                      \
     typedef T P##_t;                                                                              \
     static inline P##_t P##_load(const T *p) { return *p; }                                      \
     static inline void P##_store(T *p, P##_t v) { *p = v; }                                      \
@@ -20,10 +20,11 @@
     static inline P##_t P##_shift(P##_t m) { return m == -INFINITY ? (T)0 : m; }                 \
     static inline double P##_hmax(P##_t v) { return v; }                                         \
     static inline double P##_hsum(P##_t v) { return v; }                                         \
-    static inline P##_t P##_exp(P##_t x) { return EXPF(x); }
+    static inline P##_t P##_exp(P##_t x) { return EXPF(x); }                                    \
+    static inline P##_t P##_log(P##_t x) { return LOGF(x); }
 
-FASTCE_VEC_DEFINE_SCALAR(vf, float, expf)
-FASTCE_VEC_DEFINE_SCALAR(vd, double, exp)
+FASTCE_VEC_DEFINE_SCALAR(vf, float, expf, logf)
+FASTCE_VEC_DEFINE_SCALAR(vd, double, exp, log)
 #define VF_W 1
 #define VD_W 1
 
