@@ -79,6 +79,9 @@ typedef struct {
     ce_range_fn seg_out;     /* S == 1, split: item = (row, part); pass 2 */
     ce_range_fn tiles;       /* S > 1: item = (n, group of VW positions), vectorized across positions */
     int64_t vector_width;    /* lanes per vector; tiles cover this many positions */
+    /* The vector math itself, element-wise over n values, for the accuracy tests. */
+    void (*exp_array)(const void *x, void *y, int64_t n);
+    void (*log_array)(const void *x, void *y, int64_t n);
 } ce_kernels;
 
 typedef struct {

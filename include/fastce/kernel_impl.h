@@ -405,6 +405,19 @@ FASTCE_INLINE void KFN(tiles_spec)(const ce_args *a, int64_t i0, int64_t i1, con
     }
 }
 
+/* ---- the vector math over arrays (test hooks: tests/test_vector_math.py sweeps them) ---- */
+FASTCE_INLINE void KFN(map_array)(const REAL *x, REAL *y, int64_t n, const int is_log) {
+    int64_t i = 0;
+    for (; i + VW <= n; i += VW)
+        VOP(store)(y + i, is_log ? VOP(log)(VOP(load)(x + i)) : VOP(exp)(VOP(load)(x + i)));
+    if (i < n) {
+        V v = VOP(load_tail)(x + i, n - i, 1);
+        VOP(store_tail)(y + i, is_log ? VOP(log)(v) : VOP(exp)(v), n - i);
+    }
+}
+static void KFN(exp_array)(const void *x, void *y, int64_t n) { KFN(map_array)((const REAL *)x, (REAL *)y, n, 0); }
+static void KFN(log_array)(const void *x, void *y, int64_t n) { KFN(map_array)((const REAL *)x, (REAL *)y, n, 1); }
+
 /* ---- entry points: pick the specialization once per call ---- */
 static void KFN(rows)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(rows_spec), a, i0, i1); }
 static void KFN(seg_stats)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(seg_stats_spec), a, i0, i1); }

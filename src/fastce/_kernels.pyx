@@ -41,6 +41,8 @@ cdef extern from "fastce/dispatch.h" nogil:
     ctypedef struct ce_kernels:
         ce_range_fn rows, seg_stats, merge_rows, seg_out, tiles
         int64_t vector_width
+        void (*exp_array)(const void *x, void *y, int64_t n) noexcept nogil
+        void (*log_array)(const void *x, void *y, int64_t n) noexcept nogil
     ctypedef struct ce_isa_table:
         const char *name
         ce_kernels f32, f64
@@ -156,3 +158,25 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
         k.merge_rows(&a, 0, N)
         if outmode != 0:
             _parallel(k.seg_out, &a, N * parts, 1, nthreads)
+
+
+def vector_math(int isa, str func, cnp.ndarray x not None):
+    """exp or log of a contiguous float32/float64 array through `isa`'s vector math (the code the
+    kernels inline). For the accuracy tests; not part of the public API."""
+    cdef const ce_isa_table *table = fastce_isa_table(isa)
+    cdef const ce_kernels *k = &table.f64 if x.dtype.itemsize == 8 else &table.f32
+    cdef cnp.ndarray y = np.empty_like(x)
+    cdef const void *px = cnp.PyArray_DATA(x)
+    cdef void *py = cnp.PyArray_DATA(y)
+    cdef int64_t n = x.size
+    cdef bint is_exp = func == "exp"
+    if not is_exp and func != "log":
+        raise ValueError(f"func must be 'exp' or 'log', got {func!r}")
+    if not x.flags.c_contiguous or x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8) or not x.dtype.isnative:
+        raise TypeError("x must be a C-contiguous native float32 or float64 array")
+    with nogil:
+        if is_exp:
+            k.exp_array(px, py, n)
+        else:
+            k.log_array(px, py, n)
+    return y

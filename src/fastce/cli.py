@@ -1,0 +1,81 @@
+"""Command-line interface: ``fastce <command> ...``.
+
+Commands:
+  bench   benchmark fastce's cross-entropy against torch / NumPy / JAX / scikit-learn
+
+Add a command by writing ``_add_<name>(subparsers)`` that registers a
+subparser with ``set_defaults(func=...)`` and listing it in ``_COMMANDS``
+(e.g. a future ``score`` command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, List, Optional, Sequence
+
+
+def _version() -> str:
+    try:
+        from fastce import __version__
+
+        return __version__
+    except Exception:  # pragma: no cover - partially built package
+        return "unknown"
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from fastce import _bench
+
+    return _bench.main(args)
+
+
+def _add_bench(subparsers) -> None:
+    from fastce import _bench
+
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark cross-entropy against other libraries",
+        description=(
+            "Time softmax cross-entropy (forward loss, and loss+gradient) in fastce and in every "
+            "installed peer (torch, NumPy, JAX/optax, scikit-learn) on the same data, and print "
+            "throughput in G logits/s with fastce/peer ratios."
+        ),
+        epilog="examples:  fastce bench --quick   |   fastce bench -w 4096x32000 --threads all   |   "
+        "fastce bench --plot ce.png --plot-only",
+    )
+    _bench.add_arguments(p)
+    p.set_defaults(func=_run_bench)
+
+
+_COMMANDS: List[Callable] = [_add_bench]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastce",
+        description="fastce: fast softmax cross-entropy for NumPy on the CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"fastce {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``fastce`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Slow, obviously-correct float64 NumPy reference for fastce.
+
+This module is the test oracle.  It is written directly from the formulas of
+``torch.nn.functional.cross_entropy`` (torch 2.13) and never calls the fastce
+kernels; it only depends on NumPy.  Every computation is done in float64 and
+every result is float64, whatever the input dtype (float16/float32 inputs are
+first converted exactly to float64).
+
+Notation
+--------
+``x`` are the logits, ``C`` the number of classes.  The class axis is axis 1
+for inputs with ``ndim >= 2`` (shapes ``(N, C)`` and ``(N, C, d1, ..., dk)``)
+and axis 0 for an unbatched ``(C,)`` input (whose index target is 0-d).  An
+"element" ``i`` is one position of the target shape ``(N, d1, ..., dk)`` (or
+the single position of an unbatched input).
+
+    log p_ic = x_ic - m_i - log(sum_k exp(x_ik - m_i)),    m_i = max_k x_ik
+    p_ic     = exp(x_ic - m_i) / sum_k exp(x_ik - m_i)
+
+``w`` is the class weight vector (all ones when not given), ``W = sum_c w_c``,
+``eps`` the label smoothing, ``g`` the grad_output and ``D`` the "mean"
+denominator (``D = 1`` for reduction "sum" and "none").
+
+Index targets ``t_i`` (any integer dtype; ``t_i == ignore_index`` is ignored)::
+
+    nll_i    = -w[t_i] * log p_i[t_i]                (0 when ignored)
+    smooth_i = -sum_c w_c log p_ic                   (0 when ignored)
+    loss_i   = (1 - eps) * nll_i + (eps / C) * smooth_i      (eps > 0)
+    loss_i   = nll_i                                          (eps == 0)
+    mean:  D = sum_{i not ignored} w[t_i];
+           loss = (1 - eps) * (sum_i nll_i) / D + (eps / C) * (sum_i smooth_i) / D
+           (NaN when every target is ignored or the batch is empty; sum gives 0)
+    dL/dx_ic = g_i / D * [(1 - eps) * w[t_i] * (p_ic - [c == t_i])
+                          + (eps / C) * (W * p_ic - w_c)]
+    (a row of zeros for ignored elements)
+
+Probability targets ``y`` (floating, same shape as the input)::
+
+    y'_ic  = (1 - eps) * y_ic + eps / C
+    loss_i = -sum_c w_c * y'_ic * log p_ic
+    mean:  D = number of elements = N * d1 * ... * dk   (NaN when empty)
+    dL/dx_ic = g_i * (p_ic * sum_k w_k y'_ik - w_c y'_ic) / D
+
+Reductions: "none" returns the per-element array (target shape, 0-d for an
+unbatched input), "sum" returns ``sum_i loss_i`` and "mean" the mean described
+above; both as ``numpy.float64`` scalars.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "logsumexp",
+    "log_softmax",
+    "softmax",
+    "nll_loss",
+    "cross_entropy",
+    "cross_entropy_with_grad",
+]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+# --------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------
+
+def _as_float64_input(x, name="input"):
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    return x.astype(np.float64)
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _class_axis(ndim):
+    if ndim == 0:
+        raise ValueError("input must have at least 1 dimension")
+    return 0 if ndim == 1 else 1
+
+
+def _weight_vector(weight, C):
+    if weight is None:
+        return np.ones(C, dtype=np.float64)
+    w = np.asarray(weight)
+    if not np.issubdtype(w.dtype, np.floating):
+        raise TypeError(f"weight must be floating, got dtype {w.dtype}")
+    w = w.astype(np.float64)
+    if w.shape != (C,):
+        raise ValueError(f"weight must have shape ({C},), got {w.shape}")
+    return w
+
+
+def _index_target_int64(target, C, ignore_index):
+    """Return (t as int64 with ignored entries replaced by 0, valid mask).
+
+    Comparisons with ignore_index and the bound check use the exact integer
+    values of the target (so uint8 value 156 is class 156, never -100).
+    """
+    t = np.asarray(target)
+    if not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"index target must have an integer dtype, got {t.dtype}")
+    if t.dtype == np.uint64 and t.size and int(t.max()) > np.iinfo(np.int64).max:
+        raise IndexError(f"Target {int(t.max())} is out of bounds.")
+    t64 = t.astype(np.int64)
+    valid = t64 != ignore_index
+    bad = valid & ((t64 < 0) | (t64 >= C))
+    if bad.any():
+        raise IndexError(f"Target {int(t64[bad].flat[0])} is out of bounds.")
+    return np.where(valid, t64, 0), valid
+
+
+def _to_last(x, class_axis):
+    """Move the class axis to the end: (..., C) with ... = target shape."""
+    return np.moveaxis(x, class_axis, -1)
+
+
+def _from_last(x, class_axis):
+    return np.moveaxis(x, -1, class_axis)
+
+
+# --------------------------------------------------------------------------
+# softmax family
+# --------------------------------------------------------------------------
+
+def logsumexp(x, axis=-1):
+    """log(sum_k exp(x_k)) along ``axis`` (which is reduced away), float64.
+
+    torch.logsumexp semantics: with m = max_k x_k (replaced by 0 when it is
+    +-inf), lse = m + log(sum_k exp(x_k - m)).  So a row containing +inf gives
+    +inf, an all -inf row gives -inf, any NaN gives NaN, an empty axis gives
+    -inf.
+    """
+    x = _as_float64_input(x, "x")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis {axis} is out of bounds for an array of dimension {x.ndim}")
+    axis %= x.ndim
+    if x.shape[axis] == 0:
+        return np.full(x.shape[:axis] + x.shape[axis + 1:], -np.inf)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m = np.max(x, axis=axis, keepdims=True)
+        m = np.where(np.isinf(m), 0.0, m)
+        s = np.sum(np.exp(x - m), axis=axis, keepdims=True)
+        out = np.log(s) + m
+    return np.squeeze(out, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    """log p_k = (x_k - m) - log(sum_j exp(x_j - m)), m = max_j x_j, float64.
+
+    torch.log_softmax semantics for non-finite values: a row containing +inf
+    or NaN, or a row that is entirely -inf, is all NaN; a -inf entry in an
+    otherwise finite row gives -inf.
+    """
+    x = _as_float64_input(x, "x")
+    if x.size == 0:
+        return x.copy()
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m = np.max(x, axis=axis, keepdims=True)
+        s = x - m
+        return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
+
+
+def softmax(x, axis=-1):
+    """p_k = exp(x_k - m) / sum_j exp(x_j - m), m = max_j x_j, float64.
+
+    Same non-finite behaviour as :func:`log_softmax` (NaN rows; -inf -> 0).
+    """
+    x = _as_float64_input(x, "x")
+    if x.size == 0:
+        return x.copy()
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m = np.max(x, axis=axis, keepdims=True)
+        e = np.exp(x - m)
+        return e / np.sum(e, axis=axis, keepdims=True)
+
+
+# --------------------------------------------------------------------------
+# nll_loss
+# --------------------------------------------------------------------------
+
+def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    """torch.nn.functional.nll_loss on float64.
+
+    loss_i = -w[t_i] * log_probs_i[t_i]  (0 for ignored elements);
+    mean = sum_i loss_i / sum_{i not ignored} w[t_i]  (NaN if nothing counts);
+    sum = sum_i loss_i.  Class axis 1 (or 0 for an unbatched (C,) input).
+    """
+    _check_reduction(reduction)
+    lp = _as_float64_input(log_probs, "log_probs")
+    cax = _class_axis(lp.ndim)
+    C = lp.shape[cax]
+    w = _weight_vector(weight, C)
+    lp_last = _to_last(lp, cax)
+    target = np.asarray(target)
+    if target.shape != lp_last.shape[:-1]:
+        raise ValueError(f"target shape {target.shape} does not match input shape {lp.shape}")
+    t, valid = _index_target_int64(target, C, ignore_index)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if C:
+            lp_t = np.take_along_axis(lp_last, t[..., None], axis=-1)[..., 0]
+            w_t = w[t]
+        else:
+            lp_t = w_t = np.zeros(t.shape)
+        per = np.where(valid, -(w_t * lp_t), 0.0)
+        if reduction == "none":
+            return np.asarray(per, dtype=np.float64)
+        total = np.sum(per, dtype=np.float64)
+        if reduction == "sum":
+            return np.float64(total)
+        denom = np.sum(np.where(valid, w_t, 0.0), dtype=np.float64)
+        return np.float64(np.float64(total) / denom)
+
+
+# --------------------------------------------------------------------------
+# cross_entropy
+# --------------------------------------------------------------------------
+
+def _prepare(input, target, weight, reduction, label_smoothing):
+    _check_reduction(reduction)
+    eps = float(label_smoothing)
+    if not (0.0 <= eps <= 1.0):
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    x = _as_float64_input(input, "input")
+    cax = _class_axis(x.ndim)
+    C = x.shape[cax]
+    w = _weight_vector(weight, C)
+    target = np.asarray(target)
+    prob = target.shape == x.shape and np.issubdtype(target.dtype, np.floating)
+    if not prob:
+        if np.issubdtype(target.dtype, np.floating):
+            raise ValueError(
+                f"probability target must have the input's shape {x.shape}, got {target.shape}")
+        expect = x.shape[:cax] + x.shape[cax + 1:]
+        if target.shape != expect:
+            raise ValueError(f"index target must have shape {expect}, got {target.shape}")
+    return x, cax, C, w, target, prob, eps
+
+
+def _forward_backward(input, target, weight, ignore_index, reduction, label_smoothing,
+                      grad_output, need_grad):
+    x, cax, C, w, target, prob, eps = _prepare(input, target, weight, reduction, label_smoothing)
+    xl = _to_last(x, cax)                      # (..., C)
+    S = xl.shape[:-1]                          # element (target) shape
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        lp = log_softmax(xl, axis=-1)
+        p = softmax(xl, axis=-1)
+
+        if prob:
+            y = _to_last(target.astype(np.float64), cax)
+            if eps > 0.0:
+                y = y * (1.0 - eps) + eps / C
+            per = -np.sum(lp * y * w, axis=-1)             # loss_i
+            n_el = int(np.prod(S, dtype=np.int64))
+            if reduction == "mean":
+                D = np.float64(n_el) if n_el else np.float64(np.nan)
+                loss = np.float64(np.sum(per, dtype=np.float64) / D) if n_el else np.float64(np.nan)
+            elif reduction == "sum":
+                D = np.float64(1.0)
+                loss = np.float64(np.sum(per, dtype=np.float64))
+            else:
+                D = np.float64(1.0)
+                loss = np.asarray(per, dtype=np.float64)
+        else:
+            t, valid = _index_target_int64(target, C, ignore_index)
+            lp_t = np.take_along_axis(lp, t[..., None], axis=-1)[..., 0]
+            w_t = w[t]
+            nll = np.where(valid, -(w_t * lp_t), 0.0)
+            if eps > 0.0:
+                smooth = np.where(valid, -np.sum(lp * w, axis=-1), 0.0)
+            if reduction == "mean":
+                D = np.sum(np.where(valid, w_t, 0.0), dtype=np.float64)
+                loss = np.sum(nll, dtype=np.float64) / D
+                if eps > 0.0:
+                    loss = (1.0 - eps) * loss + (np.sum(smooth, dtype=np.float64) / D) * (eps / C)
+                loss = np.float64(loss)
+            else:
+                D = np.float64(1.0)
+                per = nll if eps == 0.0 else (1.0 - eps) * nll + (eps / C) * smooth
+                if reduction == "sum":
+                    loss = np.float64(np.sum(per, dtype=np.float64))
+                else:
+                    loss = np.asarray(per, dtype=np.float64)
+
+        if not need_grad:
+            return loss, None
+
+        # grad_output: array of the loss's shape for "none", a scalar otherwise
+        if grad_output is None:
+            g = np.ones(S) if reduction == "none" else np.float64(1.0)
+        else:
+            g = np.asarray(grad_output, dtype=np.float64)
+            if reduction == "none":
+                g = np.broadcast_to(g, S)
+            elif g.size != 1:
+                raise ValueError("grad_output must be a scalar for reduction 'mean'/'sum'")
+            else:
+                g = g.reshape(())
+        coef = np.broadcast_to(g / D, S)[..., None]           # g_i / D
+
+        if prob:
+            wy = w * y
+            grad = coef * (p * np.sum(wy, axis=-1, keepdims=True) - wy)
+        else:
+            onehot = np.zeros_like(p)
+            np.put_along_axis(onehot, t[..., None], 1.0, axis=-1)
+            term = w_t[..., None] * (p - onehot)
+            if eps > 0.0:
+                term = (1.0 - eps) * term + (eps / C) * (w.sum() * p - w)
+            grad = np.where(valid[..., None], coef * term, 0.0)
+        grad = np.ascontiguousarray(_from_last(grad, cax), dtype=np.float64)
+    return loss, grad
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """Softmax cross-entropy with torch 2.13 semantics; float64 result.
+
+    See the module docstring for the formulas.  ``target`` is either an
+    integer index array of the input's shape without the class axis (0-d for
+    an unbatched ``(C,)`` input) or a floating probability array of the
+    input's shape.  Returns a float64 array of the target shape for
+    reduction "none", else a ``numpy.float64`` scalar.
+    """
+    loss, _ = _forward_backward(input, target, weight, ignore_index, reduction,
+                                label_smoothing, None, False)
+    return loss
+
+
+def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduction="mean",
+                            label_smoothing=0.0, grad_output=None):
+    """(loss, grad) with grad = d(sum(grad_output * loss)) / d(input), float64.
+
+    Analytic gradient (see the module docstring):
+      index targets: g_i / D * [(1-eps) w[t_i] (p_ic - [c==t_i]) + (eps/C)(W p_ic - w_c)],
+                     zero rows for ignored elements;
+      probability targets: g_i * (p_ic * sum_k w_k y'_ik - w_c y'_ic) / D.
+    ``grad_output`` defaults to 1 (a scalar for "mean"/"sum", an array of the
+    loss's shape for "none").
+    """
+    return _forward_backward(input, target, weight, ignore_index, reduction,
+                             label_smoothing, grad_output, True)
