@@ -1,9 +1,10 @@
 """The public functions: validate, allocate, call the kernels, reduce.
 
 Memory: the loss alone allocates O(N) (one float64 per row, plus O(C) for weights); nothing of
-size N x C. The gradient allocates only itself, or nothing with out=input. Copies of the input
-are made only where its layout forces one (non-contiguous, byte-swapped) or for float16, which
-is computed in float32 (see _validate.as_compute).
+size N x C. The gradient allocates only itself, or nothing with out=input. A copy of the input
+is made only where its layout forces one (non-contiguous, byte-swapped; see _validate.as_compute).
+float16 is computed in float32 block by block (FLOAT16_BLOCK logits at a time), so it too
+allocates no N x C temporary.
 """
 import numpy as np
 
@@ -22,6 +23,9 @@ from ._validate import (
     normalize_axis,
     target_kind,
 )
+
+# float16 input is converted to float32 this many logits at a time (whole outer rows).
+FLOAT16_BLOCK = 1 << 20
 
 # Codes of include/fastce/common.h.
 KIND_LSE, KIND_INDEX, KIND_PROB = 0, 1, 2
@@ -65,19 +69,47 @@ class _Problem:
                 raise ValueError("ignore_index is not supported for floating point target (class probabilities)")
             self.prob = as_compute(np.asarray(target), self.cdtype)
             self.denominator = float(lay.rows)  # torch: the number of elements, whatever the weights
-        self.x = as_compute(self.x_user, self.cdtype)
+        # float16 stays float16 here; run() converts it block by block.
+        self.x = self.x_user if self.dtype == np.float16 else as_compute(self.x_user, self.cdtype)
 
     def run(self, outmode=OUT_NONE, out=None, gout=None, gscale=1.0):
+        """Runs the kernels; the gradient (outmode OUT_GRAD) goes to `out`, which has the input's
+        shape and dtype. Returns the reduced loss."""
         lay = self.layout
         row_loss = np.empty(lay.rows, dtype=np.float64)
-        _kernels.ce_run(
-            _runtime.isa_id(), self.x, lay.N, lay.C, lay.S,
-            KIND_INDEX if self.kind == "index" else KIND_PROB, outmode,
-            target=self.target, ttype=self.ttype, prob=self.prob, weight=self.weight, wsum=self.wsum,
-            ignore_index=self.ignore_index, eps=self.eps, row_out=row_loss, out=out, gout=gout,
-            gscale=gscale, nthreads=self.nthreads,
-        )
+        if self.dtype != np.float16:
+            self._run_block(slice(None), self.x, outmode, out, row_loss, gout, gscale)
+            return self.reduce(row_loss)
+        # float16: whole outer rows (n) at a time, each converted to a float32 block.
+        per_n = lay.C * lay.S
+        step = max(1, FLOAT16_BLOCK // max(per_n, 1))
+        x3 = self.x.reshape(lay.N, per_n)
+        out3 = out.reshape(lay.N, per_n) if out is not None else None
+        block_out = None
+        for n0 in range(0, lay.N, step):
+            n1 = min(lay.N, n0 + step)
+            xb = np.ascontiguousarray(x3[n0:n1], dtype=np.float32)
+            if out3 is not None:
+                block_out = np.empty_like(xb)
+            self._run_block(slice(n0, n1), xb, outmode, block_out, row_loss, gout, gscale)
+            if out3 is not None:
+                out3[n0:n1] = block_out
         return self.reduce(row_loss)
+
+    def _run_block(self, ns, x, outmode, out, row_loss, gout, gscale):
+        """The kernels over outer rows `ns` (a slice of N); x and out hold just those rows."""
+        lay = self.layout
+        n0, n1, _ = ns.indices(lay.N)
+        rows = slice(n0 * lay.S, n1 * lay.S)
+        t = self.target.reshape(-1)[rows] if self.target is not None else None
+        prob = self.prob.reshape(lay.N, -1)[n0:n1] if self.prob is not None else None
+        _kernels.ce_run(
+            _runtime.isa_id(), x, n1 - n0, lay.C, lay.S,
+            KIND_INDEX if self.kind == "index" else KIND_PROB, outmode,
+            target=t, ttype=self.ttype, prob=prob, weight=self.weight, wsum=self.wsum,
+            ignore_index=self.ignore_index, eps=self.eps, row_out=row_loss[rows], out=out,
+            gout=gout[rows] if gout is not None else None, gscale=gscale, nthreads=self.nthreads,
+        )
 
     def reduce(self, row_loss):
         if self.reduction == "none":
@@ -165,20 +197,13 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
     p = _Problem(input, target, weight, ignore_index, reduction, label_smoothing, num_threads)
     gout, gscale = p.grad_scale(grad_output)
     if out is None:
-        grad = kernel_out = np.empty(p.layout.shape, dtype=p.cdtype)
+        out = np.empty(p.layout.shape, dtype=p.dtype)
     else:
+        # out=input is safe: the kernels read each logit before writing its gradient.
         check_out(out, p.layout.shape, p.dtype, p.x_user,
                   [("target", p.target if p.kind == "index" else np.asarray(target)), ("weight", weight)])
-        grad = out
-        # The kernels write `out` directly when it has the compute dtype; float16 goes through
-        # a float32 buffer. out=input is safe: each logit is read before its gradient is written.
-        kernel_out = out if out.dtype == p.cdtype else np.empty(p.layout.shape, dtype=p.cdtype)
-    loss = p.run(OUT_GRAD, out=kernel_out, gout=gout, gscale=gscale)
-    if kernel_out is not grad:
-        grad[...] = kernel_out
-    elif grad.dtype != p.dtype:
-        grad = grad.astype(p.dtype)
-    return loss, grad
+    loss = p.run(OUT_GRAD, out=out, gout=gout, gscale=gscale)
+    return loss, out
 
 
 def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean", *, num_threads=None):
