@@ -9,8 +9,12 @@
  *   m    = max_c x_c                     (raw max; may be -inf or +inf)
  *   s    = sum_c exp(x_c - shift(m))     shift(m) = m, or 0 when m = -inf (so -inf rows give s = 0)
  *   xt   = x[target]                     (0 for segments that do not hold the target)
- *   sx   = sum_c w_c x_c                 (label smoothing only)
- *   swy  = sum_c w_c y_c, swyx = sum_c w_c y_c x_c   (probability targets only)
+ *   ref  = the row's first logit (0 if not finite): the origin of the linear sums below, so
+ *          that they hold differences x - ref and do not cancel for large logits. Every
+ *          segment of a row uses the same ref, so merging them is a plain sum.
+ *   sx   = sum_c w_c (x_c - ref)                       (index targets with label smoothing)
+ *   swy  = sum_c w_c y'_c, swyx = sum_c w_c y'_c (x_c - ref)   (probability targets, with
+ *          y'_c = (1 - eps) y_c + eps / C formed per element, as torch forms the smoothed target)
  */
 #ifndef FASTCE_COMMON_H
 #define FASTCE_COMMON_H
@@ -44,7 +48,7 @@ enum {
 };
 
 typedef struct {
-    double m, s, xt, sx, swy, swyx;
+    double m, s, xt, ref, sx, swy, swyx;
 } ce_state;
 
 typedef struct {

@@ -21,15 +21,32 @@
 #define CHUNK_ELEMS ((int64_t)(8192 / sizeof(REAL)))
 #define UNROLL 4
 
-/* ---- one vector step of the linear sums that pass 1 gathers beside the max ----
- * smooth: sx += w x;   prob: swy += w y, swyx += w y x   (w = 1 without weights) */
-FASTCE_INLINE void KFN(linear_step)(V xv, V wv, V yv, const int has_w, const int kind,
-                                    const int smooth, V *sx, V *swy, V *swyx) {
-    if (smooth) *sx = has_w ? VOP(fmadd)(wv, xv, *sx) : VOP(add)(*sx, xv);
+/* Constants of the linear sums: the row's (or lane's) ref, and y' = ys * y + ya. */
+typedef struct { V ref, ys, ya; } KFN(lin);
+
+FASTCE_INLINE KFN(lin) KFN(lin_make)(const ce_args *a, V ref) {
+    KFN(lin) l;
+    l.ref = ref;
+    l.ys = VOP(set1)((REAL)(1.0 - a->eps));
+    l.ya = VOP(set1)((REAL)(a->eps / (double)a->C));
+    return l;
+}
+
+/* Lanes [0, n) of 1, the rest 0: masks the tail of the linear sums when there is no weight. */
+static const REAL KFN(ones)[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+/* ---- one vector step of the linear sums that pass 1 gathers beside the max (see common.h) ----
+ * index + smooth: sx += w (x - ref);   prob: y' = ys y + ya, swy += w y', swyx += w y' (x - ref)
+ * (w = 1 without weights; y' only when smoothing) */
+FASTCE_INLINE void KFN(linear_step)(V xv, V wv, V yv, const KFN(lin) *l, const int has_w,
+                                    const int kind, const int smooth, V *sx, V *swy, V *swyx) {
+    const V d = VOP(sub)(xv, l->ref);
+    if (kind == FASTCE_KIND_INDEX && smooth) *sx = has_w ? VOP(fmadd)(wv, d, *sx) : VOP(add)(*sx, d);
     if (kind == FASTCE_KIND_PROB) {
-        V wy = has_w ? VOP(mul)(wv, yv) : yv;
+        const V yp = smooth ? VOP(fmadd)(yv, l->ys, l->ya) : yv;
+        const V wy = has_w ? VOP(mul)(wv, yp) : yp;
         *swy = VOP(add)(*swy, wy);
-        *swyx = VOP(fmadd)(wy, xv, *swyx);
+        *swyx = VOP(fmadd)(wy, d, *swyx);
     }
 }
 
@@ -52,8 +69,9 @@ FASTCE_INLINE double KFN(sweep_exp)(const REAL *xc, int64_t len, V shift) {
 /* One sweep over a chunk from memory: its max, the linear sums of the options, and, when
    with_exp, the sum of exp(x - shift) against a shift fixed before the sweep. */
 FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL *yc, int64_t len,
-                                     const int has_w, const int kind, const int smooth,
-                                     const int with_exp, V shift, double *esum, ce_state *st) {
+                                     const KFN(lin) *l, const int has_w, const int kind,
+                                     const int smooth, const int with_exp, V shift, double *esum,
+                                     ce_state *st) {
     const V zero = VOP(set1)((REAL)0);
     V mx[UNROLL], e[UNROLL], sx[UNROLL], swy[UNROLL], swyx[UNROLL];
     for (int u = 0; u < UNROLL; u++) { mx[u] = VOP(set1)((REAL)-INFINITY); e[u] = sx[u] = swy[u] = swyx[u] = zero; }
@@ -66,7 +84,7 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
             if (with_exp) e[u] = VOP(add)(e[u], VOP(exp)(VOP(sub)(xv, shift)));
             KFN(linear_step)(xv, has_w ? VOP(load)(wc + k) : zero,
                              kind == FASTCE_KIND_PROB ? VOP(load)(yc + k) : zero,
-                             has_w, kind, smooth, &sx[u], &swy[u], &swyx[u]);
+                             l, has_w, kind, smooth, &sx[u], &swy[u], &swyx[u]);
         }
     }
     for (; i + VW <= len; i += VW) {
@@ -75,25 +93,25 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
         if (with_exp) e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(xv, shift)));
         KFN(linear_step)(xv, has_w ? VOP(load)(wc + i) : zero,
                          kind == FASTCE_KIND_PROB ? VOP(load)(yc + i) : zero,
-                         has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
+                         l, has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
     }
     if (i < len) { /* tail: max and exp see -inf, the sums see 0 in the missing lanes */
         const int64_t rem = len - i;
         V xm = VOP(load_tail)(xc + i, rem, (REAL)-INFINITY);
         mx[0] = VOP(max)(mx[0], xm);
         if (with_exp) e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(xm, shift)));
-        if (smooth || kind == FASTCE_KIND_PROB)
+        if (smooth || kind == FASTCE_KIND_PROB) /* the weight (or a 0/1 mask) zeroes missing lanes */
             KFN(linear_step)(VOP(load_tail)(xc + i, rem, 0),
-                             has_w ? VOP(load_tail)(wc + i, rem, 0) : zero,
+                             VOP(load_tail)(has_w ? wc + i : KFN(ones), rem, 0),
                              kind == FASTCE_KIND_PROB ? VOP(load_tail)(yc + i, rem, 0) : zero,
-                             has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
+                             l, 1, kind, smooth, &sx[0], &swy[0], &swyx[0]);
     }
     for (int u = 1; u < UNROLL; u++) {
         mx[0] = VOP(max)(mx[0], mx[u]); e[0] = VOP(add)(e[0], e[u]);
         sx[0] = VOP(add)(sx[0], sx[u]); swy[0] = VOP(add)(swy[0], swy[u]);
         swyx[0] = VOP(add)(swyx[0], swyx[u]);
     }
-    if (smooth) st->sx += VOP(hsum)(sx[0]);
+    if (kind == FASTCE_KIND_INDEX && smooth) st->sx += VOP(hsum)(sx[0]);
     if (kind == FASTCE_KIND_PROB) { st->swy += VOP(hsum)(swy[0]); st->swyx += VOP(hsum)(swyx[0]); }
     if (with_exp) *esum = VOP(hsum)(e[0]);
     return VOP(hmax)(mx[0]);
@@ -110,14 +128,16 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
  * exceeds the running max by more than MAX_JUMP (rare: the first large logits), the exps are
  * redone from L1 against the new max. Either way the running sum is rescaled once per chunk
  * (Milakov & Gimelshein 2018) and every logit is read from memory once. */
-FASTCE_INLINE void KFN(seg_pass1)(const REAL *x, const REAL *w, const REAL *y, int64_t n,
-                                  const int has_w, const int kind, const int smooth, ce_state *st) {
+FASTCE_INLINE void KFN(seg_pass1)(const ce_args *a, const REAL *x, const REAL *w, const REAL *y,
+                                  int64_t n, const int has_w, const int kind, const int smooth,
+                                  ce_state *st) {
+    const KFN(lin) l = KFN(lin_make)(a, VOP(set1)((REAL)st->ref));
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK_ELEMS) {
         const int64_t len = n - c0 < CHUNK_ELEMS ? n - c0 : CHUNK_ELEMS;
         const REAL *xc = x + c0, *wc = has_w ? w + c0 : NULL, *yc = y ? y + c0 : NULL;
         double esum = 0.0;
         if (st->m == -INFINITY) {
-            const double m_new = fmax(st->m, KFN(sweep_main)(xc, wc, yc, len, has_w, kind, smooth, 0,
+            const double m_new = fmax(st->m, KFN(sweep_main)(xc, wc, yc, len, &l, has_w, kind, smooth, 0,
                                                              VOP(set1)((REAL)0), &esum, st));
             esum = KFN(sweep_exp)(xc, len, VOP(set1)((REAL)ce_shift(m_new)));
             st->s = st->s * ce_rescale(st->m, m_new) + esum;
@@ -125,7 +145,7 @@ FASTCE_INLINE void KFN(seg_pass1)(const REAL *x, const REAL *w, const REAL *y, i
             continue;
         }
         const double m_old = st->m;
-        const double m_k = KFN(sweep_main)(xc, wc, yc, len, has_w, kind, smooth, 1,
+        const double m_k = KFN(sweep_main)(xc, wc, yc, len, &l, has_w, kind, smooth, 1,
                                            VOP(set1)((REAL)m_old), &esum, st);
         if (!(m_k > m_old)) {               /* max unchanged (or NaN, which esum carries) */
             st->s += esum;
@@ -141,9 +161,9 @@ FASTCE_INLINE void KFN(seg_pass1)(const REAL *x, const REAL *w, const REAL *y, i
 }
 
 /* The pass-2 value of one vector of classes (see row_math.h for A, B1, B0). */
-FASTCE_INLINE V KFN(out_value)(V xv, V wv, V yv, V lse, V A, V B1, V B0, const int outmode,
-                               const int has_w, const int kind, const int smooth) {
-    V d = VOP(sub)(xv, lse);
+FASTCE_INLINE V KFN(out_value)(V xv, V wv, V yv, V shift, V logs, V A, V B1, V B0,
+                               const int outmode, const int has_w, const int kind, const int smooth) {
+    V d = VOP(sub)(VOP(sub)(xv, shift), logs); /* log p, in torch's order */
     if (outmode == FASTCE_OUT_LOGSOFTMAX) return d;
     V p = VOP(exp)(d);
     if (outmode == FASTCE_OUT_SOFTMAX) return p;
@@ -161,36 +181,36 @@ FASTCE_INLINE V KFN(out_value)(V xv, V wv, V yv, V lse, V A, V B1, V B0, const i
 FASTCE_INLINE void KFN(seg_pass2)(const REAL *x, REAL *out, const REAL *w, const REAL *y, int64_t n,
                                   const int outmode, const int has_w, const int kind, const int smooth,
                                   const ce_row *r) {
-    const V lse = VOP(set1)((REAL)r->lse), A = VOP(set1)((REAL)r->A);
+    const V shift = VOP(set1)((REAL)r->shift), logs = VOP(set1)((REAL)r->logs), A = VOP(set1)((REAL)r->A);
     const V B1 = VOP(set1)((REAL)r->B1), B0 = VOP(set1)((REAL)r->B0), zero = VOP(set1)((REAL)0);
     const int need_w = has_w && (kind == FASTCE_KIND_PROB || smooth) && outmode == FASTCE_OUT_GRAD;
     const int need_y = kind == FASTCE_KIND_PROB && outmode == FASTCE_OUT_GRAD;
     int64_t i = 0;
     for (; i + VW <= n; i += VW)
         VOP(store)(out + i, KFN(out_value)(VOP(load)(x + i), need_w ? VOP(load)(w + i) : zero,
-                                           need_y ? VOP(load)(y + i) : zero, lse, A, B1, B0,
+                                           need_y ? VOP(load)(y + i) : zero, shift, logs, A, B1, B0,
                                            outmode, has_w, kind, smooth));
     if (i < n) {
         const int64_t rem = n - i;
         VOP(store_tail)(out + i,
                         KFN(out_value)(VOP(load_tail)(x + i, rem, 0),
                                        need_w ? VOP(load_tail)(w + i, rem, 0) : zero,
-                                       need_y ? VOP(load_tail)(y + i, rem, 0) : zero, lse, A, B1, B0,
+                                       need_y ? VOP(load_tail)(y + i, rem, 0) : zero, shift, logs, A, B1, B0,
                                        outmode, has_w, kind, smooth),
                         rem);
     }
 }
 
-/* lse of n rows' states. Short rows are processed ROW_BATCH at a time so that their logs run VW
-   lanes at once (a libm log per row would cost as much as the rest of a 10-class row). */
+/* log(s) of n rows' states. Short rows are processed ROW_BATCH at a time so that their logs run
+   VW lanes at once (a libm log per row would cost as much as the rest of a 10-class row). */
 #define ROW_BATCH 16
-FASTCE_INLINE void KFN(lse_batch)(const ce_state *st, double *lse, int64_t n) {
+FASTCE_INLINE void KFN(logs_batch)(const ce_state *st, double *logs, int64_t n) {
     REAL sb[ROW_BATCH + VW];
     int64_t j = 0;
     for (; j < n; j++) sb[j] = (REAL)st[j].s;
     for (; j % VW; j++) sb[j] = 1;
     for (j = 0; j < n; j += VW) VOP(store)(sb + j, VOP(log)(VOP(load)(sb + j)));
-    for (j = 0; j < n; j++) lse[j] = ce_shift(st[j].m) + (double)sb[j];
+    for (j = 0; j < n; j++) logs[j] = (double)sb[j];
 }
 
 /* ---- S == 1, one row per item, both passes fused ---- */
@@ -204,11 +224,11 @@ FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, cons
         const int64_t nb = r1 - rb < batch ? r1 - rb : batch;
         ce_state st[ROW_BATCH];
         int64_t t[ROW_BATCH];
-        double w_t[ROW_BATCH], lse[ROW_BATCH];
+        double w_t[ROW_BATCH], logs[ROW_BATCH];
         for (int64_t j = 0; j < nb; j++) {
             const int64_t r = rb + j;
             const REAL *xr = (const REAL *)a->x + r * C;
-            ce_state_init(&st[j]);
+            ce_state_init(&st[j], ce_ref(xr[0]));
             t[j] = 0;
             w_t[j] = 1.0;
             if (kind == FASTCE_KIND_INDEX) {
@@ -217,11 +237,11 @@ FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, cons
                 st[j].xt = xr[t[j]];
                 if (has_w) w_t[j] = w[t[j]];
             }
-            KFN(seg_pass1)(xr, w, kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL, C,
+            KFN(seg_pass1)(a, xr, w, kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL, C,
                            has_w, kind, smooth, &st[j]);
         }
-        if (batch == 1) lse[0] = ce_lse(&st[0]);
-        else KFN(lse_batch)(st, lse, nb);
+        if (batch == 1) logs[0] = log(st[0].s);
+        else KFN(logs_batch)(st, logs, nb);
         for (int64_t j = 0; j < nb; j++) {
             const int64_t r = rb + j;
             REAL *outr = outmode ? (REAL *)a->out + r * C : NULL;
@@ -230,7 +250,7 @@ FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, cons
                 if (outmode) memset(outr, 0, (size_t)C * sizeof(REAL));
                 continue;
             }
-            const ce_row rr = ce_finish(a, &st[j], lse[j], w_t[j], ce_coef(a, r));
+            const ce_row rr = ce_finish(a, &st[j], logs[j], w_t[j], ce_coef(a, r));
             if (a->row_out) a->row_out[r] = rr.loss;
             if (outmode) {
                 KFN(seg_pass2)((const REAL *)a->x + r * C, outr, w,
@@ -259,13 +279,13 @@ FASTCE_INLINE void KFN(seg_stats_spec)(const ce_args *a, int64_t i0, int64_t i1,
         const REAL *xr = (const REAL *)a->x + r * a->C;
         const REAL *yr = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * a->C : NULL;
         ce_state *st = &a->states[i];
-        ce_state_init(st);
+        ce_state_init(st, ce_ref(xr[0])); /* the row's ref, shared by all its segments */
         if (kind == FASTCE_KIND_INDEX) {
             const int64_t t = ce_target_at(a->target, a->ttype, r);
             if (t == a->ignore_index) continue;
             if (t >= c0 && t < c1) st->xt = xr[t];
         }
-        KFN(seg_pass1)(xr + c0, has_w ? w + c0 : NULL, yr ? yr + c0 : NULL, c1 - c0, has_w, kind,
+        KFN(seg_pass1)(a, xr + c0, has_w ? w + c0 : NULL, yr ? yr + c0 : NULL, c1 - c0, has_w, kind,
                        smooth, st);
     }
 }
@@ -286,7 +306,7 @@ FASTCE_INLINE void KFN(merge_rows_spec)(const ce_args *a, int64_t r0, int64_t r1
         }
         for (int64_t p = 1; p < a->parts; p++) ce_state_merge(st, &a->states[r * a->parts + p]);
         if (a->row_out)
-            a->row_out[r] = ce_finish(a, st, ce_lse(st), KFN(target_weight)(a, t, has_w), ce_coef(a, r)).loss;
+            a->row_out[r] = ce_finish(a, st, log(st->s), KFN(target_weight)(a, t, has_w), ce_coef(a, r)).loss;
     }
 }
 
@@ -308,7 +328,7 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
             }
         }
         const ce_state *st = &a->states[r * a->parts];
-        const ce_row rr = ce_finish(a, st, ce_lse(st), KFN(target_weight)(a, t, has_w), ce_coef(a, r));
+        const ce_row rr = ce_finish(a, st, log(st->s), KFN(target_weight)(a, t, has_w), ce_coef(a, r));
         KFN(seg_pass2)(xr + c0, outr + c0, has_w ? w + c0 : NULL, yr ? yr + c0 : NULL, c1 - c0,
                        outmode, has_w, kind, smooth, &rr);
         if (kind == FASTCE_KIND_INDEX && t >= c0 && t < c1) outr[t] -= (REAL)rr.fix;
@@ -331,14 +351,15 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, int64_t n, int64_t p0, int6
     const REAL *w = (const REAL *)a->weight;
     const V zero = VOP(set1)((REAL)0);
 
-    /* Pass A: per-lane max and linear sums. */
+    /* Pass A: per-lane max and linear sums (relative to each lane's first logit). */
+    const KFN(lin) lin = KFN(lin_make)(a, VOP(finite_or_zero)(KFN(load_group)(xb, lanes, full)));
     V mx = VOP(set1)((REAL)-INFINITY), sx = zero, swy = zero, swyx = zero;
     for (int64_t c = 0; c < C; c++) {
         V xv = KFN(load_group)(xb + c * S, lanes, full);
         mx = VOP(max)(mx, xv);
         KFN(linear_step)(xv, has_w ? VOP(set1)(w[c]) : zero,
                          kind == FASTCE_KIND_PROB ? KFN(load_group)(yb + c * S, lanes, full) : zero,
-                         has_w, kind, smooth, &sx, &swy, &swyx);
+                         &lin, has_w, kind, smooth, &sx, &swy, &swyx);
     }
     /* Pass B: per-lane sum of exp(x - shift). */
     const V shift = VOP(shift)(mx);
@@ -346,19 +367,16 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, int64_t n, int64_t p0, int6
     for (int64_t c = 0; c < C; c++)
         e = VOP(add)(e, VOP(exp)(VOP(sub)(KFN(load_group)(xb + c * S, lanes, full), shift)));
 
-    /* log(sum) for all lanes at once; then per lane, in double: lse = shift + log(sum) (added in
-       double so that a small loss lse - x_t keeps its relative accuracy), the loss and the
-       pass-2 coefficients. */
-    REAL mb[VW], lse_b[VW], logs_b[VW], sxb[VW], swyb[VW], swyxb[VW];
+    /* log(sum) for all lanes at once; then per lane, in double, the loss and the pass-2
+       coefficients (row_math.h). */
+    REAL mb[VW], refb[VW], logs_b[VW], sxb[VW], swyb[VW], swyxb[VW];
     REAL A_b[VW], B1_b[VW], B0_b[VW];
     double fix_b[VW];
     int64_t t_b[VW];
-    VOP(store)(mb, mx); VOP(store)(logs_b, VOP(log)(e)); VOP(store)(sxb, sx);
-    VOP(store)(swyb, swy); VOP(store)(swyxb, swyx);
+    VOP(store)(mb, mx); VOP(store)(refb, lin.ref); VOP(store)(logs_b, VOP(log)(e));
+    VOP(store)(sxb, sx); VOP(store)(swyb, swy); VOP(store)(swyxb, swyx);
     for (int64_t l = 0; l < VW; l++) {
-        ce_state st = {mb[l], 0.0, 0.0, sxb[l], swyb[l], swyxb[l]};
-        const double lse = ce_shift(st.m) + (double)logs_b[l];
-        lse_b[l] = (REAL)lse;
+        ce_state st = {mb[l], 0.0, 0.0, refb[l], sxb[l], swyb[l], swyxb[l]};
         A_b[l] = B1_b[l] = B0_b[l] = 0; fix_b[l] = 0; t_b[l] = -1;
         if (l >= lanes) continue;
         const int64_t pos = n * S + p0 + l;
@@ -373,7 +391,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, int64_t n, int64_t p0, int6
             st.xt = xb[t * S + l];
             if (has_w) w_t = w[t];
         }
-        const ce_row rr = ce_finish(a, &st, lse, w_t, ce_coef(a, pos));
+        const ce_row rr = ce_finish(a, &st, logs_b[l], w_t, ce_coef(a, pos));
         if (a->row_out) a->row_out[pos] = rr.loss;
         A_b[l] = (REAL)rr.A; B1_b[l] = (REAL)rr.B1; B0_b[l] = (REAL)rr.B0;
         fix_b[l] = rr.fix;
@@ -381,12 +399,12 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, int64_t n, int64_t p0, int6
     if (!outmode) return;
 
     /* Pass C: the output, class by class. */
-    const V lse = VOP(load)(lse_b), A = VOP(load)(A_b), B1 = VOP(load)(B1_b), B0 = VOP(load)(B0_b);
+    const V logs = VOP(load)(logs_b), A = VOP(load)(A_b), B1 = VOP(load)(B1_b), B0 = VOP(load)(B0_b);
     for (int64_t c = 0; c < C; c++) {
         V wv = has_w ? VOP(set1)(w[c]) : zero;
         V yv = kind == FASTCE_KIND_PROB ? KFN(load_group)(yb + c * S, lanes, full) : zero;
-        V v = KFN(out_value)(KFN(load_group)(xb + c * S, lanes, full), wv, yv, lse, A, B1, B0,
-                             outmode, has_w, kind, smooth);
+        V v = KFN(out_value)(KFN(load_group)(xb + c * S, lanes, full), wv, yv, shift, logs, A, B1,
+                             B0, outmode, has_w, kind, smooth);
         if (full) VOP(store)(ob + c * S, v);
         else VOP(store_tail)(ob + c * S, v, lanes);
     }

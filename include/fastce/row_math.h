@@ -3,14 +3,17 @@
  * The vector kernels reduce a row to a ce_state; everything below turns states into losses and
  * gradient coefficients. It runs once per row, in double, so its cost is O(N), not O(N*C).
  *
- * Loss (index targets t, weights w, W = sum w, smoothing eps, lse = log sum exp x):
- *   loss = (1-eps) * w_t * (lse - x_t) + (eps/C) * (W*lse - sum_c w_c x_c)     [0 if ignored]
- * Loss (probability targets y, y' = (1-eps) y + eps/C):
- *   loss = lse * sum_c w_c y'_c - sum_c w_c y'_c x_c
- * Gradient of coef * loss (coef = grad_output / D), with p = exp(x - lse):
+ * Notation: shift = max_c x_c, logs = log sum_c exp(x_c - shift), so lse = shift + logs and
+ * log p_c = (x_c - shift) - logs, evaluated in that order (as torch does) so that neither large
+ * logits nor a large lse lose the small differences that make the answer.
+ * Loss (index targets t, weights w, W = sum w, smoothing eps; sx, ref: see common.h):
+ *   loss = (1-eps) w_t ((shift - x_t) + logs) + (eps/C) (W (lse - ref) - sx)       [0 if ignored]
+ * Loss (probability targets, swy = sum w y', swyx = sum w y' (x - ref)):
+ *   loss = (lse - ref) swy - swyx
+ * Gradient of coef * loss (coef = grad_output / D), with p_c = exp((x_c - shift) - logs):
  *   grad_c = A p_c - w_c (B1 y_c + B0),  then grad_t -= fix       (index targets only)
  *   index: A = coef ((1-eps) w_t + eps W / C), B1 = 0, B0 = coef eps / C, fix = coef (1-eps) w_t
- *   prob : A = coef sum_c w_c y'_c,           B1 = coef (1-eps), B0 = coef eps / C, fix = 0
+ *   prob : A = coef swy,                      B1 = coef (1-eps), B0 = coef eps / C, fix = 0
  */
 #ifndef FASTCE_ROW_MATH_H
 #define FASTCE_ROW_MATH_H
@@ -22,9 +25,12 @@
 /* The subtraction shift of a state's max: -inf rows use 0, so exp(-inf - 0) = 0 rather than NaN. */
 FASTCE_INLINE double ce_shift(double m) { return m == -INFINITY ? 0.0 : m; }
 
-FASTCE_INLINE void ce_state_init(ce_state *st) {
-    st->m = -INFINITY; st->s = 0.0; st->xt = 0.0; st->sx = 0.0; st->swy = 0.0; st->swyx = 0.0;
+FASTCE_INLINE void ce_state_init(ce_state *st, double ref) {
+    st->m = -INFINITY; st->s = 0.0; st->xt = 0.0; st->ref = ref; st->sx = 0.0; st->swy = 0.0; st->swyx = 0.0;
 }
+
+/* The origin of a row's linear sums: its first logit, or 0 if that is not finite. */
+FASTCE_INLINE double ce_ref(double x0) { return isfinite(x0) ? x0 : 0.0; }
 
 /* Rescale factor that moves a sum taken at shift(m_old) to shift(m_new), m_new >= m_old.
    An all -inf prefix has s = 0 (or NaN, kept NaN by 0 * NaN). */
@@ -32,8 +38,8 @@ FASTCE_INLINE double ce_rescale(double m_old, double m_new) {
     return m_old == -INFINITY ? 0.0 : exp(ce_shift(m_old) - ce_shift(m_new));
 }
 
-/* a <- a (+) b: exact combination of two disjoint class segments of one row. fmax ignores NaN
-   maxima; a NaN logit already made its segment's s NaN, which propagates through the sum. */
+/* a <- a (+) b: exact combination of two disjoint class segments of one row (same ref). fmax
+   ignores NaN maxima; a NaN logit already made its segment's s NaN, which propagates. */
 FASTCE_INLINE void ce_state_merge(ce_state *a, const ce_state *b) {
     double m = fmax(a->m, b->m);
     a->s = a->s * ce_rescale(a->m, m) + b->s * ce_rescale(b->m, m);
@@ -41,7 +47,6 @@ FASTCE_INLINE void ce_state_merge(ce_state *a, const ce_state *b) {
     a->xt += b->xt; a->sx += b->sx; a->swy += b->swy; a->swyx += b->swyx;
 }
 
-FASTCE_INLINE double ce_lse(const ce_state *st) { return ce_shift(st->m) + log(st->s); }
 
 /* Read target i of any integer dtype as int64. uint64 values above INT64_MAX are returned as -1
    (the validation pass reports them as out of bounds before any kernel runs). */
@@ -63,28 +68,30 @@ FASTCE_INLINE int64_t ce_target_at(const void *t, int ttype, int64_t i) {
 
 typedef struct {
     double lse, loss;
+    double shift, logs;      /* lse = shift + logs; pass 2 uses p = exp((x - shift) - logs) */
     double A, B1, B0, fix;   /* gradient coefficients, see the header comment */
 } ce_row;
 
-/* Loss and gradient coefficients of one non-ignored row, given its lse (= ce_lse(st), possibly
+/* Loss and gradient coefficients of one non-ignored row, given logs = log(st->s) (possibly
    computed several rows at a time by a vector log). `w_t` is the target's weight (index kind),
    `coef` = grad_output / D. */
-FASTCE_INLINE ce_row ce_finish(const ce_args *a, const ce_state *st, double lse, double w_t, double coef) {
+FASTCE_INLINE ce_row ce_finish(const ce_args *a, const ce_state *st, double logs, double w_t, double coef) {
     ce_row r;
     const double eps = a->eps, C = (double)a->C, W = a->wsum;
-    r.lse = lse;
+    r.shift = ce_shift(st->m);
+    r.logs = logs;
+    r.lse = r.shift + logs;
+    const double lse_rel = (r.shift - st->ref) + logs;  /* lse - ref */
     r.B1 = 0.0; r.fix = 0.0;
     r.B0 = coef * eps / C;
     if (a->kind == FASTCE_KIND_INDEX) {
-        r.loss = (1.0 - eps) * (w_t * (r.lse - st->xt));
-        if (eps > 0.0) r.loss += (eps / C) * (W * r.lse - st->sx);
+        r.loss = (1.0 - eps) * (w_t * ((r.shift - st->xt) + logs));
+        if (eps > 0.0) r.loss += (eps / C) * (W * lse_rel - st->sx);
         r.A = coef * ((1.0 - eps) * w_t + eps * W / C);
         r.fix = coef * (1.0 - eps) * w_t;
     } else if (a->kind == FASTCE_KIND_PROB) {
-        double swy = (1.0 - eps) * st->swy, swyx = (1.0 - eps) * st->swyx;
-        if (eps > 0.0) { swy += (eps / C) * W; swyx += (eps / C) * st->sx; }
-        r.loss = r.lse * swy - swyx;
-        r.A = coef * swy;
+        r.loss = lse_rel * st->swy - st->swyx;
+        r.A = coef * st->swy;
         r.B1 = coef * (1.0 - eps);
     } else {
         r.loss = r.lse;

@@ -43,6 +43,10 @@ static inline vf_t vf_max(vf_t a, vf_t b) { return _mm256_max_ps(a, b); }
 static inline vf_t vf_shift(vf_t m) {
     return _mm256_andnot_ps(_mm256_cmp_ps(m, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ), m);
 }
+/* x where finite, else 0 (x - x is 0 only for finite x). */
+static inline vf_t vf_finite_or_zero(vf_t x) {
+    return _mm256_and_ps(_mm256_cmp_ps(_mm256_sub_ps(x, x), _mm256_setzero_ps(), _CMP_EQ_OQ), x);
+}
 static inline double vf_hmax(vf_t v) {
     __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     a = _mm_max_ps(a, _mm_movehl_ps(a, a));
@@ -135,6 +139,9 @@ static inline vd_t vd_fmadd(vd_t a, vd_t b, vd_t c) { return _mm256_fmadd_pd(a, 
 static inline vd_t vd_max(vd_t a, vd_t b) { return _mm256_max_pd(a, b); }
 static inline vd_t vd_shift(vd_t m) {
     return _mm256_andnot_pd(_mm256_cmp_pd(m, _mm256_set1_pd(-INFINITY), _CMP_EQ_OQ), m);
+}
+static inline vd_t vd_finite_or_zero(vd_t x) {
+    return _mm256_and_pd(_mm256_cmp_pd(_mm256_sub_pd(x, x), _mm256_setzero_pd(), _CMP_EQ_OQ), x);
 }
 static inline double vd_hmax(vd_t v) {
     __m128d a = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));

@@ -29,6 +29,10 @@ static inline vf_t vf_shift(vf_t m) {
     __mmask16 is_neg_inf = _mm512_cmp_ps_mask(m, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
     return _mm512_mask_blend_ps(is_neg_inf, m, _mm512_setzero_ps());
 }
+/* x where finite, else 0 (x - x is 0 only for finite x). */
+static inline vf_t vf_finite_or_zero(vf_t x) {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_sub_ps(x, x), _mm512_setzero_ps(), _CMP_EQ_OQ), x);
+}
 static inline double vf_hmax(vf_t v) { return _mm512_reduce_max_ps(v); }
 static inline double vf_hsum(vf_t v) {
     __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
@@ -104,6 +108,9 @@ static inline vd_t vd_max(vd_t a, vd_t b) { return _mm512_max_pd(a, b); }
 static inline vd_t vd_shift(vd_t m) {
     __mmask8 is_neg_inf = _mm512_cmp_pd_mask(m, _mm512_set1_pd(-INFINITY), _CMP_EQ_OQ);
     return _mm512_mask_blend_pd(is_neg_inf, m, _mm512_setzero_pd());
+}
+static inline vd_t vd_finite_or_zero(vd_t x) {
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(_mm512_sub_pd(x, x), _mm512_setzero_pd(), _CMP_EQ_OQ), x);
 }
 static inline double vd_hmax(vd_t v) { return _mm512_reduce_max_pd(v); }
 static inline double vd_hsum(vd_t v) { return _mm512_reduce_add_pd(v); }

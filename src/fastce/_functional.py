@@ -102,7 +102,7 @@ class _Problem:
         n0, n1, _ = ns.indices(lay.N)
         rows = slice(n0 * lay.S, n1 * lay.S)
         t = self.target.reshape(-1)[rows] if self.target is not None else None
-        prob = self.prob.reshape(lay.N, -1)[n0:n1] if self.prob is not None else None
+        prob = self.prob.reshape(lay.N, lay.C * lay.S)[n0:n1] if self.prob is not None else None
         _kernels.ce_run(
             _runtime.isa_id(), x, n1 - n0, lay.C, lay.S,
             KIND_INDEX if self.kind == "index" else KIND_PROB, outmode,
@@ -262,8 +262,21 @@ def _softmax_family(x, axis, outmode, num_threads):
     _kernels.ce_run(_runtime.isa_id(), xc, N, C, S, KIND_LSE, outmode, row_out=row_out, out=out,
                     nthreads=nthreads)
     if outmode == OUT_NONE:
-        return row_out.reshape(reduced_shape).astype(arr.dtype)
+        lse = row_out.reshape(reduced_shape)
+        _logsumexp_infinite_rows(xc.reshape(N, C, S), lse.reshape(N, S))
+        return lse.astype(arr.dtype)
     return out.astype(arr.dtype, copy=False)
+
+
+def _logsumexp_infinite_rows(x3, lse2):
+    """torch.logsumexp treats an infinite max as 0 (so a row holding +inf, and no NaN, gives
+    +inf), whereas log_softmax and cross_entropy give NaN there, which the kernels follow.
+    Such rows (NaN from the kernels) are rare: fix them here, O(their size)."""
+    bad_n, bad_s = np.nonzero(np.isnan(lse2))
+    for n, s_ in zip(bad_n, bad_s):
+        row = x3[n, :, s_]
+        if np.isposinf(row).any() and not np.isnan(row).any():
+            lse2[n, s_] = np.inf
 
 
 def log_softmax(x, axis=-1, *, num_threads=None):

@@ -19,7 +19,7 @@ cnp.import_array()
 
 cdef extern from "fastce/dispatch.h" nogil:
     ctypedef struct ce_state:
-        double m, s, xt, sx, swy, swyx
+        double m, s, xt, ref, sx, swy, swyx
     ctypedef struct ce_args:
         int64_t N, C, S
         const void *x
@@ -130,6 +130,8 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
     a.gout = <const double *>_ptr(gout)
     a.gscale = gscale
     a.parts = 1; a.seg = C; a.states = NULL
+    if N * S == 0:  # no rows (an empty batch or an empty spatial dimension): nothing to do
+        return
     if N * C * S < MIN_PARALLEL_WORK:
         nthreads = 1
 
@@ -139,10 +141,11 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
             _parallel(k.tiles, &a, items, _per_block(items, nthreads), nthreads)
         return
 
-    if N < nthreads and C >= 2 * MIN_SPLIT_SEGMENT:
-        # Few long rows: split each row into `parts` segments of `seg` classes (a multiple of
-        # 64, so segments start on cache-line boundaries), at least MIN_SPLIT_SEGMENT long.
-        parts = min((nthreads + N - 1) // N, C // MIN_SPLIT_SEGMENT)
+    if nthreads > 1 and N < 4 * nthreads and C >= 2 * MIN_SPLIT_SEGMENT:
+        # Few long rows (fewer than 4 per thread, so whole rows would leave cores idle or
+        # unbalanced): split each row into `parts` segments of `seg` classes (a multiple of 64,
+        # so segments start on cache-line boundaries), at least MIN_SPLIT_SEGMENT long.
+        parts = min((4 * nthreads + N - 1) // N, C // MIN_SPLIT_SEGMENT)
         seg = ((C + parts - 1) // parts + 63) // 64 * 64
         parts = (C + seg - 1) // seg
     if parts == 1:
