@@ -1,0 +1,230 @@
+"""Validate the oracle itself: fastce.reference (float64) vs torch (float64)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from _ce_testutil import (INT_DTYPES, SHAPE_KINDS, assert_close, get_torch, make_case, ref,
+                          seed_of, shape_id, torch_ce, torch_tensor)
+
+CLASS_COUNTS = (1, 7, 17, 423)
+F64 = np.float64
+
+
+def _grid():
+    for C, shape_kind, tk, ign, w, red, eps in itertools.product(
+            CLASS_COUNTS, SHAPE_KINDS, ("index", "prob"), ("none", "neg", "cls"),
+            (False, True), ("none", "mean", "sum"), (0.0, 0.1, 1.0)):
+        if tk == "prob" and ign != "none":
+            continue
+        yield pytest.param(C, shape_kind, tk, ign, w, red, eps,
+                           id=f"C{C}-{shape_kind}-{tk}-ign_{ign}-w{int(w)}-{red}-ls{eps}")
+
+
+@pytest.mark.parametrize("C,shape_kind,target_kind,ignore,weighted,reduction,eps", list(_grid()))
+def test_reference_vs_torch(C, shape_kind, target_kind, ignore, weighted, reduction, eps):
+    get_torch()
+    case = make_case(shape_kind, C, F64, target_kind, ignore, weighted, reduction,
+                     seed=seed_of(C, shape_kind, target_kind, ignore, weighted, reduction, eps))
+    kw = dict(weight=case["weight"], ignore_index=case["ignore_index"], reduction=reduction,
+              label_smoothing=eps)
+    t_loss, t_grad = torch_ce(case["x"], case["target"], grad_output=case["grad_output"], **kw)
+    loss = ref.cross_entropy(case["x"], case["target"], **kw)
+    loss2, grad = ref.cross_entropy_with_grad(case["x"], case["target"],
+                                              grad_output=case["grad_output"], **kw)
+    assert_close(loss, t_loss, F64, "ref loss vs torch")
+    assert_close(loss2, t_loss, F64, "ref with_grad loss vs torch")
+    assert_close(grad, t_grad, F64, "ref grad vs torch", kind="grad")
+    if reduction == "none":
+        assert isinstance(loss, np.ndarray) and loss.shape == case["tshape"]
+    else:
+        assert isinstance(loss, np.float64)
+    assert grad.shape == case["x"].shape and grad.dtype == F64
+    # default grad_output == 1
+    _, t_grad1 = torch_ce(case["x"], case["target"], **kw)
+    _, grad1 = ref.cross_entropy_with_grad(case["x"], case["target"], **kw)
+    assert_close(grad1, t_grad1, F64, "ref grad (grad_output=None) vs torch", kind="grad")
+
+
+@pytest.mark.parametrize("int_dtype", INT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_reference_target_dtypes(int_dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 200))
+    vals = [120, 3, 0, 127, 7, 9] if int_dtype == np.int8 else [156, 3, 0, 199, 7, 9]
+    t = np.array(vals).astype(int_dtype)  # uint8 156 == (uint8)-100: NOT ignored
+    t_loss, t_grad = torch_ce(x, t.astype(np.int64), reduction="none")
+    loss, grad = ref.cross_entropy_with_grad(x, t, reduction="none")
+    assert_close(loss, t_loss, F64, "loss")
+    assert_close(grad, t_grad, F64, "grad", kind="grad")
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+def test_reference_nonfinite_vs_torch(reduction, eps, target_kind):
+    inf, nan = np.inf, np.nan
+    x = np.array([[1.0, inf, 2.0, 0.5],      # +inf -> NaN row
+                  [-inf, -inf, -inf, -inf],  # all -inf -> NaN row
+                  [1.0, -inf, 2.0, 0.5],     # -inf at a non-target / target
+                  [nan, 1.0, 2.0, 0.5],      # NaN row
+                  [0.3, -inf, 2.0, 0.5],
+                  [0.1, 0.2, 0.3, 0.4]])
+    if target_kind == "index":
+        t = np.array([0, 0, 3, 2, 1, 2])      # row 4: -inf at the target -> inf loss
+    else:
+        t = np.full(x.shape, 0.25)
+        t[2] = [0.5, 0.0, 0.5, 0.0]           # 0 * -inf -> NaN in torch
+    g = np.linspace(0.5, 1.5, 6) if reduction == "none" else 0.5
+    t_loss, t_grad = torch_ce(x, t, reduction=reduction, label_smoothing=eps, grad_output=g)
+    loss, grad = ref.cross_entropy_with_grad(x, t, reduction=reduction, label_smoothing=eps,
+                                             grad_output=g)
+    assert_close(loss, t_loss, F64, "loss")
+    assert_close(grad, t_grad, F64, "grad", kind="grad")
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+@pytest.mark.parametrize("shape", [(0, 5), (2, 5, 0)])
+def test_reference_empty_vs_torch(reduction, target_kind, shape):
+    x = np.zeros(shape)
+    tshape = (shape[0],) + shape[2:]
+    t = np.zeros(tshape, np.int64) if target_kind == "index" else np.zeros(shape)
+    t_loss, t_grad = torch_ce(x, t, reduction=reduction)
+    loss, grad = ref.cross_entropy_with_grad(x, t, reduction=reduction)
+    assert_close(loss, t_loss, F64, "loss")
+    assert_close(grad, t_grad, F64, "grad")
+    if reduction == "mean":
+        assert np.isnan(loss)
+    if reduction == "sum":
+        assert loss == 0
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_reference_all_ignored_vs_torch(reduction, eps, weighted):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 5))
+    t = np.full(4, -100)
+    w = rng.random(5) if weighted else None
+    t_loss, t_grad = torch_ce(x, t, weight=w, reduction=reduction, label_smoothing=eps)
+    loss, grad = ref.cross_entropy_with_grad(x, t, weight=w, reduction=reduction,
+                                             label_smoothing=eps)
+    assert_close(loss, t_loss, F64, "loss")
+    assert_close(grad, t_grad, F64, "grad")
+    assert np.all(grad == 0)
+
+
+@pytest.mark.parametrize("shape,axis", [((7,), -1), ((7,), 0), ((4, 9), -1), ((4, 9), 0),
+                                        ((3, 5, 6), 1), ((3, 5, 6), -1), ((3, 5, 6), 0)])
+def test_reference_softmax_family_vs_torch(shape, axis):
+    torch = get_torch()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape) * 3
+    xt = torch_tensor(x)
+    assert_close(ref.log_softmax(x, axis), torch.log_softmax(xt, axis).numpy(), F64, "log_softmax")
+    assert_close(ref.softmax(x, axis), torch.softmax(xt, axis).numpy(), F64, "softmax")
+    assert_close(ref.logsumexp(x, axis), torch.logsumexp(xt, axis).numpy(), F64, "logsumexp")
+
+
+def test_reference_softmax_family_nonfinite_vs_torch():
+    torch = get_torch()
+    inf, nan = np.inf, np.nan
+    x = np.array([[1.0, inf, 2.0], [-inf, -inf, -inf], [1.0, -inf, 2.0], [nan, 1.0, 2.0],
+                  [inf, inf, 0.0], [inf, -inf, 0.0]])
+    xt = torch_tensor(x)
+    for axis in (0, 1):
+        assert_close(ref.log_softmax(x, axis), torch.log_softmax(xt, axis).numpy(), F64, "lsm")
+        assert_close(ref.softmax(x, axis), torch.softmax(xt, axis).numpy(), F64, "sm")
+        assert_close(ref.logsumexp(x, axis), torch.logsumexp(xt, axis).numpy(), F64, "lse")
+
+
+@pytest.mark.parametrize("shape_kind", SHAPE_KINDS)
+@pytest.mark.parametrize("ignore", ["none", "neg", "cls"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_reference_nll_loss_vs_torch(shape_kind, ignore, weighted, reduction):
+    torch = get_torch()
+    case = make_case(shape_kind, 6, F64, "index", ignore, weighted, reduction,
+                     seed=seed_of("nll", shape_kind, ignore, weighted, reduction))
+    lp = ref.log_softmax(case["x"], 0 if shape_kind == "C" else 1)
+    w = case["weight"]
+    t_out = torch.nn.functional.nll_loss(
+        torch_tensor(lp), torch_tensor(case["target"].astype(np.int64)),
+        weight=None if w is None else torch_tensor(w), ignore_index=case["ignore_index"],
+        reduction=reduction).numpy()
+    out = ref.nll_loss(lp, case["target"], weight=w, ignore_index=case["ignore_index"],
+                       reduction=reduction)
+    assert_close(out, t_out, F64, "nll_loss")
+
+
+def test_reference_errors():
+    x = np.zeros((3, 5))
+    with pytest.raises(IndexError, match=r"^Target 7 is out of bounds\.$"):
+        ref.cross_entropy(x, np.array([0, 7, 1]))
+    with pytest.raises(IndexError, match=r"^Target -1 is out of bounds\.$"):
+        ref.cross_entropy(x, np.array([0, -1, 1]))
+    with pytest.raises(ValueError):
+        ref.cross_entropy(x, np.array([0, 1, 1]), reduction="avg")
+    for eps in (-0.1, 1.5):
+        with pytest.raises(ValueError):
+            ref.cross_entropy(x, np.array([0, 1, 1]), label_smoothing=eps)
+    with pytest.raises(TypeError):
+        ref.cross_entropy(np.zeros((3, 5), np.int32), np.array([0, 1, 1]))
+    with pytest.raises(ValueError):
+        ref.cross_entropy(x, np.array([0, 1]))
+
+
+def _fd_grad(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        xp = x.copy()
+        xp[i] += h
+        xm = x.copy()
+        xm[i] -= h
+        g[i] = (f(xp) - f(xm)) / (2 * h)
+    return g
+
+
+@pytest.mark.parametrize("shape,target_kind,weighted,ignore,reduction,eps", [
+    ((3, 5), "index", False, "none", "mean", 0.0),
+    ((3, 5), "index", True, "neg", "mean", 0.3),
+    ((5,), "index", True, "none", "sum", 0.2),
+    ((2, 4, 3), "index", True, "cls", "none", 0.1),
+    ((3, 5), "prob", True, "none", "mean", 0.3),
+    ((2, 4, 3), "prob", False, "none", "none", 0.0),
+])
+def test_reference_grad_finite_differences(shape, target_kind, weighted, ignore, reduction, eps):
+    C = shape[0] if len(shape) == 1 else shape[1]
+    case = make_case(None, C, F64, target_kind, ignore, weighted, reduction, seed=11, shape=shape)
+    kw = dict(weight=case["weight"], ignore_index=case["ignore_index"], reduction=reduction,
+              label_smoothing=eps)
+    g = np.asarray(case["grad_output"], F64)
+
+    def f(z):
+        return float(np.sum(g * ref.cross_entropy(z, case["target"], **kw)))
+
+    _, grad = ref.cross_entropy_with_grad(case["x"], case["target"], grad_output=g, **kw)
+    np.testing.assert_allclose(grad, _fd_grad(f, case["x"]), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape", [(2, 32000), (32000,), (2, 32000, 2)], ids=shape_id)
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_reference_vs_torch_32000_classes(shape, target_kind, reduction, eps):
+    get_torch()
+    case = make_case(None, 32000, F64, target_kind, "neg" if len(shape) > 1 else "none", True,
+                     reduction, seed=seed_of(shape, target_kind, reduction, eps), shape=shape)
+    kw = dict(weight=case["weight"], ignore_index=case["ignore_index"], reduction=reduction,
+              label_smoothing=eps)
+    t_loss, t_grad = torch_ce(case["x"], case["target"], grad_output=case["grad_output"], **kw)
+    loss, grad = ref.cross_entropy_with_grad(case["x"], case["target"],
+                                             grad_output=case["grad_output"], **kw)
+    assert_close(loss, t_loss, F64, "loss")
+    assert_close(grad, t_grad, F64, "grad", kind="grad")
