@@ -16,6 +16,7 @@
 #define FASTCE_VEC_AVX2_H
 #include <immintrin.h>
 #include <math.h>
+#include "fastce/math_consts.h"
 #include <stdint.h>
 
 /* ---------------- float ---------------- */
@@ -64,19 +65,15 @@ static inline double vf_hsum(vf_t v) {
                                   _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
 }
 static inline vf_t vf_exp(vf_t x) {
-    const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-    const __m256 ln2_hi = _mm256_set1_ps(0.693359375f), ln2_lo = _mm256_set1_ps(-2.12194440e-4f);
-    x = _mm256_max_ps(_mm256_set1_ps(-104.0f), x);
-    x = _mm256_min_ps(_mm256_set1_ps(88.8f), x);
+    const __m256 log2e = _mm256_set1_ps((float)FASTCE_LOG2E);
+    const __m256 ln2_hi = _mm256_set1_ps(FASTCE_LN2_HI_F), ln2_lo = _mm256_set1_ps(FASTCE_LN2_LO_F);
+    x = _mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_LO_F), x);
+    x = _mm256_min_ps(_mm256_set1_ps(FASTCE_EXP_HI_F), x);
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, ln2_hi, x);
     r = _mm256_fnmadd_ps(n, ln2_lo, r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 y = _mm256_set1_ps(fastce_exp_poly_f[0]);
+    for (int k = 1; k < 6; k++) y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(fastce_exp_poly_f[k]));
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i ni = _mm256_cvtps_epi32(n);
     __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
@@ -94,23 +91,16 @@ static inline vf_t vf_log(vf_t x) {
     __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(xi, 23), _mm256_set1_epi32(126)));
     __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(xi, _mm256_set1_epi32(0x007fffff)),
                                                    _mm256_set1_epi32(0x3f000000))); /* [0.5, 1) */
-    const __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+    const __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(FASTCE_SQRT_HALF_F), _CMP_LT_OQ);
     e = _mm256_sub_ps(e, _mm256_and_ps(small, _mm256_set1_ps(1.0f)));
     const __m256 f = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(small, m)), _mm256_set1_ps(1.0f));
     const __m256 z = _mm256_mul_ps(f, f);
-    __m256 y = _mm256_set1_ps(7.0376836292e-2f);
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.1514610310e-1f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.1676998740e-1f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.2420140846e-1f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.4249322787e-1f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.6668057665e-1f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(2.0000714765e-1f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-2.4999993993e-1f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(3.3333331174e-1f));
+    __m256 y = _mm256_set1_ps(fastce_log_poly_f[0]);
+    for (int k = 1; k < 9; k++) y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(fastce_log_poly_f[k]));
     y = _mm256_mul_ps(_mm256_mul_ps(y, f), z);
-    y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+    y = _mm256_fmadd_ps(e, _mm256_set1_ps(FASTCE_LN2_LO_F), y);
     y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), y);
-    __m256 r = _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), _mm256_add_ps(f, y));
+    __m256 r = _mm256_fmadd_ps(e, _mm256_set1_ps(FASTCE_LN2_HI_F), _mm256_add_ps(f, y));
     r = _mm256_blendv_ps(r, _mm256_set1_ps(-INFINITY), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_EQ_OQ));
     r = _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, _mm256_set1_ps(INFINITY), _CMP_EQ_OQ));
     r = _mm256_blendv_ps(r, _mm256_set1_ps(NAN), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_NGE_UQ));
@@ -150,29 +140,16 @@ static inline double vd_hmax(vd_t v) {
 }
 static inline double vd_hsum(vd_t v) { return vd_hsum_(v); }
 static inline vd_t vd_exp(vd_t x) {
-    const __m256d log2e = _mm256_set1_pd(1.4426950408889634074);
-    const __m256d ln2_hi = _mm256_set1_pd(6.93147180369123816490e-01);
-    const __m256d ln2_lo = _mm256_set1_pd(1.90821492927058770002e-10);
-    x = _mm256_max_pd(_mm256_set1_pd(-746.0), x);
-    x = _mm256_min_pd(_mm256_set1_pd(709.8), x);
+    const __m256d log2e = _mm256_set1_pd(FASTCE_LOG2E);
+    const __m256d ln2_hi = _mm256_set1_pd(FASTCE_LN2_HI_D);
+    const __m256d ln2_lo = _mm256_set1_pd(FASTCE_LN2_LO_D);
+    x = _mm256_max_pd(_mm256_set1_pd(FASTCE_EXP_LO_D), x);
+    x = _mm256_min_pd(_mm256_set1_pd(FASTCE_EXP_HI_D), x);
     __m256d n = _mm256_round_pd(_mm256_mul_pd(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256d r = _mm256_fnmadd_pd(n, ln2_hi, x);
     r = _mm256_fnmadd_pd(n, ln2_lo, r);
-    /* Taylor: sum_{k=0}^{13} r^k / k!, Horner from the top. */
-    __m256d y = _mm256_set1_pd(1.0 / 6227020800.0);
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0 / 479001600.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0 / 39916800.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0 / 3628800.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0 / 362880.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0 / 40320.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0 / 5040.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0 / 720.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0 / 120.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0 / 24.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0 / 6.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(0.5));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0));
-    y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(1.0));
+    __m256d y = _mm256_set1_pd(fastce_exp_poly_d[0]);
+    for (int k = 1; k < 14; k++) y = _mm256_fmadd_pd(y, r, _mm256_set1_pd(fastce_exp_poly_d[k]));
     __m128i ni = _mm256_cvtpd_epi32(n);
     __m128i n1 = _mm_srai_epi32(ni, 1), n2 = _mm_sub_epi32(ni, n1);
     const __m256i bias = _mm256_set1_epi64x(1023);

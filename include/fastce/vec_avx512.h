@@ -6,6 +6,7 @@
 #define FASTCE_VEC_AVX512_H
 #include <immintrin.h>
 #include <math.h>
+#include "fastce/math_consts.h"
 #include <stdint.h>
 
 /* ---------------- float ---------------- */
@@ -40,19 +41,15 @@ static inline double vf_hsum(vf_t v) {
     return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
 }
 static inline vf_t vf_exp(vf_t x) {
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
-    x = _mm512_min_ps(_mm512_set1_ps(88.8f), x);
+    const __m512 log2e = _mm512_set1_ps((float)FASTCE_LOG2E);
+    const __m512 ln2_hi = _mm512_set1_ps(FASTCE_LN2_HI_F), ln2_lo = _mm512_set1_ps(FASTCE_LN2_LO_F);
+    x = _mm512_max_ps(_mm512_set1_ps(FASTCE_EXP_LO_F), x);
+    x = _mm512_min_ps(_mm512_set1_ps(FASTCE_EXP_HI_F), x);
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
     r = _mm512_fnmadd_ps(n, ln2_lo, r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 y = _mm512_set1_ps(fastce_exp_poly_f[0]);
+    for (int k = 1; k < 6; k++) y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(fastce_exp_poly_f[k]));
     y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     return _mm512_scalef_ps(y, n);
 }
@@ -65,23 +62,16 @@ static inline vf_t vf_log(vf_t x) {
     /* getmant/getexp split x = m 2^(e) with m in [0.5, 1). */
     __m512 m = _mm512_getmant_ps(x, _MM_MANT_NORM_p5_1, _MM_MANT_SIGN_src);
     __m512 e = _mm512_add_ps(_mm512_getexp_ps(x), _mm512_set1_ps(1.0f));
-    const __mmask16 small = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
+    const __mmask16 small = _mm512_cmp_ps_mask(m, _mm512_set1_ps(FASTCE_SQRT_HALF_F), _CMP_LT_OQ);
     e = _mm512_mask_sub_ps(e, small, e, _mm512_set1_ps(1.0f));
     const __m512 f = _mm512_sub_ps(_mm512_mask_add_ps(m, small, m, m), _mm512_set1_ps(1.0f));
     const __m512 z = _mm512_mul_ps(f, f);
-    __m512 y = _mm512_set1_ps(7.0376836292e-2f);
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.1514610310e-1f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.1676998740e-1f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.2420140846e-1f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.4249322787e-1f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.6668057665e-1f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.0000714765e-1f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-2.4999993993e-1f));
-    y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(3.3333331174e-1f));
+    __m512 y = _mm512_set1_ps(fastce_log_poly_f[0]);
+    for (int k = 1; k < 9; k++) y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(fastce_log_poly_f[k]));
     y = _mm512_mul_ps(_mm512_mul_ps(y, f), z);
-    y = _mm512_fmadd_ps(e, _mm512_set1_ps(-2.12194440e-4f), y);
+    y = _mm512_fmadd_ps(e, _mm512_set1_ps(FASTCE_LN2_LO_F), y);
     y = _mm512_fnmadd_ps(z, _mm512_set1_ps(0.5f), y);
-    __m512 r = _mm512_fmadd_ps(e, _mm512_set1_ps(0.693359375f), _mm512_add_ps(f, y));
+    __m512 r = _mm512_fmadd_ps(e, _mm512_set1_ps(FASTCE_LN2_HI_F), _mm512_add_ps(f, y));
     r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_EQ_OQ), r, _mm512_set1_ps(-INFINITY));
     r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ), r, x);
     r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_NGE_UQ), r, _mm512_set1_ps(NAN));
@@ -115,28 +105,16 @@ static inline vd_t vd_finite_or_zero(vd_t x) {
 static inline double vd_hmax(vd_t v) { return _mm512_reduce_max_pd(v); }
 static inline double vd_hsum(vd_t v) { return _mm512_reduce_add_pd(v); }
 static inline vd_t vd_exp(vd_t x) {
-    const __m512d log2e = _mm512_set1_pd(1.4426950408889634074);
-    const __m512d ln2_hi = _mm512_set1_pd(6.93147180369123816490e-01);
-    const __m512d ln2_lo = _mm512_set1_pd(1.90821492927058770002e-10);
-    x = _mm512_max_pd(_mm512_set1_pd(-746.0), x);
-    x = _mm512_min_pd(_mm512_set1_pd(709.8), x);
+    const __m512d log2e = _mm512_set1_pd(FASTCE_LOG2E);
+    const __m512d ln2_hi = _mm512_set1_pd(FASTCE_LN2_HI_D);
+    const __m512d ln2_lo = _mm512_set1_pd(FASTCE_LN2_LO_D);
+    x = _mm512_max_pd(_mm512_set1_pd(FASTCE_EXP_LO_D), x);
+    x = _mm512_min_pd(_mm512_set1_pd(FASTCE_EXP_HI_D), x);
     __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512d r = _mm512_fnmadd_pd(n, ln2_hi, x);
     r = _mm512_fnmadd_pd(n, ln2_lo, r);
-    __m512d y = _mm512_set1_pd(1.0 / 6227020800.0);
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 479001600.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 39916800.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 3628800.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 362880.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 40320.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 5040.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 720.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 120.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 24.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0 / 6.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(0.5));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0));
-    y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(1.0));
+    __m512d y = _mm512_set1_pd(fastce_exp_poly_d[0]);
+    for (int k = 1; k < 14; k++) y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(fastce_exp_poly_d[k]));
     return _mm512_scalef_pd(y, n);
 }
 

@@ -1,0 +1,42 @@
+/* fastce/math_consts.h: the constants of the vector exp and log, shared by every SIMD header so
+ * that all ISAs evaluate the same polynomials (their Horner loops unroll over these tables).
+ *
+ * exp(x) = 2^n exp(r), n = round(x log2 e), r = x - n ln2_hi - n ln2_lo, |r| <= ln2/2.
+ *   float : exp(r) = 1 + r + r^2 P(r), P of degree 5 (cephes expf).
+ *   double: exp(r) = sum_{k=0}^{13} r^k / k! (Taylor; truncation < 5e-18 relative).
+ * log(x) = e ln2 + log(1 + f), f in [sqrt(1/2) - 1, sqrt(2) - 1):
+ *   float : log(1 + f) = f - f^2/2 + f^3 Q(f), Q of degree 8 (cephes logf).
+ */
+#ifndef FASTCE_MATH_CONSTS_H
+#define FASTCE_MATH_CONSTS_H
+
+#define FASTCE_LOG2E 1.4426950408889634074
+/* ln 2 split so that n * ln2_hi is exact for the n that occur. */
+#define FASTCE_LN2_HI_F 0.693359375f
+#define FASTCE_LN2_LO_F (-2.12194440e-4f)
+#define FASTCE_LN2_HI_D 6.93147180369123816490e-01
+#define FASTCE_LN2_LO_D 1.90821492927058770002e-10
+/* Clamps: below the low end exp rounds to 0; above the high end it overflows to +inf. */
+#define FASTCE_EXP_LO_F (-104.0f)
+#define FASTCE_EXP_HI_F 88.8f
+#define FASTCE_EXP_LO_D (-746.0)
+#define FASTCE_EXP_HI_D 709.8
+
+/* P(r), highest degree first. */
+static const float fastce_exp_poly_f[6] = {
+    1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+    4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f,
+};
+/* 1/k! for k = 13 down to 0. */
+static const double fastce_exp_poly_d[14] = {
+    1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
+    1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0,
+};
+/* Q(f), highest degree first. */
+static const float fastce_log_poly_f[9] = {
+    7.0376836292e-2f, -1.1514610310e-1f, 1.1676998740e-1f, -1.2420140846e-1f, 1.4249322787e-1f,
+    -1.6668057665e-1f, 2.0000714765e-1f, -2.4999993993e-1f, 3.3333331174e-1f,
+};
+#define FASTCE_SQRT_HALF_F 0.707106781186547524f
+
+#endif
