@@ -23,6 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Rows of at most this many classes take the transposed-tile path (small_rows). */
+#define FASTCE_SMALL_C 16
+
 /* Instruction sets, in order of preference. */
 enum { FASTCE_ISA_SCALAR = 0, FASTCE_ISA_AVX2 = 1, FASTCE_ISA_AVX512 = 2, FASTCE_ISA_COUNT = 3 };
 
@@ -82,6 +85,7 @@ typedef struct {
     ce_range_fn merge_rows;  /* S == 1, split: item = row; merge parts, write row_out */
     ce_range_fn seg_out;     /* S == 1, split: item = (row, part); pass 2 */
     ce_range_fn tiles;       /* S > 1: item = (n, group of VW positions), vectorized across positions */
+    ce_range_fn small_rows;  /* S == 1, C <= FASTCE_SMALL_C: item = row; VW rows per transposed tile */
     int64_t vector_width;    /* lanes per vector; tiles cover this many positions */
     /* The vector math itself, element-wise over n values, for the accuracy tests. */
     void (*exp_array)(const void *x, void *y, int64_t n);

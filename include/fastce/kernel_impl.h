@@ -335,19 +335,21 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
     }
 }
 
-/* ---- S > 1: VW neighbouring positions per item, classes strided by S ----
- * `full` is a literal: 1 for a whole vector of positions, 0 for the last, partial group. */
+/* ---- tiles: VW rows at once, one per lane ----
+ * A tile is `lanes` rows whose logits of class c lie contiguously at xb + c * cstride (lane l
+ * holding row pos0 + l). K-dimensional inputs are tiles in place (neighbouring positions,
+ * cstride = S); short (N, C) rows are transposed into a tile first (small_rows). Every row is
+ * then reduced across lanes, with no horizontal reductions and one vector log per tile.
+ * `full` is a literal: 1 for a whole vector of rows, 0 for a last, partial group. */
 FASTCE_INLINE V KFN(load_group)(const REAL *p, int64_t lanes, const int full) {
     return full ? VOP(load)(p) : VOP(load_tail)(p, lanes, 0);
 }
 
-FASTCE_INLINE void KFN(tile_group)(const ce_args *a, int64_t n, int64_t p0, int64_t lanes,
-                                   const int full, const int has_w, const int kind,
-                                   const int smooth, const int outmode) {
-    const int64_t C = a->C, S = a->S;
-    const REAL *xb = (const REAL *)a->x + n * C * S + p0;
-    const REAL *yb = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + n * C * S + p0 : NULL;
-    REAL *ob = outmode ? (REAL *)a->out + n * C * S + p0 : NULL;
+FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL *yb, REAL *ob,
+                                   int64_t cstride, int64_t pos0, int64_t lanes, const int full,
+                                   const int has_w, const int kind, const int smooth,
+                                   const int outmode) {
+    const int64_t C = a->C, S = cstride;
     const REAL *w = (const REAL *)a->weight;
     const V zero = VOP(set1)((REAL)0);
 
@@ -379,7 +381,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, int64_t n, int64_t p0, int6
         ce_state st = {mb[l], 0.0, 0.0, refb[l], sxb[l], swyb[l], swyxb[l]};
         A_b[l] = B1_b[l] = B0_b[l] = 0; fix_b[l] = 0; t_b[l] = -1;
         if (l >= lanes) continue;
-        const int64_t pos = n * S + p0 + l;
+        const int64_t pos = pos0 + l;
         double w_t = 1.0;
         if (kind == FASTCE_KIND_INDEX) {
             const int64_t t = ce_target_at(a->target, a->ttype, pos);
@@ -413,13 +415,43 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, int64_t n, int64_t p0, int6
             if (t_b[l] >= 0) ob[t_b[l] * S + l] -= (REAL)fix_b[l];
 }
 
+/* S > 1: item = (n, group of VW positions), in place, classes strided by S. */
 FASTCE_INLINE void KFN(tiles_spec)(const ce_args *a, int64_t i0, int64_t i1, const int has_w,
                                    const int kind, const int smooth, const int outmode) {
-    const int64_t S = a->S, groups = (S + VW - 1) / VW;
+    const int64_t C = a->C, S = a->S, groups = (S + VW - 1) / VW;
     for (int64_t i = i0; i < i1; i++) {
-        const int64_t n = i / groups, p0 = (i % groups) * VW;
-        if (p0 + VW <= S) KFN(tile_group)(a, n, p0, VW, 1, has_w, kind, smooth, outmode);
-        else KFN(tile_group)(a, n, p0, S - p0, 0, has_w, kind, smooth, outmode);
+        const int64_t n = i / groups, p0 = (i % groups) * VW, offset = n * C * S + p0;
+        const REAL *xb = (const REAL *)a->x + offset;
+        const REAL *yb = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + offset : NULL;
+        REAL *ob = outmode ? (REAL *)a->out + offset : NULL;
+        if (p0 + VW <= S)
+            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, VW, 1, has_w, kind, smooth, outmode);
+        else
+            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, S - p0, 0, has_w, kind, smooth, outmode);
+    }
+}
+
+/* S == 1 and C <= SMALL_C: item = row; rows [i0, i1) go VW at a time through a transposed tile
+   (C x VW, on the stack), so a 10-class row costs no reductions and 1/VW of a log. */
+FASTCE_INLINE void KFN(transpose)(const REAL *src, REAL *dst, int64_t rows, int64_t cols,
+                                  int64_t src_stride, int64_t dst_stride) {
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < cols; j++) dst[j * dst_stride + i] = src[i * src_stride + j];
+}
+
+FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1, const int has_w,
+                                        const int kind, const int smooth, const int outmode) {
+    const int64_t C = a->C;
+    REAL bx[FASTCE_SMALL_C * VW], by[FASTCE_SMALL_C * VW], bo[FASTCE_SMALL_C * VW];
+    for (int64_t r = i0; r < i1; r += VW) {
+        const int64_t lanes = i1 - r < VW ? i1 - r : VW;
+        KFN(transpose)((const REAL *)a->x + r * C, bx, lanes, C, C, VW);
+        if (kind == FASTCE_KIND_PROB) KFN(transpose)((const REAL *)a->prob + r * C, by, lanes, C, C, VW);
+        if (lanes == VW)
+            KFN(tile_group)(a, bx, by, bo, VW, r, VW, 1, has_w, kind, smooth, outmode);
+        else
+            KFN(tile_group)(a, bx, by, bo, VW, r, lanes, 0, has_w, kind, smooth, outmode);
+        if (outmode) KFN(transpose)(bo, (REAL *)a->out + r * C, C, lanes, VW, C);
     }
 }
 
@@ -442,6 +474,7 @@ static void KFN(seg_stats)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIA
 static void KFN(merge_rows)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(merge_rows_spec), a, i0, i1); }
 static void KFN(seg_out)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(seg_out_spec), a, i0, i1); }
 static void KFN(tiles)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(tiles_spec), a, i0, i1); }
+static void KFN(small_rows)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(small_rows_spec), a, i0, i1); }
 
 #undef CHUNK_ELEMS
 #undef MAX_JUMP

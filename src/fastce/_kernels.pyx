@@ -39,7 +39,7 @@ cdef extern from "fastce/dispatch.h" nogil:
         ce_state *states
     ctypedef void (*ce_range_fn)(const ce_args *a, int64_t i0, int64_t i1) noexcept nogil
     ctypedef struct ce_kernels:
-        ce_range_fn rows, seg_stats, merge_rows, seg_out, tiles
+        ce_range_fn rows, seg_stats, merge_rows, seg_out, tiles, small_rows
         int64_t vector_width
         void (*exp_array)(const void *x, void *y, int64_t n) noexcept nogil
         void (*log_array)(const void *x, void *y, int64_t n) noexcept nogil
@@ -50,6 +50,7 @@ cdef extern from "fastce/dispatch.h" nogil:
     int fastce_isa_runnable(int isa)
     int fastce_openmp_enabled()
     int fastce_omp_max_threads()
+    int FASTCE_SMALL_C
     int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C,
                                  int64_t ignore_index, const void *weight, int wdouble,
                                  double *weight_sum, int64_t *kept)
@@ -117,7 +118,7 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
     cdef const ce_kernels *k = &table.f64 if x.dtype.itemsize == 8 else &table.f32
     cdef ce_args a
     cdef cnp.ndarray states_buf
-    cdef int64_t parts = 1, seg = C, items
+    cdef int64_t parts = 1, seg = C, items, per_block
     a.N = N; a.C = C; a.S = S
     a.x = cnp.PyArray_DATA(x)
     a.target = _ptr(target); a.ttype = ttype
@@ -148,6 +149,13 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
         parts = min((4 * nthreads + N - 1) // N, C // MIN_SPLIT_SEGMENT)
         seg = ((C + parts - 1) // parts + 63) // 64 * 64
         parts = (C + seg - 1) // seg
+    if parts == 1 and C <= FASTCE_SMALL_C:
+        # Short rows: transposed tiles of vector_width rows; blocks hold whole tiles.
+        per_block = _per_block(N, nthreads)
+        per_block = (per_block + k.vector_width - 1) // k.vector_width * k.vector_width
+        with nogil:
+            _parallel(k.small_rows, &a, N, per_block, nthreads)
+        return
     if parts == 1:
         with nogil:
             _parallel(k.rows, &a, N, _per_block(N, nthreads), nthreads)
