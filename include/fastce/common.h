@@ -67,6 +67,7 @@ typedef struct {
     int kind, outmode;
     double *row_out;          /* per row: the loss (CE kinds) or lse (KIND_LSE); may be NULL */
     void *out;                /* second-pass output, x's layout and dtype; may alias x */
+    int stream_out;           /* write `out` with non-temporal stores (large, not aliasing x) */
     const double *gout;       /* per-row grad_output (reduction 'none'), or NULL */
     double gscale;            /* grad_output / D for mean and sum; 1 for 'none' */
     /* Class-split mode (S == 1, fewer rows than threads): row r is cut into `parts` segments of

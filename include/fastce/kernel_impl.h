@@ -177,28 +177,39 @@ FASTCE_INLINE V KFN(out_value)(V xv, V wv, V yv, V shift, V logs, V A, V B1, V B
     return g;
 }
 
-/* Pass 2 over one contiguous segment; out may alias x (each element is read before written). */
+/* Pass 2 over one contiguous segment; out may alias x (each element is read before written).
+ * With `stream`, the whole vectors from out's first 64-byte boundary on are written with
+ * non-temporal stores: a large gradient then costs one DRAM write per element instead of a
+ * read-for-ownership plus a write. The caller fences (fastce_store_fence) before out is read. */
 FASTCE_INLINE void KFN(seg_pass2)(const REAL *x, REAL *out, const REAL *w, const REAL *y, int64_t n,
                                   const int outmode, const int has_w, const int kind, const int smooth,
-                                  const ce_row *r) {
+                                  const ce_row *r, const int stream) {
     const V shift = VOP(set1)((REAL)r->shift), logs = VOP(set1)((REAL)r->logs), A = VOP(set1)((REAL)r->A);
     const V B1 = VOP(set1)((REAL)r->B1), B0 = VOP(set1)((REAL)r->B0), zero = VOP(set1)((REAL)0);
     const int need_w = has_w && (kind == FASTCE_KIND_PROB || smooth) && outmode == FASTCE_OUT_GRAD;
     const int need_y = kind == FASTCE_KIND_PROB && outmode == FASTCE_OUT_GRAD;
+#define OUT_FULL(i) KFN(out_value)(VOP(load)(x + (i)), need_w ? VOP(load)(w + (i)) : zero,          \
+                                   need_y ? VOP(load)(y + (i)) : zero, shift, logs, A, B1, B0,     \
+                                   outmode, has_w, kind, smooth)
+#define OUT_PART(i, m) KFN(out_value)(VOP(load_tail)(x + (i), m, 0),                                 \
+                                      need_w ? VOP(load_tail)(w + (i), m, 0) : zero,               \
+                                      need_y ? VOP(load_tail)(y + (i), m, 0) : zero, shift, logs,  \
+                                      A, B1, B0, outmode, has_w, kind, smooth)
     int64_t i = 0;
-    for (; i + VW <= n; i += VW)
-        VOP(store)(out + i, KFN(out_value)(VOP(load)(x + i), need_w ? VOP(load)(w + i) : zero,
-                                           need_y ? VOP(load)(y + i) : zero, shift, logs, A, B1, B0,
-                                           outmode, has_w, kind, smooth));
-    if (i < n) {
-        const int64_t rem = n - i;
-        VOP(store_tail)(out + i,
-                        KFN(out_value)(VOP(load_tail)(x + i, rem, 0),
-                                       need_w ? VOP(load_tail)(w + i, rem, 0) : zero,
-                                       need_y ? VOP(load_tail)(y + i, rem, 0) : zero, shift, logs, A, B1, B0,
-                                       outmode, has_w, kind, smooth),
-                        rem);
+    if (stream && (uintptr_t)out % sizeof(REAL) == 0) {
+        int64_t head = (int64_t)((64 - (uintptr_t)out % 64) % 64 / sizeof(REAL));
+        if (head > n) head = n;
+        while (i < head) { /* up to the 64-byte boundary: ordinary (masked) stores */
+            const int64_t m = head - i < VW ? head - i : VW;
+            VOP(store_tail)(out + i, OUT_PART(i, m), m);
+            i += m;
+        }
+        for (; i + VW <= n; i += VW) VOP(stream)(out + i, OUT_FULL(i));
     }
+    for (; i + VW <= n; i += VW) VOP(store)(out + i, OUT_FULL(i));
+    if (i < n) VOP(store_tail)(out + i, OUT_PART(i, n - i), n - i);
+#undef OUT_FULL
+#undef OUT_PART
 }
 
 /* log(s) of n rows' states. Short rows are processed ROW_BATCH at a time so that their logs run
@@ -255,11 +266,15 @@ FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, cons
             if (outmode) {
                 KFN(seg_pass2)((const REAL *)a->x + r * C, outr, w,
                                kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL, C,
-                               outmode, has_w, kind, smooth, &rr);
-                if (kind == FASTCE_KIND_INDEX) outr[t[j]] -= (REAL)rr.fix;
+                               outmode, has_w, kind, smooth, &rr, a->stream_out);
+                if (kind == FASTCE_KIND_INDEX) {
+                    if (a->stream_out) fastce_store_fence(); /* the target's line may be streamed */
+                    outr[t[j]] -= (REAL)rr.fix;
+                }
             }
         }
     }
+    if (outmode && a->stream_out) fastce_store_fence();
 }
 
 /* ---- S == 1, rows split into `parts` class segments (few rows, many classes) ---- */
@@ -330,7 +345,8 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
         const ce_state *st = &a->states[r * a->parts];
         const ce_row rr = ce_finish(a, st, log(st->s), KFN(target_weight)(a, t, has_w), ce_coef(a, r));
         KFN(seg_pass2)(xr + c0, outr + c0, has_w ? w + c0 : NULL, yr ? yr + c0 : NULL, c1 - c0,
-                       outmode, has_w, kind, smooth, &rr);
+                       outmode, has_w, kind, smooth, &rr, a->stream_out);
+        if (a->stream_out) fastce_store_fence();
         if (kind == FASTCE_KIND_INDEX && t >= c0 && t < c1) outr[t] -= (REAL)rr.fix;
     }
 }

@@ -21,6 +21,10 @@ static inline vf_t vf_load_tail(const float *p, int64_t n, float fill) {
 }
 static inline void vf_store_tail(float *p, vf_t v, int64_t n) { _mm512_mask_storeu_ps(p, vf_tail_mask(n), v); }
 static inline vf_t vf_set1(float a) { return _mm512_set1_ps(a); }
+/* Non-temporal store (p 64-byte aligned): bypasses the cache, so no read-for-ownership. */
+static inline void vf_stream(float *p, vf_t v) { _mm512_stream_ps(p, v); }
+/* Orders streamed stores before anything that follows (another thread's reads included). */
+static inline void fastce_store_fence(void) { _mm_sfence(); }
 static inline vf_t vf_add(vf_t a, vf_t b) { return _mm512_add_ps(a, b); }
 static inline vf_t vf_sub(vf_t a, vf_t b) { return _mm512_sub_ps(a, b); }
 static inline vf_t vf_mul(vf_t a, vf_t b) { return _mm512_mul_ps(a, b); }
@@ -90,6 +94,7 @@ static inline vd_t vd_load_tail(const double *p, int64_t n, double fill) {
 }
 static inline void vd_store_tail(double *p, vd_t v, int64_t n) { _mm512_mask_storeu_pd(p, vd_tail_mask(n), v); }
 static inline vd_t vd_set1(double a) { return _mm512_set1_pd(a); }
+static inline void vd_stream(double *p, vd_t v) { _mm512_stream_pd(p, v); }
 static inline vd_t vd_add(vd_t a, vd_t b) { return _mm512_add_pd(a, b); }
 static inline vd_t vd_sub(vd_t a, vd_t b) { return _mm512_sub_pd(a, b); }
 static inline vd_t vd_mul(vd_t a, vd_t b) { return _mm512_mul_pd(a, b); }

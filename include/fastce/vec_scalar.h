@@ -12,6 +12,7 @@
     static inline P##_t P##_load_tail(const T *p, int64_t n, T fill) { return n > 0 ? *p : fill; } \
     static inline void P##_store_tail(T *p, P##_t v, int64_t n) { if (n > 0) *p = v; }           \
     static inline P##_t P##_set1(T a) { return a; }                                              \
+    static inline void P##_stream(T *p, P##_t v) { *p = v; }                                     \
     static inline P##_t P##_add(P##_t a, P##_t b) { return a + b; }                              \
     static inline P##_t P##_sub(P##_t a, P##_t b) { return a - b; }                              \
     static inline P##_t P##_mul(P##_t a, P##_t b) { return a * b; }                              \
@@ -27,6 +28,7 @@
 FASTCE_VEC_DEFINE_SCALAR(vf, float, expf, logf)
 FASTCE_VEC_DEFINE_SCALAR(vd, double, exp, log)
 #define VF_W 1
+static inline void fastce_store_fence(void) {}
 #define VD_W 1
 
 #endif

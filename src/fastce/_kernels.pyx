@@ -33,6 +33,7 @@ cdef extern from "fastce/dispatch.h" nogil:
         int kind, outmode
         double *row_out
         void *out
+        int stream_out
         const double *gout
         double gscale
         int64_t parts, seg
@@ -59,6 +60,9 @@ cdef extern from "fastce/dispatch.h" nogil:
 DEF MIN_PARALLEL_WORK = 32768
 # A row is split across threads only when each segment keeps at least this many classes.
 DEF MIN_SPLIT_SEGMENT = 4096
+# Outputs at least this large (and not written over the input) use non-temporal stores: they
+# cannot stay in cache anyway, and streaming saves the read-for-ownership of every line.
+DEF MIN_STREAM_BYTES = 32 * 1024 * 1024
 
 ISA_NAMES = ("scalar", "avx2", "avx512")
 
@@ -128,6 +132,7 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
     a.kind = kind; a.outmode = outmode
     a.row_out = <double *>_ptr(row_out)
     a.out = <void *>_ptr(out)
+    a.stream_out = out is not None and a.out != a.x and out.nbytes >= MIN_STREAM_BYTES
     a.gout = <const double *>_ptr(gout)
     a.gscale = gscale
     a.parts = 1; a.seg = C; a.states = NULL
