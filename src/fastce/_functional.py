@@ -51,7 +51,7 @@ class _Problem:
         self.ignore_index = check_ignore_index(ignore_index)
         self.nthreads = _runtime.resolve_threads(num_threads)
         self.layout = lay = Layout(self.x_user.shape)
-        self.dtype = self.x_user.dtype
+        self.dtype = self.x_user.dtype.newbyteorder("=")  # results are native-endian
         self.cdtype = compute_dtype(self.dtype)
         self.weight = check_weight(weight, lay.C, self.cdtype)
         self.wsum = float(self.weight.sum(dtype=np.float64)) if self.weight is not None else float(lay.C)
@@ -67,44 +67,74 @@ class _Problem:
         else:
             if self.ignore_index >= 0:
                 raise ValueError("ignore_index is not supported for floating point target (class probabilities)")
-            self.prob = as_compute(np.asarray(target), self.cdtype)
             self.denominator = float(lay.rows)  # torch: the number of elements, whatever the weights
-        # float16 stays float16 here; run() converts it block by block.
-        self.x = self.x_user if self.dtype == np.float16 else as_compute(self.x_user, self.cdtype)
+        self._kernel_layout(None if self.kind == "index" else np.asarray(target))
+
+    def _kernel_layout(self, prob):
+        """The kernels take C-contiguous (kN, C, kS) arrays of the compute dtype. Usually that is
+        (N, C, S) itself, copied once if the input is not already so. A Fortran-ordered (N, C)
+        input is, unchanged, a C-ordered (C, N): the kernels take it as kN = 1, kS = N, each row
+        a position of the strided-class (tile) path, with no copy at all."""
+        x, lay = self.x_user, self.layout
+        self.fortran = (
+            x.ndim == 2 and not x.flags.c_contiguous and x.flags.f_contiguous and x.flags.aligned
+            and x.dtype == self.cdtype and x.dtype.isnative and lay.N > 1
+        )
+        if self.fortran:
+            self.kN, self.kS = 1, lay.N
+            self.xk = x.T
+            self.prob = None if prob is None else as_compute(prob.T, self.cdtype)
+        else:
+            self.kN, self.kS = lay.N, lay.S
+            # float16 stays float16 here; run() converts it block by block.
+            self.xk = x if self.dtype == np.float16 else as_compute(x, self.cdtype)
+            self.prob = None if prob is None else as_compute(prob, self.cdtype)
+
+    def _direct_out(self, out):
+        """`out` (input's shape) as the kernels' output array if they can write it in place, else None."""
+        cand = out.T if self.fortran else out
+        ok = cand.flags.c_contiguous and cand.flags.aligned and cand.dtype == self.cdtype and cand.dtype.isnative
+        return cand if ok else None
 
     def run(self, outmode=OUT_NONE, out=None, gout=None, gscale=1.0):
         """Runs the kernels; the gradient (outmode OUT_GRAD) goes to `out`, which has the input's
-        shape and dtype. Returns the reduced loss."""
+        shape and dtype and any layout. Returns the reduced loss."""
         lay = self.layout
         row_loss = np.empty(lay.rows, dtype=np.float64)
-        if self.dtype != np.float16:
-            self._run_block(slice(None), self.x, outmode, out, row_loss, gout, gscale)
+        if self.dtype == np.float16:
+            self._run_float16(outmode, out, row_loss, gout, gscale)
             return self.reduce(row_loss)
-        # float16: whole outer rows (n) at a time, each converted to a float32 block.
-        per_n = lay.C * lay.S
-        step = max(1, FLOAT16_BLOCK // max(per_n, 1))
-        x3 = self.x.reshape(lay.N, per_n)
-        out3 = out.reshape(lay.N, per_n) if out is not None else None
-        block_out = None
-        for n0 in range(0, lay.N, step):
-            n1 = min(lay.N, n0 + step)
-            xb = np.ascontiguousarray(x3[n0:n1], dtype=np.float32)
-            if out3 is not None:
-                block_out = np.empty_like(xb)
-            self._run_block(slice(n0, n1), xb, outmode, block_out, row_loss, gout, gscale)
-            if out3 is not None:
-                out3[n0:n1] = block_out
+        kout = None if out is None else self._direct_out(out)
+        via_temporary = out is not None and kout is None
+        if via_temporary:  # out's layout or dtype is not the kernels': one temporary, copied back
+            kout = np.empty(self.xk.shape, dtype=self.cdtype)
+        self._run_block(0, self.kN, self.xk, outmode, kout, row_loss, gout, gscale)
+        if via_temporary:
+            out[...] = kout.T if self.fortran else kout.reshape(out.shape)
         return self.reduce(row_loss)
 
-    def _run_block(self, ns, x, outmode, out, row_loss, gout, gscale):
-        """The kernels over outer rows `ns` (a slice of N); x and out hold just those rows."""
+    def _run_float16(self, outmode, out, row_loss, gout, gscale):
+        """float16: whole outer rows (n) at a time, each block converted to float32."""
         lay = self.layout
-        n0, n1, _ = ns.indices(lay.N)
-        rows = slice(n0 * lay.S, n1 * lay.S)
+        x_b = self.xk if not lay.unbatched else self.xk[None]
+        out_b = out if (out is None or not lay.unbatched) else out[None]
+        step = max(1, FLOAT16_BLOCK // max(lay.C * lay.S, 1))
+        for n0 in range(0, lay.N, step):
+            n1 = min(lay.N, n0 + step)
+            xb = np.ascontiguousarray(x_b[n0:n1], dtype=np.float32)
+            block_out = np.empty_like(xb) if out is not None else None
+            self._run_block(n0, n1, xb, outmode, block_out, row_loss, gout, gscale)
+            if out is not None:
+                out_b[n0:n1] = block_out
+
+    def _run_block(self, n0, n1, x, outmode, out, row_loss, gout, gscale):
+        """The kernels over the kernel layout's outer rows [n0, n1); x and out hold just those."""
+        C, kS = self.layout.C, self.kS
+        rows = slice(n0 * kS, n1 * kS)
         t = self.target.reshape(-1)[rows] if self.target is not None else None
-        prob = self.prob.reshape(lay.N, lay.C * lay.S)[n0:n1] if self.prob is not None else None
+        prob = self.prob.reshape(self.kN, C * kS)[n0:n1] if self.prob is not None else None
         _kernels.ce_run(
-            _runtime.isa_id(), x, n1 - n0, lay.C, lay.S,
+            _runtime.isa_id(), x, n1 - n0, C, kS,
             KIND_INDEX if self.kind == "index" else KIND_PROB, outmode,
             target=t, ttype=self.ttype, prob=prob, weight=self.weight, wsum=self.wsum,
             ignore_index=self.ignore_index, eps=self.eps, row_out=row_loss[rows], out=out,
@@ -197,7 +227,7 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
     p = _Problem(input, target, weight, ignore_index, reduction, label_smoothing, num_threads)
     gout, gscale = p.grad_scale(grad_output)
     if out is None:
-        out = np.empty(p.layout.shape, dtype=p.dtype)
+        out = np.empty_like(p.x_user, dtype=p.dtype)  # the input's memory order (Fortran stays Fortran)
     else:
         # out=input is safe: the kernels read each logit before writing its gradient.
         check_out(out, p.layout.shape, p.dtype, p.x_user,

@@ -82,8 +82,37 @@ def isa_id():
     return _ISA_IDS[_current]
 
 
+# libgomp cannot be used in a child created by fork() once the parent has started its thread
+# team: the child's first parallel region waits forever for threads that were not copied. So a
+# forked child of a process that ran fastce multi-threaded runs fastce single-threaded (torch
+# does the same). Use the "spawn" or "forkserver" start methods for parallel children.
+_thread_team_started = False
+_forked_after_threads = False
+
+
+def _after_fork_in_child():
+    global _forked_after_threads
+    if _thread_team_started:
+        _forked_after_threads = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def resolve_threads(num_threads):
-    """None -> every available core (OMP_NUM_THREADS respected); a positive int -> exactly it."""
+    """None -> every available core (OMP_NUM_THREADS respected); a positive int -> exactly it.
+    1 in a child forked after fastce ran multi-threaded (see above)."""
+    n = _check_threads(num_threads)
+    if _forked_after_threads:
+        return 1
+    if n > 1:
+        global _thread_team_started
+        _thread_team_started = True
+    return n
+
+
+def _check_threads(num_threads):
     if num_threads is None:
         return max(1, _kernels.omp_max_threads())
     if isinstance(num_threads, bool):
@@ -106,7 +135,7 @@ def get_config():
     return {
         "version": __version__,
         "openmp": _kernels.openmp_enabled(),
-        "num_threads": resolve_threads(None) if _kernels.openmp_enabled() else 1,
+        "num_threads": 1 if _forked_after_threads or not _kernels.openmp_enabled() else _check_threads(None),
         "isas_compiled": compiled_isas(),
         "isas_available": available_isas(),
         "isa": get_isa(),

@@ -35,9 +35,9 @@ def compute_dtype(dtype):
 
 
 def as_compute(arr, dtype):
-    """C-contiguous, native-endian `arr` of `dtype`. Copies only if arr is not that already
-    (non-contiguous, byte-swapped, or another dtype, e.g. float16 -> float32)."""
-    return np.ascontiguousarray(arr, dtype=dtype)
+    """C-contiguous, aligned, native-endian `arr` of `dtype`. Copies only if arr is not that
+    already (non-contiguous, unaligned, byte-swapped, or another dtype, e.g. float16 -> float32)."""
+    return np.require(arr, dtype=np.dtype(dtype).newbyteorder("="), requirements=["C", "A"])
 
 
 def check_reduction(reduction):
@@ -97,7 +97,7 @@ def check_index_target(target, layout):
         raise ValueError(
             f"Expected target of shape {layout.target_shape} for input of shape {layout.shape}, got {t.shape}"
         )
-    t = np.ascontiguousarray(t, dtype=t.dtype.newbyteorder("="))
+    t = np.require(t, dtype=t.dtype.newbyteorder("="), requirements=["C", "A"])
     return t, TARGET_DTYPE_CODES[t.dtype]
 
 
@@ -142,12 +142,10 @@ def check_out(out, shape, dtype, input_arr, others):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
         raise ValueError(f"out must have the input's shape {tuple(shape)}, got {out.shape}")
-    if out.dtype != dtype:
+    if out.dtype.newbyteorder("=") != dtype.newbyteorder("="):
         raise TypeError(f"out must have the input's dtype {dtype}, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
-    if not out.flags.c_contiguous or not out.dtype.isnative:
-        raise ValueError("out must be a C-contiguous, native byte-order array")
     for name, arr in others:
         if arr is not None and np.shares_memory(out, arr):
             raise ValueError(f"out overlaps {name}")
