@@ -231,7 +231,7 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
     else:
         # out=input is safe: the kernels read each logit before writing its gradient.
         check_out(out, p.layout.shape, p.dtype, p.x_user,
-                  [("target", p.target if p.kind == "index" else np.asarray(target)), ("weight", weight)])
+                  [("target", target), ("weight", weight), ("grad_output", grad_output)])
     loss = p.run(OUT_GRAD, out=out, gout=gout, gscale=gscale)
     return loss, out
 
@@ -245,6 +245,7 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     indexing step (there is no row to stream). num_threads is accepted for symmetry.
     """
     lp = as_floating(log_probs, "log_probs")
+    dtype = lp.dtype.newbyteorder("=")  # results are native-endian
     reduction = check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
     _runtime.resolve_threads(num_threads)
@@ -263,17 +264,18 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     w_t = w[safe_t].astype(np.float64) if w is not None else 1.0
     row_loss = np.where(kept, -w_t * picked, 0.0)
     if reduction == "none":
-        return row_loss.reshape(lay.target_shape).astype(lp.dtype)
+        return row_loss.reshape(lay.target_shape).astype(dtype)
     total = row_loss.sum()
     if reduction == "sum":
-        return lp.dtype.type(total)
-    return lp.dtype.type(total / kept_weight if kept_weight != 0 else np.nan)
+        return dtype.type(total)
+    return dtype.type(total / kept_weight if kept_weight != 0 else np.nan)
 
 
 def _softmax_family(x, axis, outmode, num_threads):
     """softmax / log_softmax (outmode) or logsumexp (OUT_NONE) over `axis`, via the CE kernels
     with no target: the array is viewed as (N, C, S) around `axis`, so no transpose is made."""
     arr = as_floating(x, "x")
+    dtype = arr.dtype.newbyteorder("=")  # results are native-endian
     nthreads = _runtime.resolve_threads(num_threads)
     shape = arr.shape if arr.ndim else (1,)
     ax = normalize_axis(axis, len(shape))
@@ -284,8 +286,8 @@ def _softmax_family(x, axis, outmode, num_threads):
     cdt = compute_dtype(arr.dtype)
     if C == 0:  # logsumexp of nothing is log(0) = -inf; softmax of nothing is empty
         if outmode == OUT_NONE:
-            return np.full(reduced_shape, -np.inf, dtype=arr.dtype)
-        return np.empty(arr.shape, dtype=arr.dtype)
+            return np.full(reduced_shape, -np.inf, dtype=dtype)
+        return np.empty(arr.shape, dtype=dtype)
     xc = as_compute(arr, cdt)
     out = np.empty(arr.shape, dtype=cdt) if outmode != OUT_NONE else None
     row_out = np.empty(N * S, dtype=np.float64) if outmode == OUT_NONE else None
@@ -294,8 +296,8 @@ def _softmax_family(x, axis, outmode, num_threads):
     if outmode == OUT_NONE:
         lse = row_out.reshape(reduced_shape)
         _logsumexp_infinite_rows(xc.reshape(N, C, S), lse.reshape(N, S))
-        return lse.astype(arr.dtype)
-    return out.astype(arr.dtype, copy=False)
+        return lse.astype(dtype)
+    return out.astype(dtype, copy=False)
 
 
 def _logsumexp_infinite_rows(x3, lse2):

@@ -112,6 +112,10 @@ def resolve_threads(num_threads):
     return n
 
 
+# More threads than this is a mistake, not a request: each would be a real OS thread.
+MAX_THREADS = 1024
+
+
 def _check_threads(num_threads):
     if num_threads is None:
         return max(1, _kernels.omp_max_threads())
@@ -125,6 +129,8 @@ def _check_threads(num_threads):
         ) from None
     if n <= 0:
         raise ValueError(f"num_threads must be None or a positive integer, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"num_threads={n} is more than fastce allows ({MAX_THREADS})")
     return n
 
 

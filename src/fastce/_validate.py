@@ -5,6 +5,7 @@ exception worded like torch's. What comes out is what the kernels need: C-contig
 native-endian arrays of the compute dtype. Conversions copy only when the input's layout or
 dtype requires it (see `as_compute`); they never modify what the caller passed.
 """
+import numbers
 import operator
 from math import prod
 
@@ -47,10 +48,11 @@ def check_reduction(reduction):
 
 
 def check_label_smoothing(label_smoothing):
-    try:
-        eps = float(label_smoothing)
-    except (TypeError, ValueError):
-        raise TypeError(f"label_smoothing must be a float, got {type(label_smoothing).__name__}") from None
+    if isinstance(label_smoothing, np.ndarray) and label_smoothing.ndim == 0:
+        label_smoothing = label_smoothing.item()
+    if not isinstance(label_smoothing, numbers.Real):  # rejects str, bytes, None, arrays
+        raise TypeError(f"label_smoothing must be a float, got {type(label_smoothing).__name__}")
+    eps = float(label_smoothing)
     if not 0.0 <= eps <= 1.0:  # also rejects NaN
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     return eps
@@ -60,9 +62,12 @@ def check_ignore_index(ignore_index):
     if isinstance(ignore_index, bool):
         raise TypeError("ignore_index must be an integer, got bool")
     try:
-        return operator.index(ignore_index)
+        value = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}") from None
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"ignore_index must fit in a 64-bit integer, got {value}")
+    return value
 
 
 class Layout:
@@ -147,7 +152,7 @@ def check_out(out, shape, dtype, input_arr, others):
     if not out.flags.writeable:
         raise ValueError("out is read-only")
     for name, arr in others:
-        if arr is not None and np.shares_memory(out, arr):
+        if isinstance(arr, np.ndarray) and np.shares_memory(out, arr):
             raise ValueError(f"out overlaps {name}")
     in_place = _same_memory(out, input_arr)
     if not in_place and np.shares_memory(out, input_arr):
