@@ -98,6 +98,8 @@ cdef void _parallel(ce_range_fn fn, const ce_args *a, int64_t items, int64_t per
     """fn over [0, items) in blocks of per_block items, on nthreads threads."""
     cdef int64_t nblocks = (items + per_block - 1) // per_block
     cdef int64_t b, i0, i1
+    if nthreads > nblocks:  # never start threads that would have no block to run
+        nthreads = <int>nblocks
     if nthreads <= 1 or nblocks <= 1:
         fn(a, 0, items)
         return
