@@ -23,6 +23,26 @@ CLASS_COUNTS = st.one_of(st.integers(1, 70),
                                           65, 127, 128, 129, 255, 257]))
 
 
+LAYOUTS = ["C", "fortran", "strided", "negative", "byteswapped"]
+
+
+def with_layout(a, layout):
+    """The same values as `a` in another memory layout (a view where possible)."""
+    a = np.asarray(a)
+    if a.ndim == 0 or layout == "C":
+        return a
+    if layout == "fortran":
+        return np.asfortranarray(a)
+    if layout == "strided":  # every other element of a buffer twice as long on the last axis
+        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+        big[..., ::2] = a
+        return big[..., ::2]
+    if layout == "negative":  # negative strides on every axis
+        rev = a[(slice(None, None, -1),) * a.ndim].copy()
+        return rev[(slice(None, None, -1),) * a.ndim]
+    return a.astype(a.dtype.newbyteorder(">" if a.dtype.byteorder != ">" else "<"))
+
+
 @st.composite
 def ce_cases(draw):
     kind = draw(st.sampled_from(["C", "NC", "NCd", "NCdd"]))
@@ -72,6 +92,8 @@ def ce_cases(draw):
               else float(rng.standard_normal()))
     else:
         go = None
+    x = with_layout(x, draw(st.sampled_from(LAYOUTS)))
+    t = with_layout(t, draw(st.sampled_from(LAYOUTS)))
     return dict(x=x, t=t, w=w, ignore_index=ignore_index, reduction=reduction, eps=eps,
                 go=go, dtype=dtype, tshape=tshape)
 
@@ -98,7 +120,7 @@ def test_cross_entropy_matches_reference(isa, case):
                  "with_grad loss", ctx)
     assert_close(grad, r_grad, dtype, "grad", ctx, kind="grad")
     # in place gives the same numbers
-    xi = case["x"].copy()
+    xi = case["x"].copy(order="K")  # same layout, so the same kernel path as out=None
     loss3, grad3 = fastce.cross_entropy_with_grad(xi, case["t"], grad_output=case["go"], out=xi,
                                                   **kw)
     assert grad3 is xi
