@@ -13,13 +13,16 @@
 #               vector accesses, which ASan does not instrument). ~45 s cold on 2 cores.
 #   --full      the same with -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
 #               -fno-omit-frame-pointer (every UBSan check, optimized code): ~2.5-3 min cold on
-#               2 cores with gcc 12. Add `-- --misaligned` to see the misaligned-access reports.
+#               2 cores with gcc 12.
 #   --valgrind  no sanitizers (-O1 -g1); the harness (--quick) runs under
 #               `valgrind --error-exitcode=1`. valgrind has no AVX-512: the harness skips it.
 #   --isa LIST  comma-separated subset of scalar,avx2,avx512 to build (default: all buildable).
 #   --no-cache  always recompile (see CACHE below).
 #   --keep      keep the build directory and print its path.
-#   -- ARGS     extra harness arguments (--seed N, -v, --misaligned, --quick, --isa NAME).
+#   -- ARGS     extra harness arguments (--seed N, -v, --quick, --isa NAME, --misaligned).
+#               `-- --misaligned` starts the buffers numpy may pass unaligned (x, out, prob,
+#               weight, targets, grad_output) half an element off, turns the UBSan alignment
+#               check on (recoverable: every site is listed once) and fails if any is hit.
 # Environment: CC (default cc), SAN_FLAGS (replaces the optimization/debug/sanitizer flags),
 #   JOBS (parallel compiles, default nproc),
 #   FASTCE_SANITIZE_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/fastce-sanitize; "off" disables).
@@ -74,9 +77,23 @@ if [ ! -d "$ROOT/include/fastce" ] || [ ! -f "$ROOT/tests/c/kernel_harness.c" ];
 fi
 
 # -g1 (line tables and inlined frames, no variable info) keeps file:line in every report.
+# With `-- --misaligned` the alignment check is on and recoverable, so that the run lists every
+# misaligned access site once (UBSan reports each source location once) and still fails.
+MISALIGNED=0
+case " ${HARNESS_ARGS[*]} " in *" --misaligned "*) MISALIGNED=1 ;; esac
 case "$MODE" in
-    asan) SAN_FLAGS="${SAN_FLAGS:--O0 -g1 -fsanitize=address,undefined -fno-sanitize=alignment,null,pointer-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer}" ;;
-    full) SAN_FLAGS="${SAN_FLAGS:--O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer}" ;;
+    asan)
+        if [ "$MISALIGNED" = 1 ]; then
+            SAN_FLAGS="${SAN_FLAGS:--O0 -g1 -fsanitize=address,undefined -fno-sanitize=null,pointer-overflow -fno-sanitize-recover=all -fsanitize-recover=alignment -fno-omit-frame-pointer}"
+        else
+            SAN_FLAGS="${SAN_FLAGS:--O0 -g1 -fsanitize=address,undefined -fno-sanitize=alignment,null,pointer-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer}"
+        fi ;;
+    full)
+        if [ "$MISALIGNED" = 1 ]; then
+            SAN_FLAGS="${SAN_FLAGS:--O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fsanitize-recover=alignment -fno-omit-frame-pointer}"
+        else
+            SAN_FLAGS="${SAN_FLAGS:--O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer}"
+        fi ;;
     valgrind)
         SAN_FLAGS="${SAN_FLAGS:--O1 -g1}"
         command -v valgrind >/dev/null 2>&1 || { say "valgrind not found"; exit 2; } ;;
@@ -129,7 +146,6 @@ compile_unit() {
         fi
     fi
     local t0; t0=$(date +%s.%N)
-    echo "  [start +$(awk -v a="$T0" -v b="$t0" 'BEGIN { printf "%.0fs", b - a }')] $name"
     if ! $cmd > "$BUILD/$name.log" 2>&1; then
         echo "  [FAILED] $cmd"; cat "$BUILD/$name.log"; return 1
     fi
@@ -137,14 +153,13 @@ compile_unit() {
     [ -s "$BUILD/$name.log" ] && sed 's/^/    /' "$BUILD/$name.log"
     if [ -n "$CACHE" ]; then
         cp "$obj" "$CACHE/.$name-$key.o.$$" 2>/dev/null && mv -f "$CACHE/.$name-$key.o.$$" "$CACHE/$name-$key.o" 2>/dev/null
-        # keep only the newest few objects of each unit
-        ls -1t "$CACHE/$name"-*.o 2>/dev/null | tail -n +5 | xargs -r rm -f
+        # keep only the 3 newest objects of each unit (e.g. default, --full, --valgrind builds)
+        ls -1t "$CACHE/$name"-*.o 2>/dev/null | tail -n +4 | xargs -r rm -f
     fi
     return 0
 }
 
 say "compiling ${#UNITS[@]} units ($JOBS at a time)"
-declare -A PID_OF=()
 FAILED=0
 running=0
 for u in "${UNITS[@]}"; do
@@ -170,20 +185,41 @@ if ! "$CC" $SAN_FLAGS "${OBJS[@]}" -lm -o "$BUILD/kernel_harness"; then
 fi
 say "built in $(elapsed)"
 
-# ---- run
+# ---- run (the runs are independent: they go in parallel, and are reported in order)
 STATUS=0
-run_harness() {  # label, command...
+LABELS=()
+start_run() {  # label, command...
     local label="$1"; shift
-    local log="$BUILD/run-$label.log"
-    echo "  $*"
-    "$@" > "$log" 2>&1
-    local rc=$?
-    grep -v '^case: ' "$log" | head -n 200
-    [ "$(grep -vc '^case: ' "$log")" -gt 200 ] && { echo "  ... (last lines:)"; tail -n 5 "$log"; }
-    if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: UndefinedBehaviorSanitizer|ERROR SUMMARY: [1-9]' "$log"; then
-        say "$label: sanitizer/valgrind report (see above)"; [ "$rc" = 0 ] && rc=1
-    fi
-    if [ "$rc" != 0 ]; then say "$label: FAILED (exit $rc)"; STATUS=1; else say "$label: ok"; fi
+    LABELS+=("$label")
+    echo "$*" > "$BUILD/run-$label.cmd"
+    ( "$@" > "$BUILD/run-$label.log" 2>&1; echo $? > "$BUILD/run-$label.rc" ) &
+}
+report_runs() {
+    wait
+    local label rc log
+    for label in "${LABELS[@]}"; do
+        log="$BUILD/run-$label.log"
+        rc=$(cat "$BUILD/run-$label.rc" 2>/dev/null || echo 99)
+        echo "  $(cat "$BUILD/run-$label.cmd")"
+        local lines; lines=$(grep -vc '^case: ' "$log")
+        grep -v '^case: ' "$log" | head -n 200
+        if [ "$lines" -gt 200 ]; then
+            echo "  ... $((lines - 200)) more lines; the last ones:"
+            grep -v '^case: ' "$log" | tail -n 8
+            if grep -q 'runtime error:' "$log"; then
+                echo "  every UBSan report site (count, site, check):"
+                grep -o '[^ ]*: runtime error: [^0-9]*' "$log" | sed 's/ of misaligned address $//; s/ address $//' \
+                    | sort | uniq -c | sort -k2 | head -n 100
+            fi
+        fi
+        if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: UndefinedBehaviorSanitizer|ERROR SUMMARY: [1-9]' "$log"; then
+            say "$label: FAILED: sanitizer/valgrind report (exit status $rc)"; STATUS=1
+        elif [ "$rc" != 0 ]; then
+            say "$label: FAILED (exit status $rc)"; STATUS=1
+        else
+            say "$label: ok"
+        fi
+    done
 }
 
 if [ "$MODE" != valgrind ]; then
@@ -191,18 +227,19 @@ if [ "$MODE" != valgrind ]; then
     # aligned stores (vmovapd) into ASan's fake stack frames, which are only 32-byte aligned, and
     # correct code faults (a 15-line program with one _mm512_storeu_pd to a local array does).
     export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:abort_on_error=0:strict_string_checks=1:check_initialization_order=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$((1 - MISALIGNED))${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
     say "running (ASAN_OPTIONS=$ASAN_OPTIONS UBSAN_OPTIONS=$UBSAN_OPTIONS)"
-    run_harness asan "$BUILD/kernel_harness" "${HARNESS_ARGS[@]}"
+    start_run asan "$BUILD/kernel_harness" "${HARNESS_ARGS[@]}"
     case " ${HARNESS_ARGS[*]} " in
         *" --misaligned "*|*" --guard "*) ;;
-        *) run_harness asan-guard "$BUILD/kernel_harness" --guard "${HARNESS_ARGS[@]}" ;;
+        *) start_run asan-guard "$BUILD/kernel_harness" --guard "${HARNESS_ARGS[@]}" ;;
     esac
 else
     say "running under valgrind"
-    run_harness valgrind valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+    start_run valgrind valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
         --track-origins=yes -q "$BUILD/kernel_harness" --quick "${HARNESS_ARGS[@]}"
 fi
+report_runs
 
 if [ "$STATUS" = 0 ]; then say "PASSED in $(elapsed)"; else say "FAILED in $(elapsed)"; fi
 exit "$STATUS"

@@ -164,7 +164,7 @@ class _Problem:
                 raise ValueError(
                     f"grad_output must have the loss's shape {self.layout.target_shape}, got {g.shape}"
                 ) from None
-            return np.ascontiguousarray(g, dtype=np.float64).reshape(-1), 1.0
+            return np.require(g, dtype=np.float64, requirements=["C", "A"]).reshape(-1), 1.0
         g = 1.0 if grad_output is None else grad_output
         if np.ndim(g) != 0:
             raise ValueError(f"grad_output must be a scalar for reduction='{self.reduction}', got shape {np.shape(g)}")

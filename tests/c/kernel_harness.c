@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -53,6 +54,38 @@ static uint64_t rnd(void) {
 }
 static double urand(void) { return (double)(rnd() >> 11) * 0x1.0p-53; }
 static int64_t irand(int64_t n) { return (int64_t)(rnd() % (uint64_t)n); }
+
+/* ------------------------------------------------------------------ the case being run
+ * A sanitizer report aborts the process: the death callback (or, without sanitizers, a
+ * SIGSEGV/SIGBUS handler) then names the case, with every option and size. */
+
+static char current_case[768];
+extern void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
+
+static void print_current_case(void) {
+    static const char head[] = "kernel_harness: died in case: ";
+    if (!current_case[0]) return;
+    ssize_t rc = write(2, head, sizeof head - 1);
+    rc = write(2, current_case, strlen(current_case));
+    rc = write(2, "\n", 1);
+    (void)rc;
+}
+static void on_fatal_signal(int sig) {
+    print_current_case();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+static void install_crash_reporting(void) {
+    if (__sanitizer_set_death_callback) {
+        __sanitizer_set_death_callback(print_current_case);
+    } else {
+        signal(SIGSEGV, on_fatal_signal);
+        signal(SIGBUS, on_fatal_signal);
+        signal(SIGILL, on_fatal_signal);
+        signal(SIGFPE, on_fatal_signal);
+        signal(SIGABRT, on_fatal_signal);
+    }
+}
 
 /* ------------------------------------------------------------------ exact-size allocations */
 
@@ -235,6 +268,7 @@ static void run_case(case_t *c) {
     const double rtol = dbl ? 1e-9 : 1e-4;
     char desc[640];
     describe(c, desc, sizeof desc);
+    snprintf(current_case, sizeof current_case, "%s", desc);
     if (opt_verbose) printf("case: %s\n", desc);
 
     /* ---- inputs */
@@ -477,6 +511,7 @@ static void run_case(case_t *c) {
     for (int i = 0; i < 3; i++) free(aux_copy[i]);
     free(want_loss); free(mag_loss); free(want_out); free(mag_out); free(xr); free(yr); free(wr); free(tgt);
     free_all();
+    current_case[0] = 0;
 }
 
 /* ------------------------------------------------------------------ the vector math hooks */
@@ -492,7 +527,10 @@ static void check_array_fn(const char *isa, int dbl, int is_log, void (*fn)(cons
         for (int64_t i = 0; i < n; i++)
             setv(in, dbl, i, is_log ? exp(urand() * 14.0) : 40.0 * urand() - 20.0); /* log: [1, 1.2e6] */
         memset(outb, 0xFF, (size_t)n * es);
+        snprintf(current_case, sizeof current_case, "isa=%s dtype=%s %s_array n=%lld%s", isa,
+                 dbl ? "f64" : "f32", is_log ? "log" : "exp", (long long)n, opt_guard ? " [guard]" : "");
         fn(in, outb, n);
+        current_case[0] = 0;
         for (int64_t i = 0; i < n && bad < MAX_REPORT; i++) {
             const double v = getv(in, dbl, i), got = getv(outb, dbl, i);
             const double want = is_log ? log(v) : exp(v);
@@ -628,6 +666,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    install_crash_reporting();
     int ran = 0;
     for (int isa = 0; isa < FASTCE_ISA_COUNT; isa++) {
         if (opt_isa >= 0 && isa != opt_isa) continue;
