@@ -5,13 +5,16 @@
  *   VOP(op) the vector function op  (vf_op or vd_op)               KFN(name) a dtype-unique name
  *
  * Passes over one row (C classes):
- *   pass 1 (seg_pass1): online max / sum-exp, in chunks of CHUNK_BYTES. Sweep A reads a chunk from
- *     memory for its max (plus the linear sums of the options); sweep B re-reads it from L1 and
- *     adds exp(x - shift). The running sum is rescaled once per chunk when the max grows
- *     (Milakov & Gimelshein 2018), so each logit is read from DRAM once and exp'd once.
- *   pass 2 (seg_pass2): the gradient / softmax / log_softmax, from the row still in cache.
- * Rows with an inner stride (S > 1, K-dimensional inputs) run the same math across VW
- * neighbouring positions at once (tile_group): each vector holds one class of VW positions.
+ *   pass 1 (seg_pass1): online max / sum-exp, in L1-sized chunks (CHUNK_ELEMS). One sweep per
+ *     chunk from memory takes the max, the option sums and exp(x - running max); the running
+ *     sum is rescaled once per chunk when the max grows (Milakov & Gimelshein 2018). The first
+ *     chunk, or a jump of the max beyond MAX_JUMP, re-sweeps the chunk from L1. Each logit is
+ *     read from DRAM once.
+ *   pass 2 (seg_pass2): the gradient / softmax / log_softmax, from the row still in cache
+ *     (non-temporal stores for large outputs).
+ * Row groups (tile_group) run the same math with one row per lane: K-dimensional inputs in
+ * place (VW neighbouring positions, classes strided by S), short rows (C <= FASTCE_SMALL_C)
+ * through a transposed tile (small_rows).
  *
  * Options are specialized at compile time: every *_spec function is always_inline and called
  * with literal has_w / kind / smooth / outmode (CE_SPECIALIZE), so the inner loops carry no
