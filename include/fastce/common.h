@@ -15,6 +15,9 @@
  *   sx   = sum_c w_c (x_c - ref)                       (index targets with label smoothing)
  *   swy  = sum_c w_c y'_c, swyx = sum_c w_c y'_c (x_c - ref)   (probability targets, with
  *          y'_c = (1 - eps) y_c + eps / C formed per element, as torch forms the smoothed target)
+ *   gt   = the number of classes that rank above the target: x_c > x_t, or x_c == x_t at c < t
+ *          (argmax's tie order), so the target is in the top k exactly when gt < k. Counted
+ *          only by the scoring kernel (score_rows); a plain sum across segments.
  */
 #ifndef FASTCE_COMMON_H
 #define FASTCE_COMMON_H
@@ -51,7 +54,7 @@ enum {
 };
 
 typedef struct {
-    double m, s, xt, ref, sx, swy, swyx;
+    double m, s, xt, ref, sx, swy, swyx, gt;
 } ce_state;
 
 typedef struct {
@@ -66,6 +69,9 @@ typedef struct {
     double eps;               /* label smoothing */
     int kind, outmode;
     double *row_out;          /* per row: the loss (CE kinds) or lse (KIND_LSE); may be NULL */
+    double *row_lse;          /* per row: lse, ignored rows included (CE kinds); may be NULL */
+    double *row_rank;         /* per row: the state's gt (score_rows only; -1 for ignored rows) */
+    double zloss;             /* z: adds w_row * z * lse^2 to each row's loss (PaLM's z-loss) */
     void *out;                /* second-pass output, x's layout and dtype; may alias x */
     int stream_out;           /* write `out` with non-temporal stores (large, not aliasing x) */
     const double *gout;       /* per-row grad_output (reduction 'none'), or NULL */
@@ -87,6 +93,7 @@ typedef struct {
     ce_range_fn seg_out;     /* S == 1, split: item = (row, part); pass 2 */
     ce_range_fn tiles;       /* S > 1: item = (n, group of VW positions), vectorized across positions */
     ce_range_fn small_rows;  /* S == 1, C <= FASTCE_SMALL_C: item = row; VW rows per transposed tile */
+    ce_range_fn score_rows;  /* S == 1, index targets, no options: rows with the rank count gt */
     int64_t vector_width;    /* lanes per vector; tiles cover this many positions */
     /* The vector math itself, element-wise over n values, for the accuracy tests. */
     void (*exp_array)(const void *x, void *y, int64_t n);

@@ -60,6 +60,6 @@
 
 const ce_isa_table FASTCE_TABLE_NAME = {
     FASTCE_ISA_LABEL,
-    {rows_f32, seg_stats_f32, merge_rows_f32, seg_out_f32, tiles_f32, small_rows_f32, VF_W, exp_array_f32, log_array_f32},
-    {rows_f64, seg_stats_f64, merge_rows_f64, seg_out_f64, tiles_f64, small_rows_f64, VD_W, exp_array_f64, log_array_f64},
+    {rows_f32, seg_stats_f32, merge_rows_f32, seg_out_f32, tiles_f32, small_rows_f32, score_rows_f32, VF_W, exp_array_f32, log_array_f32},
+    {rows_f64, seg_stats_f64, merge_rows_f64, seg_out_f64, tiles_f64, small_rows_f64, score_rows_f64, VD_W, exp_array_f64, log_array_f64},
 };

@@ -70,20 +70,25 @@ FASTCE_INLINE double KFN(sweep_exp)(const REAL *xc, int64_t len, V shift) {
 }
 
 /* One sweep over a chunk from memory: its max, the linear sums of the options, and, when
-   with_exp, the sum of exp(x - shift) against a shift fixed before the sweep. */
+   with_exp, the sum of exp(x - shift) against a shift fixed before the sweep. With `rank`, it
+   also counts the logits above `thr` into st->gt (the scoring kernel's rank of the target). */
 FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL *yc, int64_t len,
                                      const KFN(lin) *l, const int has_w, const int kind,
                                      const int smooth, const int with_exp, V shift, double *esum,
-                                     ce_state *st) {
+                                     const int rank, V thr, ce_state *st) {
     const V zero = VOP(set1)((REAL)0);
-    V mx[UNROLL], e[UNROLL], sx[UNROLL], swy[UNROLL], swyx[UNROLL];
-    for (int u = 0; u < UNROLL; u++) { mx[u] = VOP(set1)((REAL)-INFINITY); e[u] = sx[u] = swy[u] = swyx[u] = zero; }
+    V mx[UNROLL], e[UNROLL], sx[UNROLL], swy[UNROLL], swyx[UNROLL], gt[UNROLL];
+    for (int u = 0; u < UNROLL; u++) {
+        mx[u] = VOP(set1)((REAL)-INFINITY);
+        e[u] = sx[u] = swy[u] = swyx[u] = gt[u] = zero;
+    }
     int64_t i = 0;
     for (; i + UNROLL * VW <= len; i += UNROLL * VW) {
         for (int u = 0; u < UNROLL; u++) {
             const int64_t k = i + u * VW;
             V xv = VOP(load)(xc + k);
             mx[u] = VOP(max)(mx[u], xv);
+            if (rank) gt[u] = VOP(count_gt)(gt[u], xv, thr);
             if (with_exp) e[u] = VOP(add)(e[u], VOP(exp)(VOP(sub)(xv, shift)));
             KFN(linear_step)(xv, has_w ? VOP(load)(wc + k) : zero,
                              kind == FASTCE_KIND_PROB ? VOP(load)(yc + k) : zero,
@@ -93,6 +98,7 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
     for (; i + VW <= len; i += VW) {
         V xv = VOP(load)(xc + i);
         mx[0] = VOP(max)(mx[0], xv);
+        if (rank) gt[0] = VOP(count_gt)(gt[0], xv, thr);
         if (with_exp) e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(xv, shift)));
         KFN(linear_step)(xv, has_w ? VOP(load)(wc + i) : zero,
                          kind == FASTCE_KIND_PROB ? VOP(load)(yc + i) : zero,
@@ -102,6 +108,7 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
         const int64_t rem = len - i;
         V xm = VOP(load_tail)(xc + i, rem, (REAL)-INFINITY);
         mx[0] = VOP(max)(mx[0], xm);
+        if (rank) gt[0] = VOP(count_gt)(gt[0], xm, thr); /* -inf fill is never above thr */
         if (with_exp) e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(xm, shift)));
         if (smooth || kind == FASTCE_KIND_PROB) /* the weight (or a 0/1 mask) zeroes missing lanes */
             KFN(linear_step)(VOP(load_tail)(xc + i, rem, 0),
@@ -112,8 +119,9 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
     for (int u = 1; u < UNROLL; u++) {
         mx[0] = VOP(max)(mx[0], mx[u]); e[0] = VOP(add)(e[0], e[u]);
         sx[0] = VOP(add)(sx[0], sx[u]); swy[0] = VOP(add)(swy[0], swy[u]);
-        swyx[0] = VOP(add)(swyx[0], swyx[u]);
+        swyx[0] = VOP(add)(swyx[0], swyx[u]); gt[0] = VOP(add)(gt[0], gt[u]);
     }
+    if (rank) st->gt += VOP(hsum)(gt[0]); /* exact: at most CHUNK_ELEMS per chunk */
     if (kind == FASTCE_KIND_INDEX && smooth) st->sx += VOP(hsum)(sx[0]);
     if (kind == FASTCE_KIND_PROB) { st->swy += VOP(hsum)(swy[0]); st->swyx += VOP(hsum)(swyx[0]); }
     if (with_exp) *esum = VOP(hsum)(e[0]);
@@ -133,15 +141,16 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
  * (Milakov & Gimelshein 2018) and every logit is read from memory once. */
 FASTCE_INLINE void KFN(seg_pass1)(const ce_args *a, const REAL *x, const REAL *w, const REAL *y,
                                   int64_t n, const int has_w, const int kind, const int smooth,
-                                  ce_state *st) {
+                                  const int rank, REAL thr, ce_state *st) {
     const KFN(lin) l = KFN(lin_make)(a, VOP(set1)((REAL)st->ref));
+    const V thr_v = VOP(set1)(thr);
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK_ELEMS) {
         const int64_t len = n - c0 < CHUNK_ELEMS ? n - c0 : CHUNK_ELEMS;
         const REAL *xc = x + c0, *wc = has_w ? w + c0 : NULL, *yc = y ? y + c0 : NULL;
         double esum = 0.0;
         if (st->m == -INFINITY) {
             const double m_new = fmax(st->m, KFN(sweep_main)(xc, wc, yc, len, &l, has_w, kind, smooth, 0,
-                                                             VOP(set1)((REAL)0), &esum, st));
+                                                             VOP(set1)((REAL)0), &esum, rank, thr_v, st));
             esum = KFN(sweep_exp)(xc, len, VOP(set1)((REAL)ce_shift(m_new)));
             st->s = st->s * ce_rescale(st->m, m_new) + esum;
             st->m = m_new;
@@ -149,7 +158,7 @@ FASTCE_INLINE void KFN(seg_pass1)(const ce_args *a, const REAL *x, const REAL *w
         }
         const double m_old = st->m;
         const double m_k = KFN(sweep_main)(xc, wc, yc, len, &l, has_w, kind, smooth, 1,
-                                           VOP(set1)((REAL)m_old), &esum, st);
+                                           VOP(set1)((REAL)m_old), &esum, rank, thr_v, st);
         if (!(m_k > m_old)) {               /* max unchanged (or NaN, which esum carries) */
             st->s += esum;
         } else if (m_k - m_old <= MAX_JUMP) { /* exps taken at m_old: rescale all to m_k */
@@ -227,9 +236,17 @@ FASTCE_INLINE void KFN(logs_batch)(const ce_state *st, double *logs, int64_t n) 
     for (j = 0; j < n; j++) logs[j] = (double)sb[j];
 }
 
-/* ---- S == 1, one row per item, both passes fused ---- */
-FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, const int has_w,
-                                  const int kind, const int smooth, const int outmode) {
+/* The largest REAL below x: logits before the target rank above it when x_c > this (x_c >= x_t). */
+FASTCE_INLINE REAL KFN(next_below)(REAL x) {
+    return sizeof(REAL) == sizeof(float) ? (REAL)nextafterf((float)x, -INFINITY) : (REAL)nextafter((double)x, -INFINITY);
+}
+
+/* ---- S == 1, one row per item, both passes fused ----
+ * With `rank` (the scoring kernel), pass 1 runs as two segments split at the target t: classes
+ * before t count towards gt when x_c >= x_t, classes from t on when x_c > x_t (argmax's tie order).
+ * Ignored rows skip pass 1, unless their lse is asked for (row_lse). */
+FASTCE_INLINE void KFN(rows_core)(const ce_args *a, int64_t r0, int64_t r1, const int has_w,
+                                  const int kind, const int smooth, const int outmode, const int rank) {
     const int64_t C = a->C;
     const REAL *w = (const REAL *)a->weight;
     /* Batch only rows short enough that a batch stays in L1 for pass 2. */
@@ -245,14 +262,21 @@ FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, cons
             ce_state_init(&st[j], ce_ref(xr[0]));
             t[j] = 0;
             w_t[j] = 1.0;
-            if (kind == FASTCE_KIND_INDEX) {
-                t[j] = ce_target_at(a->target, a->ttype, r);
-                if (t[j] == a->ignore_index) { st[j].s = 1.0; continue; } /* skipped below */
+            const int ignored = kind == FASTCE_KIND_INDEX && (t[j] = ce_target_at(a->target, a->ttype, r)) == a->ignore_index;
+            if (ignored && !a->row_lse) { st[j].s = 1.0; continue; } /* skipped below */
+            if (kind == FASTCE_KIND_INDEX && !ignored) {
                 st[j].xt = xr[t[j]];
                 if (has_w) w_t[j] = w[t[j]];
             }
-            KFN(seg_pass1)(a, xr, w, kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL, C,
-                           has_w, kind, smooth, &st[j]);
+            if (rank && !ignored) {
+                const int64_t tt = t[j];
+                KFN(seg_pass1)(a, xr, w, NULL, tt, has_w, kind, smooth, 1, KFN(next_below)(xr[tt]), &st[j]);
+                KFN(seg_pass1)(a, xr + tt, has_w ? w + tt : NULL, NULL, C - tt, has_w, kind, smooth, 1,
+                               xr[tt], &st[j]);
+            } else {
+                KFN(seg_pass1)(a, xr, w, kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL, C,
+                               has_w, kind, smooth, 0, 0, &st[j]);
+            }
         }
         if (batch == 1) logs[0] = log(st[0].s);
         else KFN(logs_batch)(st, logs, nb);
@@ -261,11 +285,15 @@ FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, cons
             REAL *outr = outmode ? (REAL *)a->out + r * C : NULL;
             if (kind == FASTCE_KIND_INDEX && t[j] == a->ignore_index) {
                 if (a->row_out) a->row_out[r] = 0.0;
+                if (a->row_lse) a->row_lse[r] = ce_shift(st[j].m) + logs[j];
+                if (rank) a->row_rank[r] = -1.0;
                 if (outmode) memset(outr, 0, (size_t)C * sizeof(REAL));
                 continue;
             }
             const ce_row rr = ce_finish(a, &st[j], logs[j], w_t[j], ce_coef(a, r));
             if (a->row_out) a->row_out[r] = rr.loss;
+            if (a->row_lse) a->row_lse[r] = rr.lse;
+            if (rank) a->row_rank[r] = st[j].gt;
             if (outmode) {
                 KFN(seg_pass2)((const REAL *)a->x + r * C, outr, w,
                                kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL, C,
@@ -278,6 +306,11 @@ FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, cons
         }
     }
     if (outmode && a->stream_out) fastce_store_fence();
+}
+
+FASTCE_INLINE void KFN(rows_spec)(const ce_args *a, int64_t r0, int64_t r1, const int has_w,
+                                  const int kind, const int smooth, const int outmode) {
+    KFN(rows_core)(a, r0, r1, has_w, kind, smooth, outmode, 0);
 }
 
 /* ---- S == 1, rows split into `parts` class segments (few rows, many classes) ---- */
@@ -300,11 +333,11 @@ FASTCE_INLINE void KFN(seg_stats_spec)(const ce_args *a, int64_t i0, int64_t i1,
         ce_state_init(st, ce_ref(xr[0])); /* the row's ref, shared by all its segments */
         if (kind == FASTCE_KIND_INDEX) {
             const int64_t t = ce_target_at(a->target, a->ttype, r);
-            if (t == a->ignore_index) continue;
-            if (t >= c0 && t < c1) st->xt = xr[t];
+            if (t == a->ignore_index) { if (!a->row_lse) continue; } /* else: its lse only */
+            else if (t >= c0 && t < c1) st->xt = xr[t];
         }
         KFN(seg_pass1)(a, xr + c0, has_w ? w + c0 : NULL, yr ? yr + c0 : NULL, c1 - c0, has_w, kind,
-                       smooth, st);
+                       smooth, 0, 0, st);
     }
 }
 
@@ -318,13 +351,18 @@ FASTCE_INLINE void KFN(merge_rows_spec)(const ce_args *a, int64_t r0, int64_t r1
     for (int64_t r = r0; r < r1; r++) {
         ce_state *st = &a->states[r * a->parts];
         int64_t t = 0;
+        for (int64_t p = 1; p < a->parts; p++) ce_state_merge(st, &a->states[r * a->parts + p]);
         if (kind == FASTCE_KIND_INDEX) {
             t = ce_target_at(a->target, a->ttype, r);
-            if (t == a->ignore_index) { if (a->row_out) a->row_out[r] = 0.0; continue; }
+            if (t == a->ignore_index) {
+                if (a->row_out) a->row_out[r] = 0.0;
+                if (a->row_lse) a->row_lse[r] = ce_shift(st->m) + log(st->s);
+                continue;
+            }
         }
-        for (int64_t p = 1; p < a->parts; p++) ce_state_merge(st, &a->states[r * a->parts + p]);
-        if (a->row_out)
-            a->row_out[r] = ce_finish(a, st, log(st->s), KFN(target_weight)(a, t, has_w), ce_coef(a, r)).loss;
+        const ce_row rr = ce_finish(a, st, log(st->s), KFN(target_weight)(a, t, has_w), ce_coef(a, r));
+        if (a->row_out) a->row_out[r] = rr.loss;
+        if (a->row_lse) a->row_lse[r] = rr.lse;
     }
 }
 
@@ -406,6 +444,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
             const int64_t t = ce_target_at(a->target, a->ttype, pos);
             if (t == a->ignore_index) { /* loss 0, gradient 0 (A = B = 0 times p <= 1) */
                 if (a->row_out) a->row_out[pos] = 0.0;
+                if (a->row_lse) a->row_lse[pos] = ce_shift(mb[l]) + logs_b[l];
                 continue;
             }
             t_b[l] = t;
@@ -414,6 +453,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
         }
         const ce_row rr = ce_finish(a, &st, logs_b[l], w_t, ce_coef(a, pos));
         if (a->row_out) a->row_out[pos] = rr.loss;
+        if (a->row_lse) a->row_lse[pos] = rr.lse;
         A_b[l] = (REAL)rr.A; B1_b[l] = (REAL)rr.B1; B0_b[l] = (REAL)rr.B0;
         fix_b[l] = rr.fix;
     }
@@ -494,6 +534,9 @@ static void KFN(merge_rows)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECI
 static void KFN(seg_out)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(seg_out_spec), a, i0, i1); }
 static void KFN(tiles)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(tiles_spec), a, i0, i1); }
 static void KFN(small_rows)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(small_rows_spec), a, i0, i1); }
+static void KFN(score_rows)(const ce_args *a, int64_t i0, int64_t i1) {
+    KFN(rows_core)(a, i0, i1, 0, FASTCE_KIND_INDEX, 0, FASTCE_OUT_NONE, 1);
+}
 
 #undef CHUNK_ELEMS
 #undef MAX_JUMP

@@ -14,6 +14,10 @@
  *   grad_c = A p_c - w_c (B1 y_c + B0),  then grad_t -= fix       (index targets only)
  *   index: A = coef ((1-eps) w_t + eps W / C), B1 = 0, B0 = coef eps / C, fix = coef (1-eps) w_t
  *   prob : A = coef swy,                      B1 = coef (1-eps), B0 = coef eps / C, fix = 0
+ * z-loss (zloss = z > 0): the row's loss gains w_row z lse^2, with w_row = w_t (index targets;
+ *   1 without weights) or 1 (probability targets), so that a 'mean' divides it by the same
+ *   denominator as the rest of the loss. d(lse)/dx_c = p_c, so its gradient only adds to A:
+ *   A += coef w_row 2 z lse.
  */
 #ifndef FASTCE_ROW_MATH_H
 #define FASTCE_ROW_MATH_H
@@ -27,6 +31,7 @@ FASTCE_INLINE double ce_shift(double m) { return m == -INFINITY ? 0.0 : m; }
 
 FASTCE_INLINE void ce_state_init(ce_state *st, double ref) {
     st->m = -INFINITY; st->s = 0.0; st->xt = 0.0; st->ref = ref; st->sx = 0.0; st->swy = 0.0; st->swyx = 0.0;
+    st->gt = 0.0;
 }
 
 /* The origin of a row's linear sums: its first logit, or 0 if that is not finite. */
@@ -44,7 +49,7 @@ FASTCE_INLINE void ce_state_merge(ce_state *a, const ce_state *b) {
     double m = fmax(a->m, b->m);
     a->s = a->s * ce_rescale(a->m, m) + b->s * ce_rescale(b->m, m);
     a->m = m;
-    a->xt += b->xt; a->sx += b->sx; a->swy += b->swy; a->swyx += b->swyx;
+    a->xt += b->xt; a->sx += b->sx; a->swy += b->swy; a->swyx += b->swyx; a->gt += b->gt;
 }
 
 
@@ -96,6 +101,12 @@ FASTCE_INLINE ce_row ce_finish(const ce_args *a, const ce_state *st, double logs
     } else {
         r.loss = r.lse;
         r.A = 1.0; r.B0 = 0.0;
+        return r;
+    }
+    if (a->zloss != 0.0) {
+        const double w_row = a->kind == FASTCE_KIND_INDEX ? w_t : 1.0;
+        r.loss += w_row * a->zloss * r.lse * r.lse;
+        r.A += coef * w_row * 2.0 * a->zloss * r.lse;
     }
     return r;
 }

@@ -38,6 +38,10 @@ static inline vf_t vf_shift(vf_t m) {
 static inline vf_t vf_finite_or_zero(vf_t x) {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_sub_ps(x, x), _mm512_setzero_ps(), _CMP_EQ_OQ), x);
 }
+/* acc + 1 in the lanes where x > t (ordered: NaN counts nowhere). */
+static inline vf_t vf_count_gt(vf_t acc, vf_t x, vf_t t) {
+    return _mm512_mask_add_ps(acc, _mm512_cmp_ps_mask(x, t, _CMP_GT_OQ), acc, _mm512_set1_ps(1.0f));
+}
 static inline double vf_hmax(vf_t v) { return _mm512_reduce_max_ps(v); }
 static inline double vf_hsum(vf_t v) {
     __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
@@ -106,6 +110,9 @@ static inline vd_t vd_shift(vd_t m) {
 }
 static inline vd_t vd_finite_or_zero(vd_t x) {
     return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(_mm512_sub_pd(x, x), _mm512_setzero_pd(), _CMP_EQ_OQ), x);
+}
+static inline vd_t vd_count_gt(vd_t acc, vd_t x, vd_t t) {
+    return _mm512_mask_add_pd(acc, _mm512_cmp_pd_mask(x, t, _CMP_GT_OQ), acc, _mm512_set1_pd(1.0));
 }
 static inline double vd_hmax(vd_t v) { return _mm512_reduce_max_pd(v); }
 static inline double vd_hsum(vd_t v) { return _mm512_reduce_add_pd(v); }

@@ -3,8 +3,10 @@
 Memory: the loss alone allocates O(N) (one float64 per row, plus O(C) for weights); nothing of
 size N x C. The gradient allocates only itself, or nothing with out=input. A copy of the input
 is made only where its layout forces one (non-contiguous, byte-swapped; see _validate.as_compute).
-float16 is computed in float32 block by block (FLOAT16_BLOCK logits at a time), so it too
-allocates no N x C temporary.
+float16 is computed in float32 block by block (BLOCK_LOGITS logits at a time), so it too
+allocates no N x C temporary; so is softcap, whose capped logits exist only one block at a time.
+
+Options beyond torch (z_loss, softcap, return_lse) are defined in cross_entropy's docstring.
 """
 import numpy as np
 
@@ -18,14 +20,17 @@ from ._validate import (
     check_label_smoothing,
     check_out,
     check_reduction,
+    check_softcap,
     check_weight,
+    check_z_loss,
     compute_dtype,
     normalize_axis,
     target_kind,
 )
 
-# float16 input is converted to float32 this many logits at a time (whole outer rows).
-FLOAT16_BLOCK = 1 << 20
+# Input that needs converting before the kernels (float16 to float32, or softcap's
+# cap * tanh(x / cap)) is converted this many logits at a time (whole outer rows).
+BLOCK_LOGITS = 1 << 20
 
 # Codes of include/fastce/common.h.
 KIND_LSE, KIND_INDEX, KIND_PROB = 0, 1, 2
@@ -42,12 +47,20 @@ __all__ = [
 
 
 class _Problem:
-    """A validated cross-entropy call: the kernels' arrays and the mean's denominator."""
+    """A validated cross-entropy call: the kernels' arrays and the mean's denominator.
 
-    def __init__(self, input, target, weight, ignore_index, reduction, label_smoothing, num_threads):
+    need_rank: also count each row's target rank (the scoring kernel; index targets, S == 1).
+    After run(), row_loss (and row_lse / row_rank where asked for) hold the per-row results."""
+
+    def __init__(self, input, target, weight, ignore_index, reduction, label_smoothing, num_threads,
+                 *, z_loss=0.0, softcap=None, need_lse=False, need_rank=False):
         self.x_user = as_floating(input, "input")
         self.reduction = check_reduction(reduction)
         self.eps = check_label_smoothing(label_smoothing)
+        self.z_loss = check_z_loss(z_loss)
+        self.softcap = check_softcap(softcap)
+        self.need_lse = bool(need_lse)
+        self.need_rank = bool(need_rank)
         self.ignore_index = check_ignore_index(ignore_index)
         self.nthreads = _runtime.resolve_threads(num_threads)
         self.layout = lay = Layout(self.x_user.shape)
@@ -76,9 +89,12 @@ class _Problem:
         input is, unchanged, a C-ordered (C, N): the kernels take it as kN = 1, kS = N, each row
         a position of the strided-class (tile) path, with no copy at all."""
         x, lay = self.x_user, self.layout
+        # float16 and softcap convert the logits block by block (_run_blocks), from any layout.
+        self.blockwise = self.dtype == np.float16 or self.softcap is not None
         self.fortran = (
             x.ndim == 2 and not x.flags.c_contiguous and x.flags.f_contiguous and x.flags.aligned
             and x.dtype == self.cdtype and x.dtype.isnative and lay.N > 1
+            and not self.blockwise and not self.need_rank  # the rank is counted by whole rows only
         )
         if self.fortran:
             self.kN, self.kS = 1, lay.N
@@ -86,8 +102,8 @@ class _Problem:
             self.prob = None if prob is None else as_compute(prob.T, self.cdtype)
         else:
             self.kN, self.kS = lay.N, lay.S
-            # float16 stays float16 here; run() converts it block by block.
-            self.xk = x if self.dtype == np.float16 else as_compute(x, self.cdtype)
+            # Blockwise input stays as it is here; _run_blocks converts it block by block.
+            self.xk = x if self.blockwise else as_compute(x, self.cdtype)
             self.prob = None if prob is None else as_compute(prob, self.cdtype)
 
     def _direct_out(self, out):
@@ -100,9 +116,11 @@ class _Problem:
         """Runs the kernels; the gradient (outmode OUT_GRAD) goes to `out`, which has the input's
         shape and dtype and any layout. Returns the reduced loss."""
         lay = self.layout
-        row_loss = np.empty(lay.rows, dtype=np.float64)
-        if self.dtype == np.float16:
-            self._run_float16(outmode, out, row_loss, gout, gscale)
+        self.row_loss = row_loss = np.empty(lay.rows, dtype=np.float64)
+        self.row_lse = np.empty(lay.rows, dtype=np.float64) if self.need_lse else None
+        self.row_rank = np.empty(lay.rows, dtype=np.float64) if self.need_rank else None
+        if self.blockwise:
+            self._run_blocks(outmode, out, row_loss, gout, gscale)
             return self.reduce(row_loss)
         kout = None if out is None else self._direct_out(out)
         via_temporary = out is not None and kout is None
@@ -113,19 +131,32 @@ class _Problem:
             out[...] = kout.T if self.fortran else kout.reshape(out.shape)
         return self.reduce(row_loss)
 
-    def _run_float16(self, outmode, out, row_loss, gout, gscale):
-        """float16: whole outer rows (n) at a time, each block converted to float32."""
-        lay = self.layout
+    def _run_blocks(self, outmode, out, row_loss, gout, gscale):
+        """Whole outer rows (n) at a time, each block copied into the compute dtype (float16 ->
+        float32) and, with softcap, capped in place: x' = cap * tanh(x / cap). The gradient
+        then follows the chain rule, dL/dx = dL/dx' * (1 - tanh^2) = dL/dx' * (1 - (x'/cap)^2)."""
+        lay, cap = self.layout, self.softcap
         x_b = self.xk if not lay.unbatched else self.xk[None]
         out_b = out if (out is None or not lay.unbatched) else out[None]
-        step = max(1, FLOAT16_BLOCK // max(lay.C * lay.S, 1))
+        step = max(1, BLOCK_LOGITS // max(lay.C * lay.S, 1))
         for n0 in range(0, lay.N, step):
             n1 = min(lay.N, n0 + step)
-            xb = np.ascontiguousarray(x_b[n0:n1], dtype=np.float32)
+            # A fresh copy always (np.array copies), so capping in place never touches the input.
+            xb = np.array(x_b[n0:n1], dtype=self.cdtype, order="C")
+            if cap is not None:
+                np.divide(xb, cap, out=xb)
+                np.tanh(xb, out=xb)
+                np.multiply(xb, cap, out=xb)
             block_out = np.empty_like(xb) if out is not None else None
             self._run_block(n0, n1, xb, outmode, block_out, row_loss, gout, gscale)
-            if out is not None:
-                out_b[n0:n1] = block_out
+            if out is None:
+                continue
+            if cap is not None and outmode == OUT_GRAD:
+                np.divide(xb, cap, out=xb)  # tanh(x / cap)
+                np.square(xb, out=xb)
+                np.subtract(1.0, xb, out=xb)
+                np.multiply(block_out, xb, out=block_out)
+            out_b[n0:n1] = block_out
 
     def _run_block(self, n0, n1, x, outmode, out, row_loss, gout, gscale):
         """The kernels over the kernel layout's outer rows [n0, n1); x and out hold just those."""
@@ -138,8 +169,15 @@ class _Problem:
             KIND_INDEX if self.kind == "index" else KIND_PROB, outmode,
             target=t, ttype=self.ttype, prob=prob, weight=self.weight, wsum=self.wsum,
             ignore_index=self.ignore_index, eps=self.eps, row_out=row_loss[rows], out=out,
-            gout=gout[rows] if gout is not None else None, gscale=gscale, nthreads=self.nthreads,
+            gout=gout[rows] if gout is not None else None, gscale=gscale, zloss=self.z_loss,
+            row_lse=self.row_lse[rows] if self.row_lse is not None else None,
+            row_rank=self.row_rank[rows] if self.row_rank is not None else None,
+            nthreads=self.nthreads,
         )
+
+    def lse(self):
+        """The per-row log-sum-exp of the last run, in the loss's shape and the input's dtype."""
+        return self.row_lse.reshape(self.layout.target_shape).astype(self.dtype)
 
     def reduce(self, row_loss):
         if self.reduction == "none":
@@ -176,7 +214,7 @@ class _Problem:
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, *, num_threads=None):
+                  label_smoothing=0.0, *, z_loss=0.0, softcap=None, return_lse=False, num_threads=None):
     """Softmax cross-entropy between logits and targets, as torch.nn.functional.cross_entropy.
 
     Parameters
@@ -196,21 +234,37 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         of elements N*d1*...*dk (probability targets), as torch does.
     label_smoothing : float in [0, 1]
         Mixes the target with the uniform distribution: y' = (1 - eps) y + eps / C.
+    z_loss : float >= 0 (beyond torch)
+        Adds z * lse^2 to each row's loss (PaLM's z-loss), lse = logsumexp of the row's logits.
+        The term is weighted like the row's loss: by weight[target] for index targets (so a
+        'mean' divides it by the same denominator), by 1 for probability targets; ignored rows
+        get none. 0 turns it off.
+    softcap : float > 0, optional (beyond torch)
+        The logits become cap * tanh(logits / cap) before the softmax (Gemma 2's logit
+        soft-capping); the loss, lse and gradient are those of the capped logits (the gradient
+        through the chain rule). The capped logits are formed BLOCK_LOGITS at a time, never N x C.
+    return_lse : bool (beyond torch)
+        Also return the per-row log-sum-exp (of the capped logits with softcap), shape of the
+        'none' loss, input's dtype; ignored rows get theirs too.
     num_threads : int, optional
         None uses every core (OMP_NUM_THREADS is respected); a positive int uses exactly that many.
 
     Returns
     -------
     A NumPy scalar of input's dtype for 'mean' and 'sum'; an array of the target shape for 'none'.
+    With return_lse, the tuple (loss, lse).
 
     The loss is computed in one streaming pass over the logits; besides O(N) it allocates nothing.
     """
-    p = _Problem(input, target, weight, ignore_index, reduction, label_smoothing, num_threads)
-    return p.run()
+    p = _Problem(input, target, weight, ignore_index, reduction, label_smoothing, num_threads,
+                 z_loss=z_loss, softcap=softcap, need_lse=return_lse)
+    loss = p.run()
+    return (loss, p.lse()) if return_lse else loss
 
 
 def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduction="mean",
-                            label_smoothing=0.0, *, grad_output=None, out=None, num_threads=None):
+                            label_smoothing=0.0, *, grad_output=None, out=None, z_loss=0.0,
+                            softcap=None, return_lse=False, num_threads=None):
     """The loss of `cross_entropy` and its gradient with respect to `input`, in one fused pass.
 
     grad = d(sum(grad_output * loss)) / d(input), of input's shape and dtype.
@@ -222,9 +276,11 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
         `input` itself, which overwrites the logits with their gradient and allocates no N x C
         memory at all.
 
-    Returns (loss, grad). See `cross_entropy` for the other parameters.
+    Returns (loss, grad), or (loss, grad, lse) with return_lse. See `cross_entropy` for the other
+    parameters (z_loss and softcap enter the gradient too).
     """
-    p = _Problem(input, target, weight, ignore_index, reduction, label_smoothing, num_threads)
+    p = _Problem(input, target, weight, ignore_index, reduction, label_smoothing, num_threads,
+                 z_loss=z_loss, softcap=softcap, need_lse=return_lse)
     gout, gscale = p.grad_scale(grad_output)
     if out is None:
         out = np.empty_like(p.x_user, dtype=p.dtype)  # the input's memory order (Fortran stays Fortran)
@@ -233,7 +289,7 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
         check_out(out, p.layout.shape, p.dtype, p.x_user,
                   [("target", target), ("weight", weight), ("grad_output", grad_output)])
     loss = p.run(OUT_GRAD, out=out, gout=gout, gscale=gscale)
-    return loss, out
+    return (loss, out, p.lse()) if return_lse else (loss, out)
 
 
 def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean", *, num_threads=None):

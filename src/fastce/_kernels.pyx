@@ -19,7 +19,7 @@ cnp.import_array()
 
 cdef extern from "fastce/dispatch.h" nogil:
     ctypedef struct ce_state:
-        double m, s, xt, ref, sx, swy, swyx
+        double m, s, xt, ref, sx, swy, swyx, gt
     ctypedef struct ce_args:
         int64_t N, C, S
         const void *x
@@ -32,6 +32,9 @@ cdef extern from "fastce/dispatch.h" nogil:
         double eps
         int kind, outmode
         double *row_out
+        double *row_lse
+        double *row_rank
+        double zloss
         void *out
         int stream_out
         const double *gout
@@ -40,7 +43,7 @@ cdef extern from "fastce/dispatch.h" nogil:
         ce_state *states
     ctypedef void (*ce_range_fn)(const ce_args *a, int64_t i0, int64_t i1) noexcept nogil
     ctypedef struct ce_kernels:
-        ce_range_fn rows, seg_stats, merge_rows, seg_out, tiles, small_rows
+        ce_range_fn rows, seg_stats, merge_rows, seg_out, tiles, small_rows, score_rows
         int64_t vector_width
         void (*exp_array)(const void *x, void *y, int64_t n) noexcept nogil
         void (*log_array)(const void *x, void *y, int64_t n) noexcept nogil
@@ -118,8 +121,9 @@ cdef int64_t _per_block(int64_t items, int nthreads) noexcept nogil:
 def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, int outmode, *,
            target=None, int ttype=0, prob=None, weight=None, double wsum=0.0,
            int64_t ignore_index=-100, double eps=0.0, row_out=None, out=None, gout=None,
-           double gscale=1.0, int nthreads=1):
-    """Runs the kernels of `isa` on x viewed as (N, C, S). See common.h for the fields."""
+           double gscale=1.0, double zloss=0.0, row_lse=None, row_rank=None, int nthreads=1):
+    """Runs the kernels of `isa` on x viewed as (N, C, S). See common.h for the fields.
+    With row_rank (index targets, S == 1, no weight/smoothing/gradient), the scoring kernel runs."""
     cdef const ce_isa_table *table = fastce_isa_table(isa)
     cdef const ce_kernels *k = &table.f64 if x.dtype.itemsize == 8 else &table.f32
     cdef ce_args a
@@ -133,6 +137,9 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
     a.ignore_index = ignore_index; a.eps = eps
     a.kind = kind; a.outmode = outmode
     a.row_out = <double *>_ptr(row_out)
+    a.row_lse = <double *>_ptr(row_lse)
+    a.row_rank = <double *>_ptr(row_rank)
+    a.zloss = zloss
     a.out = <void *>_ptr(out)
     a.stream_out = out is not None and a.out != a.x and out.nbytes >= MIN_STREAM_BYTES
     a.gout = <const double *>_ptr(gout)
@@ -142,6 +149,11 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
         return
     if N * C * S < MIN_PARALLEL_WORK:
         nthreads = 1
+
+    if row_rank is not None:  # scoring: whole rows, each with its target's rank
+        with nogil:
+            _parallel(k.score_rows, &a, N, _per_block(N, nthreads), nthreads)
+        return
 
     if S > 1:
         items = N * ((S + k.vector_width - 1) // k.vector_width)

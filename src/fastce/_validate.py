@@ -47,15 +47,38 @@ def check_reduction(reduction):
     return reduction
 
 
+def _real_option(value, name):
+    """A real-number option as a float: 0-d arrays are unwrapped; str, None, arrays are refused."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    return float(value)
+
+
 def check_label_smoothing(label_smoothing):
-    if isinstance(label_smoothing, np.ndarray) and label_smoothing.ndim == 0:
-        label_smoothing = label_smoothing.item()
-    if not isinstance(label_smoothing, numbers.Real):  # rejects str, bytes, None, arrays
-        raise TypeError(f"label_smoothing must be a float, got {type(label_smoothing).__name__}")
-    eps = float(label_smoothing)
+    eps = _real_option(label_smoothing, "label_smoothing")
     if not 0.0 <= eps <= 1.0:  # also rejects NaN
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     return eps
+
+
+def check_z_loss(z_loss):
+    """z of the z-loss term z * lse^2: a finite number >= 0 (0 turns it off)."""
+    z = _real_option(z_loss, "z_loss")
+    if not (np.isfinite(z) and z >= 0.0):
+        raise ValueError(f"z_loss must be a finite number >= 0. Got: {z_loss}")
+    return z
+
+
+def check_softcap(softcap):
+    """The cap of cap * tanh(x / cap): None (off) or a finite number > 0."""
+    if softcap is None:
+        return None
+    cap = _real_option(softcap, "softcap")
+    if not (np.isfinite(cap) and cap > 0.0):
+        raise ValueError(f"softcap must be None or a finite number > 0. Got: {softcap}")
+    return cap
 
 
 def check_ignore_index(ignore_index):
