@@ -2,10 +2,11 @@
 
 Commands:
   bench   benchmark fastce's cross-entropy against torch / NumPy / JAX / scikit-learn
+  score   NLL / perplexity / top-k accuracy of a .npy logits file (or hidden states + linear
+          head), read in memory-mapped row blocks so files larger than memory work
 
 Add a command by writing ``_add_<name>(subparsers)`` that registers a
-subparser with ``set_defaults(func=...)`` and listing it in ``_COMMANDS``
-(e.g. a future ``score`` command).
+subparser with ``set_defaults(func=...)`` and listing it in ``_COMMANDS``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,32 @@ def _add_bench(subparsers) -> None:
     p.set_defaults(func=_run_bench)
 
 
-_COMMANDS: List[Callable] = [_add_bench]
+def _add_score(subparsers) -> None:
+    from fastce import _score_cli
+
+    p = subparsers.add_parser(
+        "score",
+        help="NLL, perplexity and top-k accuracy of a .npy logits file, in row blocks",
+        usage=_score_cli.USAGE,
+        description=(
+            "Score integer targets against logits (N, V) stored in a .npy file, or against\n"
+            "HIDDEN @ WEIGHT.T (+ BIAS) computed chunk by chunk: number of scored tokens, mean\n"
+            "negative log-likelihood, perplexity and top-k accuracy. The files are read through\n"
+            "memory maps one row block at a time, so files larger than memory work and the\n"
+            "memory used is about one block. Rows whose target is --ignore-index are skipped."
+        ),
+        epilog="examples:\n"
+        "  fastce score logits.npy targets.npy --top-k 5,10\n"
+        "  fastce score --hidden h.npy --weight w.npy --bias b.npy targets.npy --json\n"
+        "  fastce score big.npy targets.npy --block-mb 16 --threads 2\n"
+        "exit status: 0 ok, 2 usage or input error, 1 read or memory failure",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _score_cli.add_arguments(p)
+    p.set_defaults(func=lambda args: _score_cli.main(args, p))
+
+
+_COMMANDS: List[Callable] = [_add_bench, _add_score]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,702 @@
+"""``fastce score``: cross-entropy statistics of a ``.npy`` logits file (or a hidden-state file and
+a linear head), read in row blocks so that files larger than memory work.
+
+What it computes
+----------------
+For logits ``x`` of shape ``(N, V)`` and integer targets ``t`` of shape ``(N,)``, every row whose
+target is not ``--ignore-index`` is scored: its negative log-likelihood
+``nll = logsumexp(x) - x[t]`` and whether ``t`` ranks within the top ``k`` logits. The totals
+(tokens, summed NLL, correct@k) are accumulated block by block with :meth:`fastce.Score.merge`,
+which is exact, so the block size changes the result only through floating-point summation order.
+With ``--hidden H.npy --weight W.npy [--bias B.npy]`` the logits are ``H @ W.T + b``, computed by
+:func:`fastce.score_linear`; the ``(N, V)`` logits are never stored.
+
+How the files are read, and why
+-------------------------------
+* The ``.npy`` header is parsed here (:func:`numpy.lib.format.read_magic` and
+  ``read_array_header_1_0`` / ``_2_0``), which gives shape, dtype, memory order and the byte offset
+  at which the data start. Every check (file kind, dtype, shape, lengths, truncation) happens on
+  the headers before a single logit is read, so a bad input costs nothing and fails with one line.
+* Rows ``[r0, r1)`` of a C-ordered ``(N, V)`` array are the contiguous byte range
+  ``offset + r0*row_bytes .. offset + r1*row_bytes``. For each block only that range is mapped:
+  ``mmap.mmap(fd, length, offset=start rounded down to mmap.ALLOCATIONGRANULARITY,
+  access=ACCESS_READ)``, viewed with :func:`numpy.frombuffer`, scored, and **unmapped** before the
+  next block is mapped.
+* Why not ``np.load(path, mmap_mode="r")`` of the whole file? A whole-file mapping reserves the
+  file's size in address space (``RLIMIT_AS`` / ``ulimit -v`` counts it, so a 3 GB file cannot
+  even be opened under a 1.5 GB limit), and every page touched stays mapped, so the process's
+  resident set grows to the file size as the scan proceeds (the kernel may reclaim clean pages
+  under pressure, but RSS accounting, cgroup limits and other processes see the growth). A
+  per-block window bounds both: address space and resident memory are one block plus the fixed
+  cost of the interpreter and libraries, whatever the file size. Reading with ``readinto`` into a
+  reusable buffer would bound them too, at the cost of one extra copy per byte.
+* While block ``i`` is scored, the kernel is asked to read block ``i+1`` ahead
+  (``posix_fadvise(WILLNEED)``), which overlaps disk reads with computation at no memory cost to
+  the process (the page cache is the kernel's).
+* The targets are small (one integer per row); they are validated in a first streamed pass (so an
+  out-of-range target fails before the long scan starts, with its row number) and then read in
+  the same row blocks as the logits, copied to int64 (a copy, so the window is unmapped at once).
+* A Fortran-ordered ``(N, V)`` file is refused: its rows are not contiguous, so a row block would
+  touch the whole file. Byte-swapped files are converted block by block.
+
+Output: a small table on stdout, or ``--json``. A tqdm progress bar goes to stderr only when
+stderr is a terminal; otherwise the command prints nothing but the result. Input and usage errors
+print one line ``fastce score: error: ...`` on stderr and exit with status 2; a failure while
+reading or mapping (I/O error, out of memory) exits with status 1. No traceback in either case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import mmap
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+#: Default size of one mapped window of the logits (or hidden) file.
+DEFAULT_BLOCK_MB = 64.0
+#: Rows of the targets file read per block in the validation pass (8 MB of int64).
+_TARGET_CHECK_ROWS = 1 << 20
+
+USAGE = (
+    "fastce score [options] LOGITS.npy TARGETS.npy\n"
+    "       fastce score [options] --hidden HIDDEN.npy --weight WEIGHT.npy [--bias BIAS.npy] "
+    "TARGETS.npy"
+)
+
+
+class InputError(Exception):
+    """A problem with the command line or an input file: one-line message, exit status 2."""
+
+
+class ReadError(Exception):
+    """A failure while reading or mapping a file that passed the checks: exit status 1."""
+
+
+# --------------------------------------------------------------------------------------------
+# .npy headers
+
+
+@dataclass(frozen=True)
+class NpyInfo:
+    """What a ``.npy`` header says, plus where the data start in the file."""
+
+    path: str
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int      #: byte offset of the first element
+    file_size: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row (all axes but the first), for a C-ordered array of 1+ dimensions."""
+        inner = 1
+        for d in self.shape[1:]:
+            inner *= d
+        return inner * self.dtype.itemsize
+
+    def describe(self) -> str:
+        dims = " x ".join(str(d) for d in self.shape) or "scalar"
+        return f"{dims} {self.dtype.name}"
+
+
+def _read_header(fp, version) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    fmt = np.lib.format
+    if version == (1, 0):
+        return fmt.read_array_header_1_0(fp)
+    if version == (2, 0):
+        return fmt.read_array_header_2_0(fp)
+    # Format 3.0 (utf-8 field names) has no public reader; use NumPy's own if it is there.
+    private = getattr(fmt, "_read_array_header", None)
+    if private is None:  # pragma: no cover - numpy without it
+        try:
+            from numpy.lib import _format_impl as impl
+            private = getattr(impl, "_read_array_header", None)
+        except ImportError:
+            private = None
+    if private is None:  # pragma: no cover
+        raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    return private(fp, version)
+
+
+def read_npy_header(path: str, role: str) -> NpyInfo:
+    """Parse the header of the ``.npy`` file ``path`` (``role`` names it in error messages).
+
+    Raises :class:`InputError` with a one-line message for a missing or unreadable file, a file
+    that is not ``.npy`` (or a ``.npz`` archive), a corrupt header, an object dtype, or data
+    shorter than the header announces.
+    """
+    label = f"{role} file {path!r}"
+    try:
+        fp = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{label}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot open: {exc.strerror or exc}") from None
+    with fp:
+        try:
+            file_size = os.fstat(fp.fileno()).st_size
+            head = fp.read(6)
+            if head[:4] == b"PK\x03\x04":
+                raise InputError(f"{label}: is a .npz/zip archive, not a .npy file; "
+                                 "extract the array (np.load(path)[name]) and np.save it")
+            if head != np.lib.format.MAGIC_PREFIX:
+                raise InputError(f"{label}: not a .npy file (no NumPy magic string)")
+            fp.seek(0)
+            version = np.lib.format.read_magic(fp)
+            shape, fortran_order, dtype = _read_header(fp, version)
+            offset = fp.tell()
+        except InputError:
+            raise
+        except OSError as exc:
+            raise InputError(f"{label}: cannot read: {exc.strerror or exc}") from None
+        except Exception as exc:  # ValueError/SyntaxError/... from a corrupt header
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{label}: corrupt .npy header ({msg})") from None
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise InputError(f"{label}: holds Python objects (dtype {dtype}); expected numbers")
+    info = NpyInfo(path, tuple(int(d) for d in shape), dtype, bool(fortran_order), offset,
+                   file_size)
+    if offset + info.nbytes > file_size:
+        raise InputError(
+            f"{label}: truncated: the header announces {info.describe()} ({info.nbytes} bytes of "
+            f"data) but only {max(0, file_size - offset)} bytes follow the header")
+    return info
+
+
+def _check_rows_contiguous(info: NpyInfo, role: str) -> None:
+    if info.fortran_order and len(info.shape) >= 2 and sum(d > 1 for d in info.shape) > 1:
+        raise InputError(
+            f"{role} file {info.path!r}: is Fortran-ordered, so its rows are not contiguous and "
+            "cannot be read in row blocks; re-save it C-ordered "
+            "(np.save(path, np.ascontiguousarray(a)))")
+
+
+def _check_float(info: NpyInfo, role: str) -> None:
+    if info.dtype.kind != "f" or info.dtype.itemsize not in (2, 4, 8):
+        raise InputError(f"{role} file {info.path!r}: dtype {info.dtype} is not supported; "
+                         "expected float16, float32 or float64")
+
+
+def _check_int(info: NpyInfo, role: str) -> None:
+    if info.dtype.kind not in "iu":
+        raise InputError(f"{role} file {info.path!r}: dtype {info.dtype} is not an integer dtype; "
+                         "targets must be integer class indices")
+
+
+# --------------------------------------------------------------------------------------------
+# row-block reading
+
+
+class RowBlockReader:
+    """Reads rows ``[r0, r1)`` of a C-ordered ``.npy`` array by mapping only their byte range.
+
+    Use :meth:`apply` (map, call, unmap) or :meth:`copy_rows` (map, copy, unmap); no mapping
+    outlives the call, so address space and resident memory stay bounded by one block.
+    """
+
+    def __init__(self, info: NpyInfo):
+        self.info = info
+        self.row_shape = info.shape[1:]
+        self.row_bytes = info.row_bytes
+        self.n_rows = info.shape[0] if info.shape else 1
+        self._fp = open(info.path, "rb")
+        self._fd = self._fp.fileno()
+        self._swapped = not info.dtype.isnative
+
+    def close(self) -> None:
+        self._fp.close()
+
+    def __enter__(self) -> "RowBlockReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _span(self, r0: int, r1: int) -> Tuple[int, int, int]:
+        """(aligned map offset, map length, offset of row r0 inside the map)."""
+        start = self.info.offset + r0 * self.row_bytes
+        end = self.info.offset + r1 * self.row_bytes
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        return aligned, end - aligned, start - aligned
+
+    def prefetch(self, r0: int, r1: int) -> None:
+        """Ask the kernel to start reading rows ``[r0, r1)`` into the page cache (no mapping)."""
+        if r1 <= r0 or not hasattr(os, "posix_fadvise"):
+            return
+        aligned, length, _ = self._span(r0, r1)
+        try:
+            os.posix_fadvise(self._fd, aligned, length, os.POSIX_FADV_WILLNEED)
+        except OSError:  # pragma: no cover - advisory only
+            pass
+
+    def apply(self, r0: int, r1: int, fn: Callable[[np.ndarray], object]) -> object:
+        """Map rows ``[r0, r1)``, return ``fn(rows)``, and unmap them before returning.
+
+        ``fn`` must not keep a reference to its argument (it is a view of the mapping).
+        """
+        n = r1 - r0
+        if n <= 0 or self.row_bytes == 0:
+            return fn(np.empty((max(n, 0),) + self.row_shape, self.info.dtype.newbyteorder("=")))
+        aligned, length, inner = self._span(r0, r1)
+        try:
+            mm = mmap.mmap(self._fd, length, offset=aligned, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            raise ReadError(
+                f"cannot map rows {r0}..{r1 - 1} of {self.info.path!r} ({length} bytes): "
+                f"{getattr(exc, 'strerror', None) or exc}; try a smaller --block-mb") from None
+        try:
+            rows = np.frombuffer(mm, dtype=self.info.dtype, count=n * (self.row_bytes //
+                                 self.info.dtype.itemsize), offset=inner)
+            rows = rows.reshape((n,) + self.row_shape)
+            if self._swapped:  # one native-order copy of this block
+                rows = rows.astype(self.info.dtype.newbyteorder("="))
+            try:
+                return fn(rows)
+            finally:
+                del rows
+        finally:
+            try:
+                mm.close()
+            except BufferError:  # pragma: no cover - fn kept a view; the GC unmaps it later
+                pass
+
+    def copy_rows(self, r0: int, r1: int, dtype=None) -> np.ndarray:
+        """Rows ``[r0, r1)`` as a new array (converted to ``dtype`` if given); nothing stays mapped."""
+        return self.apply(r0, r1, lambda a: np.array(a, dtype=dtype, copy=True))
+
+
+def block_bounds(n_rows: int, rows_per_block: int) -> Iterator[Tuple[int, int]]:
+    """``(r0, r1)`` for consecutive blocks of ``rows_per_block`` rows covering ``range(n_rows)``."""
+    for r0 in range(0, n_rows, rows_per_block):
+        yield r0, min(n_rows, r0 + rows_per_block)
+
+
+def rows_per_block(row_bytes: int, block_rows: Optional[int], block_mb: Optional[float]) -> int:
+    """Rows per block: ``block_rows`` if given, else as many rows as fit in ``block_mb`` MB
+    (at least one)."""
+    if block_rows is not None:
+        return block_rows
+    mb = DEFAULT_BLOCK_MB if block_mb is None else block_mb
+    return max(1, int(mb * 1024 * 1024) // max(1, row_bytes))
+
+
+# --------------------------------------------------------------------------------------------
+# the scoring
+
+
+@dataclass
+class Inputs:
+    """Validated headers of one ``fastce score`` invocation."""
+
+    targets: NpyInfo
+    logits: Optional[NpyInfo] = None
+    hidden: Optional[NpyInfo] = None
+    weight: Optional[NpyInfo] = None
+    bias: Optional[NpyInfo] = None
+
+    @property
+    def rows(self) -> NpyInfo:
+        """The file that is read in row blocks (logits, or hidden for the linear form)."""
+        return self.logits if self.logits is not None else self.hidden
+
+    @property
+    def n(self) -> int:
+        return self.targets.shape[0]
+
+    @property
+    def vocab(self) -> int:
+        return self.logits.shape[1] if self.logits is not None else self.weight.shape[0]
+
+
+def check_inputs(logits: Optional[str], targets: str, hidden: Optional[str] = None,
+                 weight: Optional[str] = None, bias: Optional[str] = None) -> Inputs:
+    """Read and cross-check every header, in command-line order; raise :class:`InputError` on
+    the first problem. Give ``logits``, or ``hidden`` and ``weight`` (and optionally ``bias``)."""
+    if logits is not None:
+        x = read_npy_header(logits, "logits")
+        _check_float(x, "logits")
+        if len(x.shape) != 2:
+            hint = ("; reshape (B, T, V) logits to (B*T, V) and (B, T) targets to (B*T,)"
+                    if len(x.shape) > 2 else "")
+            raise InputError(f"logits file {logits!r}: shape {x.shape} is not 2-D; logits must "
+                             f"have shape (N, V){hint}")
+        _check_rows_contiguous(x, "logits")
+        if x.shape[1] == 0:
+            raise InputError(f"logits file {logits!r}: has no classes (shape {x.shape})")
+        t = _targets_header(targets)
+        if x.shape[0] != t.shape[0]:
+            raise InputError(f"logits have {x.shape[0]} rows but targets have {t.shape[0]} "
+                             f"({logits!r} is {x.describe()}, {targets!r} is {t.describe()})")
+        return Inputs(targets=t, logits=x)
+
+    h = read_npy_header(hidden, "hidden")
+    _check_float(h, "hidden")
+    if len(h.shape) != 2:
+        raise InputError(f"hidden file {hidden!r}: shape {h.shape} is not 2-D; hidden states "
+                         "must have shape (N, H)")
+    _check_rows_contiguous(h, "hidden")
+    w = read_npy_header(weight, "weight")
+    _check_float(w, "weight")
+    if len(w.shape) != 2:
+        raise InputError(f"weight file {weight!r}: shape {w.shape} is not 2-D; the weight must "
+                         "have shape (V, H)")
+    if h.shape[1] != w.shape[1]:
+        raise InputError(f"hidden size mismatch: hidden {hidden!r} is {h.describe()} (H = "
+                         f"{h.shape[1]}) but weight {weight!r} is {w.describe()} (H = {w.shape[1]})")
+    if h.shape[1] == 0:
+        raise InputError(f"hidden file {hidden!r}: has no features (shape {h.shape})")
+    if w.shape[0] == 0:
+        raise InputError(f"weight file {weight!r}: has no classes (shape {w.shape})")
+    b = None
+    if bias is not None:
+        b = read_npy_header(bias, "bias")
+        _check_float(b, "bias")
+        if b.shape != (w.shape[0],):
+            raise InputError(f"bias file {bias!r}: shape {b.shape} does not match the weight's "
+                             f"{w.shape[0]} classes; expected ({w.shape[0]},)")
+    t = _targets_header(targets)
+    if h.shape[0] != t.shape[0]:
+        raise InputError(f"hidden has {h.shape[0]} rows but targets have {t.shape[0]} "
+                         f"({hidden!r} is {h.describe()}, {targets!r} is {t.describe()})")
+    return Inputs(targets=t, hidden=h, weight=w, bias=b)
+
+
+def _targets_header(targets: str) -> NpyInfo:
+    t = read_npy_header(targets, "targets")
+    _check_int(t, "targets")
+    if len(t.shape) != 1:
+        raise InputError(f"targets file {targets!r}: shape {t.shape} is not 1-D; "
+                         "targets must have shape (N,)")
+    return t
+
+
+def _targets_block(reader: RowBlockReader, r0: int, r1: int) -> np.ndarray:
+    """Targets ``[r0, r1)`` as native int64 (uint64 values above the int64 range are clipped to
+    -1 after :func:`check_targets` has rejected them)."""
+    if reader.info.dtype.kind == "u" and reader.info.dtype.itemsize == 8:
+        t = reader.copy_rows(r0, r1)
+        return np.where(t > np.iinfo(np.int64).max, np.uint64(0), t).astype(np.int64)
+    return reader.copy_rows(r0, r1, np.int64)
+
+
+def check_targets(reader: RowBlockReader, vocab: int, ignore_index: int) -> int:
+    """Stream the targets once: raise :class:`InputError` naming the first out-of-range target.
+
+    Returns the number of ignored rows.
+    """
+    ignored = 0
+    for r0, r1 in block_bounds(reader.n_rows, _TARGET_CHECK_ROWS):
+        t = reader.copy_rows(r0, r1)
+        keep = t != ignore_index if _fits(ignore_index, t.dtype) else np.ones(t.shape, bool)
+        ignored += int(t.size - np.count_nonzero(keep))
+        bad = keep & ((t < 0) | (t >= vocab)) if t.dtype.kind == "i" else keep & (t >= vocab)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"targets file {reader.info.path!r}: target {int(t[i])} at row {r0 + i} is out of "
+                f"range for {vocab} classes (valid: 0..{vocab - 1}, or the ignore index "
+                f"{ignore_index})")
+    return ignored
+
+
+def _fits(value: int, dtype: np.dtype) -> bool:
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
+@dataclass
+class Result:
+    """A finished scan: the merged :class:`fastce.Score` and what was read."""
+
+    score: object
+    inputs: Inputs
+    ignored: int
+
+
+def score_files(inputs: Inputs, *, ignore_index: int = -100, top_k: Sequence[int] = (1,),
+                softcap: Optional[float] = None, num_threads: Optional[int] = None,
+                block_rows: Optional[int] = None, block_mb: Optional[float] = None,
+                progress: Optional[Callable[[int], None]] = None) -> Result:
+    """Score the files of ``inputs`` block by block and merge the per-block :class:`fastce.Score`.
+
+    ``progress(rows_done_in_block)`` is called after each block. Raises :class:`InputError` for
+    an out-of-range target (before any logits are read) and :class:`ReadError` if a block cannot
+    be mapped.
+    """
+    import fastce
+
+    top_k = tuple(top_k)
+    vocab = inputs.vocab
+    src = inputs.rows
+    rpb = rows_per_block(src.row_bytes, block_rows, block_mb)
+    total = fastce.Score.empty(top_k=top_k)
+    weight = bias = None
+    if inputs.hidden is not None:
+        weight = _load_whole(inputs.weight)
+        bias = _load_whole(inputs.bias) if inputs.bias is not None else None
+
+    with RowBlockReader(inputs.targets) as treader, RowBlockReader(src) as xreader:
+        ignored = check_targets(treader, vocab, ignore_index)
+
+        def one(rows: np.ndarray, t: np.ndarray):
+            if weight is None:
+                return fastce.score(rows, t, ignore_index=ignore_index, top_k=top_k,
+                                    softcap=softcap, num_threads=num_threads)
+            return fastce.score_linear(rows, weight, t, linear_bias=bias,
+                                       ignore_index=ignore_index, top_k=top_k, softcap=softcap,
+                                       num_threads=num_threads)
+
+        bounds = list(block_bounds(inputs.n, rpb))
+        for i, (r0, r1) in enumerate(bounds):
+            t = _targets_block(treader, r0, r1)
+            if i + 1 < len(bounds):
+                xreader.prefetch(*bounds[i + 1])
+            total = total.merge(xreader.apply(r0, r1, lambda rows: one(rows, t)))
+            if progress is not None:
+                progress(r1 - r0)
+    return Result(score=total, inputs=inputs, ignored=ignored)
+
+
+def _load_whole(info: NpyInfo) -> np.ndarray:
+    """The weight or bias, memory-mapped whole (it is read many times, once per block)."""
+    try:
+        a = np.load(info.path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ReadError(f"cannot map {info.path!r}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    a = np.asarray(a)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+# --------------------------------------------------------------------------------------------
+# output
+
+
+def _json_value(v):
+    """NumPy scalars to Python numbers; NaN and infinities to ``None`` (strict JSON)."""
+    if isinstance(v, dict):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v
+
+
+def result_dict(res: Result) -> dict:
+    """JSON-ready result: ``Score.as_dict()`` plus rows, ignored rows and vocabulary size.
+
+    Non-finite floats (NaN mean of zero tokens, infinite perplexity) become ``null``.
+    """
+    d = dict(res.score.as_dict())
+    d["rows"] = res.inputs.n
+    d["ignored"] = res.ignored
+    d["vocab"] = res.inputs.vocab
+    return _json_value(d)
+
+
+def format_table(res: Result) -> str:
+    """The human-readable result: tokens, mean NLL, perplexity, top-k accuracies."""
+    s = res.score
+    inp = res.inputs
+    lines = []
+    if inp.logits is not None:
+        lines.append(f"logits      {inp.logits.path}  ({inp.logits.describe()})")
+    else:
+        lines.append(f"hidden      {inp.hidden.path}  ({inp.hidden.describe()})")
+        lines.append(f"weight      {inp.weight.path}  ({inp.weight.describe()})")
+        if inp.bias is not None:
+            lines.append(f"bias        {inp.bias.path}  ({inp.bias.describe()})")
+    lines.append(f"targets     {inp.targets.path}  ({inp.n} rows, {res.ignored} ignored)")
+    lines.append(f"tokens      {s.count}")
+    lines.append(f"mean NLL    {s.mean_nll:.6f}")
+    lines.append(f"perplexity  {s.perplexity:.6g}")
+    accs = s.top_k_accuracy
+    for k in sorted(accs):
+        lines.append(f"{'top-%d acc' % k:<11} {accs[k]:.6f}  ({s.correct[k]}/{s.count})")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return v
+
+
+def _int64(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not -(2 ** 63) <= v < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must fit in a 64-bit integer, got {v}")
+    return v
+
+
+def _top_k_list(text: str) -> List[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            k = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {part!r}") from None
+        if k < 1:
+            raise argparse.ArgumentTypeError(f"k must be >= 1, got {k}")
+        out.append(k)
+    if not out:
+        raise argparse.ArgumentTypeError(f"no value in {text!r}")
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Register the options of ``fastce score`` on the subparser ``p``."""
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="LOGITS.npy TARGETS.npy, or only TARGETS.npy with --hidden/--weight. "
+                   "LOGITS: float16/32/64 of shape (N, V), C-ordered; TARGETS: integer class "
+                   "indices of shape (N,)")
+    lin = p.add_argument_group("linear form (logits = HIDDEN @ WEIGHT.T + BIAS, never stored)")
+    lin.add_argument("--hidden", metavar="HIDDEN.npy", help="hidden states, float (N, H)")
+    lin.add_argument("--weight", metavar="WEIGHT.npy", help="classifier weight, float (V, H)")
+    lin.add_argument("--bias", metavar="BIAS.npy", help="classifier bias, float (V,)")
+    p.add_argument("--ignore-index", type=_int64, default=-100, metavar="N",
+                   help="rows whose target is N are not scored (default: -100)")
+    p.add_argument("--top-k", type=_top_k_list, action="append", default=None, metavar="K",
+                   help="also report top-K accuracy; repeat or give a comma list "
+                   "(--top-k 5 --top-k 10, --top-k 5,10). Top-1 is always reported")
+    p.add_argument("--softcap", type=_positive_float, default=None, metavar="S",
+                   help="score softcap*tanh(logits/softcap) instead of the logits")
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="T",
+                   help="threads for the kernels (default: all cores)")
+    blk = p.add_mutually_exclusive_group()
+    blk.add_argument("--block-rows", type=_positive_int, default=None, metavar="R",
+                     help="rows per block")
+    blk.add_argument("--block-mb", type=_positive_float, default=None, metavar="M",
+                     help="size of one mapped block of the LOGITS (or HIDDEN) file in MiB "
+                     f"(default: {DEFAULT_BLOCK_MB:g}); memory use is about one block")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def _error(msg: str, status: int = 2) -> int:
+    print(f"fastce score: error: {msg}", file=sys.stderr)
+    return status
+
+
+def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> int:
+    """Run ``fastce score`` with parsed ``args``; returns the exit status."""
+    def usage_error(msg: str) -> int:
+        if parser is not None:
+            parser.error(msg)  # prints the usage, exits with status 2
+        return _error(msg)
+
+    files = list(args.files)
+    if args.hidden is not None or args.weight is not None or args.bias is not None:
+        if args.hidden is None or args.weight is None:
+            return usage_error("the linear form needs both --hidden and --weight")
+        if len(files) != 1:
+            return usage_error("with --hidden/--weight give exactly one positional file, "
+                               f"TARGETS.npy (got {len(files)})")
+        logits, targets = None, files[0]
+    else:
+        if len(files) != 2:
+            return usage_error(f"expected LOGITS.npy TARGETS.npy (got {len(files)} file"
+                               f"{'' if len(files) == 1 else 's'}), or --hidden/--weight and "
+                               "TARGETS.npy")
+        logits, targets = files
+
+    top_k = sorted({1} | {k for ks in (args.top_k or []) for k in ks})
+    try:
+        inputs = check_inputs(logits, targets, hidden=args.hidden, weight=args.weight,
+                              bias=args.bias)
+        bad_k = [k for k in top_k if k > inputs.vocab]
+        if bad_k:
+            raise InputError(f"--top-k {bad_k[0]} exceeds the number of classes ({inputs.vocab})")
+        res = _run_with_progress(inputs, args, top_k)
+    except InputError as exc:
+        return _error(str(exc), 2)
+    except ReadError as exc:
+        return _error(str(exc), 1)
+    except MemoryError:
+        return _error("out of memory; try a smaller --block-mb / --block-rows", 1)
+    except OSError as exc:
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        return _error(f"I/O error{where}: {exc.strerror or exc}", 1)
+    except (IndexError, ValueError, TypeError) as exc:  # raised by fastce on the data
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return _error(msg, 2)
+
+    if args.json:
+        print(json.dumps(result_dict(res), allow_nan=False))
+    else:
+        print(format_table(res))
+    return 0
+
+
+def _run_with_progress(inputs: Inputs, args: argparse.Namespace, top_k: Sequence[int]) -> Result:
+    """:func:`score_files` with a tqdm bar on stderr when it is a terminal; warnings silenced."""
+    bar = None
+    if _stderr_is_terminal():
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=inputs.n, unit="row", unit_scale=True, file=sys.stderr,
+                       desc="scoring", leave=False, dynamic_ncols=True)
+        except Exception:  # pragma: no cover - tqdm missing: no bar
+            bar = None
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            return score_files(inputs, ignore_index=args.ignore_index, top_k=top_k,
+                               softcap=args.softcap, num_threads=args.threads,
+                               block_rows=args.block_rows, block_mb=args.block_mb,
+                               progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
