@@ -13,12 +13,16 @@ from ._functional import (  # noqa: E402
     softmax,
 )
 from ._modules import CrossEntropyLoss  # noqa: E402
+from ._score import Score, score, score_linear  # noqa: E402
 from ._runtime import available_isas, get_config, get_isa, set_isa, show_config, use_isa  # noqa: E402
 
 __all__ = [
     "cross_entropy",
     "cross_entropy_with_grad",
     "CrossEntropyLoss",
+    "score",
+    "score_linear",
+    "Score",
     "nll_loss",
     "log_softmax",
     "softmax",

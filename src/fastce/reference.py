@@ -243,11 +243,15 @@ def _prepare(input, target, weight, reduction, label_smoothing):
 
 
 def _forward_backward(input, target, weight, ignore_index, reduction, label_smoothing,
-                      grad_output, need_grad):
+                      grad_output, need_grad, z_loss=0.0, softcap=None):
     x, cax, C, w, target, prob, eps = _prepare(input, target, weight, reduction, label_smoothing)
     xl = _to_last(x, cax)                      # (..., C)
     S = xl.shape[:-1]                          # element (target) shape
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if softcap is not None:                # x' = cap tanh(x / cap); dx'/dx = 1 - tanh^2
+            th = np.tanh(xl / softcap)
+            xl = softcap * th
+        lse = logsumexp(xl, axis=-1)           # per row, of the target shape S
         lp = log_softmax(xl, axis=-1)
         p = softmax(xl, axis=-1)
 
@@ -256,6 +260,9 @@ def _forward_backward(input, target, weight, ignore_index, reduction, label_smoo
             if eps > 0.0:
                 y = y * (1.0 - eps) + eps / C
             per = -np.sum(lp * y * w, axis=-1)             # loss_i
+            w_row = np.ones(S)                             # z-loss weight of each row
+            if z_loss:
+                per = per + z_loss * lse ** 2
             n_el = int(np.prod(S, dtype=np.int64))
             if reduction == "mean":
                 D = np.float64(n_el) if n_el else np.float64(np.nan)
@@ -271,6 +278,8 @@ def _forward_backward(input, target, weight, ignore_index, reduction, label_smoo
             lp_t = np.take_along_axis(lp, t[..., None], axis=-1)[..., 0]
             w_t = w[t]
             nll = np.where(valid, -(w_t * lp_t), 0.0)
+            w_row = np.where(valid, w_t, 0.0)              # z-loss weight of each row
+            zterm = np.where(valid, w_t * z_loss * lse ** 2, 0.0)
             if eps > 0.0:
                 smooth = np.where(valid, -np.sum(lp * w, axis=-1), 0.0)
             if reduction == "mean":
@@ -278,17 +287,21 @@ def _forward_backward(input, target, weight, ignore_index, reduction, label_smoo
                 loss = np.sum(nll, dtype=np.float64) / D
                 if eps > 0.0:
                     loss = (1.0 - eps) * loss + (np.sum(smooth, dtype=np.float64) / D) * (eps / C)
+                if z_loss:
+                    loss = loss + np.sum(zterm, dtype=np.float64) / D
                 loss = np.float64(loss)
             else:
                 D = np.float64(1.0)
                 per = nll if eps == 0.0 else (1.0 - eps) * nll + (eps / C) * smooth
+                if z_loss:
+                    per = per + zterm
                 if reduction == "sum":
                     loss = np.float64(np.sum(per, dtype=np.float64))
                 else:
                     loss = np.asarray(per, dtype=np.float64)
 
         if not need_grad:
-            return loss, None
+            return loss, None, lse
 
         # grad_output: array of the loss's shape for "none", a scalar otherwise
         if grad_output is None:
@@ -313,12 +326,17 @@ def _forward_backward(input, target, weight, ignore_index, reduction, label_smoo
             if eps > 0.0:
                 term = (1.0 - eps) * term + (eps / C) * (w.sum() * p - w)
             grad = np.where(valid[..., None], coef * term, 0.0)
+        if z_loss:                             # d(w_row z lse^2)/dx_c = w_row 2 z lse p_c
+            zgrad = coef * (w_row * 2.0 * z_loss * lse)[..., None] * p
+            grad = grad + (zgrad if prob else np.where(valid[..., None], zgrad, 0.0))
+        if softcap is not None:
+            grad = grad * (1.0 - th ** 2)
         grad = np.ascontiguousarray(_from_last(grad, cax), dtype=np.float64)
-    return loss, grad
+    return loss, grad, lse
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0):
+                  label_smoothing=0.0, z_loss=0.0, softcap=None, return_lse=False):
     """Softmax cross-entropy with torch 2.13 semantics; float64 result.
 
     See the module docstring for the formulas.  ``target`` is either an
@@ -326,14 +344,19 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     an unbatched ``(C,)`` input) or a floating probability array of the
     input's shape.  Returns a float64 array of the target shape for
     reduction "none", else a ``numpy.float64`` scalar.
+
+    Beyond torch: z_loss adds w_row z lse^2 per row (w_row = weight[t] for index targets, 1 for
+    probabilities, 0 if ignored; 'mean' divides by the same D); softcap replaces x by
+    cap tanh(x / cap) first; return_lse also returns the per-row logsumexp (target shape).
     """
-    loss, _ = _forward_backward(input, target, weight, ignore_index, reduction,
-                                label_smoothing, None, False)
-    return loss
+    loss, _, lse = _forward_backward(input, target, weight, ignore_index, reduction,
+                                     label_smoothing, None, False, z_loss, softcap)
+    return (loss, lse) if return_lse else loss
 
 
 def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduction="mean",
-                            label_smoothing=0.0, grad_output=None):
+                            label_smoothing=0.0, grad_output=None, z_loss=0.0, softcap=None,
+                            return_lse=False):
     """(loss, grad) with grad = d(sum(grad_output * loss)) / d(input), float64.
 
     Analytic gradient (see the module docstring):
@@ -341,7 +364,8 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
                      zero rows for ignored elements;
       probability targets: g_i * (p_ic * sum_k w_k y'_ik - w_c y'_ic) / D.
     ``grad_output`` defaults to 1 (a scalar for "mean"/"sum", an array of the
-    loss's shape for "none").
+    loss's shape for "none"). z_loss, softcap, return_lse: see cross_entropy.
     """
-    return _forward_backward(input, target, weight, ignore_index, reduction,
-                             label_smoothing, grad_output, True)
+    loss, grad, lse = _forward_backward(input, target, weight, ignore_index, reduction,
+                                        label_smoothing, grad_output, True, z_loss, softcap)
+    return (loss, grad, lse) if return_lse else (loss, grad)
