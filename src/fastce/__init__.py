@@ -12,6 +12,7 @@ from ._functional import (  # noqa: E402
     nll_loss,
     softmax,
 )
+from ._linear import iter_logit_chunks, linear_cross_entropy, linear_cross_entropy_with_grad  # noqa: E402
 from ._modules import CrossEntropyLoss  # noqa: E402
 from ._score import Score, score, score_linear  # noqa: E402
 from ._runtime import available_isas, get_config, get_isa, set_isa, show_config, use_isa  # noqa: E402
@@ -20,6 +21,9 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_with_grad",
     "CrossEntropyLoss",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
+    "iter_logit_chunks",
     "score",
     "score_linear",
     "Score",

@@ -1,0 +1,560 @@
+"""Fused linear + softmax cross-entropy for LM heads, chunked over rows of the input.
+
+The math (torch.nn.functional.linear_cross_entropy)::
+
+    logits = input @ linear_weight.T + linear_bias              (N, V)
+    loss   = cross_entropy(logits, target, weight, ...)
+
+Design
+------
+1. The (N, V) logits are never materialized. Rows of `input` are taken `chunk_rows` at a time;
+   their logits are computed by BLAS (``np.matmul(x[r0:r1], W.T, out=buf[:n])``) into ONE
+   preallocated (chunk_rows, V) buffer that every chunk reuses, and handed straight to fastce's
+   fused kernels. Extra memory: that buffer plus O(N) per-row values (`iter_logit_chunks`).
+2. Reductions across chunks. Each chunk is reduced with reduction='sum' (or 'none'); the 'mean'
+   denominator D is computed once over the whole target before the first chunk, exactly as torch
+   does (`_mean_denominator`), so that
+
+       mean = (sum over chunks of the chunk sums) / D,
+       D = sum_i w[t_i] over kept (not ignored) index targets   (their count without weights),
+       D = N * d1 * ... * dk                                     for probability targets,
+
+   and an empty or all-ignored 'mean' is NaN (0 / 0), as in torch.
+3. Gradients. Let g be grad_output (1 by default). With 'sum' each chunk's kernel is called with
+   grad_output = g, with 'mean' with g / D, with 'none' with the chunk's rows of grad_output; it
+   then writes G = d(sum g * loss)/d(logits) for its rows IN PLACE over the logits in the buffer
+   (the kernels read a logit before writing its gradient). Then, by the chain rule through
+   logits = x W^T + b,
+
+       dL/dx[r0:r1]  = G @ W              np.matmul(G, W, out=grad_input[r0:r1])      (n, H)
+       dL/dW        += G^T @ x[r0:r1]     BLAS gemm, beta = 1, accumulating in place    (V, H)
+       dL/db        += sum_rows G                                                       (V,)
+
+   The gemm is SciPy's ?gemm on Fortran-order views (grad_W^T is an F-contiguous (H, V) array,
+   x[r0:r1]^T and G^T are F-contiguous too), so SciPy copies nothing: no V x H temporary exists
+   besides the returned grad_linear_weight.
+4. K-dimensional heads: a linear_weight of shape (V, d1..dk, H) is, unchanged, a (V*D, H) matrix
+   (D = d1*...*dk); a chunk's (n, V*D) logits are, unchanged, the (n, V, d1..dk) input of the
+   K-dim cross-entropy (classes on axis 1), and its gradient the (n, V*D) matrix G above.
+5. Threads. The matmuls use the BLAS's own thread pool (all cores; OPENBLAS_NUM_THREADS or
+   threadpoolctl set it). fastce's cross-entropy step runs on ONE thread unless `num_threads`
+   says otherwise, because right after a BLAS call the BLAS's idle workers still spin on the
+   other cores (OpenBLAS: sched_yield loop until its thread timeout), and libgomp's workers spin
+   for ~10 ms after each parallel region (GOMP_SPINCOUNT, unless OMP_WAIT_POLICY=passive),
+   slowing the next matmul. Measured at N=4096, H=1024, V=32000 float32 on 2 cores: the
+   two-thread step took 1-10 ms per 256-row chunk (erratic) and made the matmuls ~7% slower;
+   the one-thread step takes a steady 1.6 ms (forward) / 3 ms (with gradient) per chunk, about
+   2% of the chunk's matmul, and leaves the matmuls untouched.
+"""
+import functools
+import inspect
+import operator
+from math import prod
+
+import numpy as np
+
+from . import _functional, _kernels, _runtime
+from ._validate import (
+    Layout,
+    as_floating,
+    check_ignore_index,
+    check_index_target,
+    check_label_smoothing,
+    check_reduction,
+    check_weight,
+    target_kind,
+)
+
+__all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad", "iter_logit_chunks",
+           "default_chunk_rows"]
+
+# The default chunk holds at most this many bytes of logits (at least one row). For
+# N=4096, H=1024, V=32000 float32 that is 256 rows (31 MiB): 6% of the 500 MiB of full logits,
+# and big enough that re-reading W once per chunk costs little next to the chunk's matmul.
+DEFAULT_CHUNK_BYTES = 32 << 20
+
+
+# --------------------------------------------------------------------------
+# Operands
+# --------------------------------------------------------------------------
+
+def default_chunk_rows(n_rows, n_logits_per_row, itemsize, chunk_bytes=DEFAULT_CHUNK_BYTES):
+    """Rows per chunk: as many as fit in `chunk_bytes` (at least 1), balanced so that the last
+    chunk is not a small remainder (e.g. N=4096, 262 rows fit -> 16 chunks of 256 rows), and
+    rounded up to a multiple of 16 where that still fits (BLAS micro-kernels work on row
+    blocks; 342-row chunks measured ~5% slower than 256 or 512)."""
+    fit = max(1, chunk_bytes // max(1, n_logits_per_row * itemsize))
+    if n_rows <= fit:
+        return max(1, n_rows)
+    n_chunks = -(-n_rows // fit)
+    rows = -(-n_rows // n_chunks)
+    rows16 = -(-rows // 16) * 16
+    return rows16 if rows16 <= fit else rows
+
+
+def _check_chunk_size(chunk_size):
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool):
+        raise TypeError("chunk_size must be None or a positive integer, got bool")
+    try:
+        n = operator.index(chunk_size)
+    except TypeError:
+        raise TypeError(f"chunk_size must be None or a positive integer, got {type(chunk_size).__name__}") from None
+    if n <= 0:
+        raise ValueError(f"chunk_size must be None or a positive integer, got {n}")
+    return n
+
+
+def _blas_matrix(a, dtype):
+    """`a` (2-D) as a BLAS operand: native `dtype`, aligned, C- or F-contiguous. No copy when it
+    is one already (the usual case); else one contiguous copy, made once per call."""
+    if a.dtype == dtype and a.flags.aligned and (a.flags.c_contiguous or a.flags.f_contiguous):
+        return a
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+class _Head:
+    """Validated (input, linear_weight, linear_bias) as 2-D BLAS operands.
+
+    x: (N, H) view of the input (an unbatched (H,) input is one row); W: (V*D, H); b: (V*D,)
+    or None, where D = prod(linear_weight.shape[1:-1]) (1 for the usual 2-D weight)."""
+
+    def __init__(self, input, linear_weight, linear_bias):
+        x = as_floating(input, "input")
+        w = as_floating(linear_weight, "linear_weight")
+        if x.ndim not in (1, 2):
+            raise ValueError(f"expected input with dimensionality 1 or 2, got {x.ndim} (shape {x.shape})")
+        if w.ndim < 2:
+            raise ValueError(f"expected linear_weight with dimensionality at least 2, got {w.ndim} (shape {w.shape})")
+        if x.shape[-1] != w.shape[-1]:
+            raise ValueError(
+                "expected equal input and linear_weight last dimensions (in_features), "
+                f"got {x.shape[-1]} and {w.shape[-1]}, respectively"
+            )
+        self.dtype = dt = x.dtype.newbyteorder("=")
+        if dt == np.float16:
+            raise TypeError("linear_cross_entropy supports float32 and float64, not float16; "
+                            "convert input and linear_weight with .astype(np.float32)")
+        if w.dtype.newbyteorder("=") != dt:
+            raise TypeError(f"expected input and linear_weight to have the same dtype, got {x.dtype} and {w.dtype}")
+        self.V, self.H = w.shape[0], w.shape[-1]
+        self.out_features = tuple(w.shape[1:-1])
+        self.D = prod(self.out_features)
+        self.unbatched = x.ndim == 1
+        if self.out_features and self.unbatched:
+            raise ValueError(
+                f"K-dimensional loss defined by linear_weight shape {w.shape} requires batched input "
+                f"(N, {self.H}), got unbatched input with shape {x.shape}"
+            )
+        self.weight_shape = w.shape
+        self.x = x[None] if self.unbatched else x
+        self.N = self.x.shape[0]
+        # A contiguous (V, d.., H) weight is, unchanged, a (V*D, H) matrix (reshape is a view).
+        self.W = _blas_matrix(w.reshape(self.V * self.D, self.H), dt)
+        self.b = None
+        self.bias_shape = None
+        if linear_bias is not None:
+            b = as_floating(linear_bias, "linear_bias")
+            if b.shape != (self.V, *self.out_features):
+                raise ValueError(f"expected linear_bias shape {(self.V, *self.out_features)}, got {b.shape}")
+            if b.dtype.newbyteorder("=") != dt:
+                raise TypeError(f"expected linear_bias to have input's dtype {x.dtype}, got {b.dtype}")
+            self.bias_shape = b.shape
+            self.b = np.require(b.reshape(-1), dtype=dt, requirements=["C", "A"])
+        # The logits as cross_entropy sees them (classes on axis 1; axis 0 when unbatched).
+        self.logits_shape = (self.V,) if self.unbatched else (self.N, self.V, *self.out_features)
+
+    @property
+    def row_width(self):
+        """Logits per input row: V * d1 * ... * dk."""
+        return self.V * self.D
+
+    def rows(self, r0, r1):
+        """x[r0:r1] as a C-contiguous native array (a view unless the input's layout forbids)."""
+        return np.require(self.x[r0:r1], dtype=self.dtype, requirements=["C", "A"])
+
+
+class _ScipyBlas:
+    """The three GEMMs of the gradient pass, all through SciPy's ?gemm on Fortran-order views
+    (a C-contiguous (m, n) array is, unchanged, an F-contiguous (n, m) one), so that SciPy copies
+    nothing and c is written in place:
+
+        logits^T  = W x_c^T             c = z.T      (V*D, n)    beta = 0
+        dx_c^T    = W^T G^T             c = gx_c.T   (H, n)      beta = 0
+        dW^T     += x_c^T G             c = gW.T     (H, V*D)    beta = 1
+
+    Why not np.matmul for the first two: NumPy and SciPy each ship their own OpenBLAS, each with
+    its own thread pool whose idle workers spin (sched_yield) for a while after every call.
+    Alternating the two libraries call after call leaves one pool spinning on the cores the other
+    needs; on 2 cores that made small chunks up to 100x slower. One library, one pool."""
+
+    def __init__(self, head):
+        from scipy.linalg import blas
+
+        self.gemm = blas.dgemm if head.dtype == np.float64 else blas.sgemm
+        W = head.W  # (V*D, H), C- or F-contiguous
+        # op(a) = W as (W.T, trans) for C-contiguous W, (W, no trans) for F-contiguous W; and
+        # op(a) = W^T as (W.T, no trans) or (W, trans).
+        self.W_op = (W.T, 1) if W.flags.c_contiguous else (W, 0)
+        self.Wt_op = (W.T, 0) if W.flags.c_contiguous else (W, 1)
+
+    def _into(self, a, trans_a, b, trans_b, c, beta):
+        if c.size == 0:
+            return
+        if a.shape[1 - trans_a] == 0:  # inner dimension H == 0 (or n == 0): a product of nothing
+            if beta == 0.0:
+                c[...] = 0
+            return
+        r = self.gemm(1.0, a, b, beta=beta, c=c, trans_a=trans_a, trans_b=trans_b, overwrite_c=1)
+        if r is not c and not np.may_share_memory(r, c):  # pragma: no cover - SciPy copied c
+            c[...] = r
+
+    def logits(self, xc, z):
+        """z[...] = xc @ W.T, as z.T = W @ xc.T."""
+        a, ta = self.W_op
+        self._into(a, ta, xc.T, 0, z.T, 0.0)
+
+    def grad_input(self, G, gx_c):
+        """gx_c[...] = G @ W, as gx_c.T = W.T @ G.T."""
+        a, ta = self.Wt_op
+        self._into(a, ta, G.T, 0, gx_c.T, 0.0)
+
+    def grad_weight(self, xc, G, gW):
+        """gW += G.T @ xc, as gW.T += xc.T @ G (G.T is F-contiguous; op(b) = (G.T).T = G)."""
+        self._into(xc.T, 0, G.T, 1, gW.T, 1.0)
+
+
+def _logit_chunks(head, chunk_rows, blas=None):
+    """Yields (r0, r1, x_chunk, z): z = x[r0:r1] @ W^T + b, a (r1 - r0, V*D) view of one
+    (chunk_rows, V*D) buffer allocated here once and overwritten by every chunk. The product is
+    np.matmul(out=z), or blas.logits (a _ScipyBlas) when given."""
+    if head.N == 0:
+        return
+    chunk_rows = min(chunk_rows, head.N)
+    buf = np.empty((chunk_rows, head.row_width), dtype=head.dtype)
+    Wt = head.W.T  # (H, V*D) view, no copy; BLAS reads it transposed
+    for r0 in range(0, head.N, chunk_rows):
+        r1 = min(head.N, r0 + chunk_rows)
+        xc = head.rows(r0, r1)
+        z = buf[: r1 - r0]  # the first rows of a C-contiguous buffer: C-contiguous
+        if blas is None:
+            np.matmul(xc, Wt, out=z)
+        else:
+            blas.logits(xc, z)
+        if head.b is not None:
+            z += head.b
+        yield r0, r1, xc, z
+
+
+def iter_logit_chunks(input, linear_weight, linear_bias=None, chunk_rows=None):
+    """Yield the logits ``input @ linear_weight.T + linear_bias`` a chunk of rows at a time.
+
+    Parameters
+    ----------
+    input : array of float32 or float64, shape (N, H) or (H,)
+        An unbatched (H,) input is one row.
+    linear_weight : array of input's dtype, shape (V, H) or (V, d1, ..., dk, H)
+        A K-dimensional weight yields (n, V*d1*...*dk) rows, which ``.reshape(n, V, d1, ..., dk)``
+        views as K-dimensional logits with classes on axis 1.
+    linear_bias : array of shape (V,) or (V, d1, ..., dk), optional
+    chunk_rows : int, optional
+        Rows per chunk; None picks `default_chunk_rows` (a buffer of about 32 MiB).
+
+    Yields
+    ------
+    (r0, r1, logits) : int, int, ndarray
+        `logits` is a C-contiguous (r1 - r0, V*D) view of ONE buffer, allocated once and
+        overwritten by the next chunk: use (or copy) it before advancing the generator. It may be
+        modified in place (e.g. turned into a gradient). Computed by BLAS, np.matmul(out=...).
+
+    Examples
+    --------
+    >>> for r0, r1, z in iter_logit_chunks(x, W):       # doctest: +SKIP
+    ...     best[r0:r1] = z.argmax(axis=1)
+    """
+    head = _Head(input, linear_weight, linear_bias)
+    rows = _check_chunk_size(chunk_rows)
+    if rows is None:
+        rows = default_chunk_rows(head.N, head.row_width, head.dtype.itemsize)
+    for r0, r1, _, z in _logit_chunks(head, rows):
+        yield r0, r1, z
+
+
+# --------------------------------------------------------------------------
+# Targets, denominators, options
+# --------------------------------------------------------------------------
+
+class _Targets:
+    """Validated targets and loss options for the logits of `head`, as one cross_entropy call
+    would validate them, before any matmul runs (so errors cost nothing)."""
+
+    def __init__(self, head, target, weight, ignore_index, reduction, label_smoothing):
+        self.layout = lay = Layout(head.logits_shape)  # V == 0 -> ValueError
+        self.reduction = check_reduction(reduction)
+        self.eps = check_label_smoothing(label_smoothing)
+        self.ignore_index = check_ignore_index(-100 if ignore_index is None else ignore_index)
+        self.weight = check_weight(weight, lay.C, head.dtype)
+        self.kind = target_kind(target, lay)
+        if self.kind == "index":
+            t, ttype = check_index_target(target, lay)
+            bad, kept_weight, _ = _kernels.check_targets(t, ttype, lay.C, self.ignore_index, self.weight)
+            if bad >= 0:
+                raise IndexError(f"Target {t.reshape(-1)[bad]} is out of bounds.")
+            self.denominator = kept_weight  # sum of the kept targets' weights (their count)
+        else:
+            if self.ignore_index >= 0:
+                raise ValueError("ignore_index is not supported for floating point target (class probabilities)")
+            t = np.asarray(target)
+            self.denominator = float(lay.rows)  # N * d1 * ... * dk, whatever the weights
+        self.t = t[None] if head.unbatched else t  # batched: rows along axis 0
+        # Per-row loss shape, batched: (N, d1, ..., dk); the caller's is layout.target_shape.
+        self.row_shape = (head.N, *head.out_features)
+
+    def chunk(self, r0, r1):
+        return self.t[r0:r1]
+
+    def kernel_kwargs(self):
+        return dict(weight=self.weight, ignore_index=self.ignore_index, label_smoothing=self.eps)
+
+    def finish(self, total, rows_out, dtype):
+        """The reduced loss from the chunks' float64 sum (or the per-row array for 'none')."""
+        if self.reduction == "none":
+            return rows_out.reshape(self.layout.target_shape)
+        if self.reduction == "sum":
+            return dtype.type(total)
+        return dtype.type(total / self.denominator if self.denominator != 0 else np.nan)
+
+    def grad_output_chunks(self, grad_output):
+        """Per-chunk grad_output for the kernels: a function of (r0, r1).
+
+        'sum': g; 'mean': g / D (inf or NaN when D = 0, as torch, whose ignored rows still get
+        0); 'none': rows r0:r1 of grad_output broadcast to the loss's shape."""
+        if self.reduction == "none":
+            if grad_output is None:
+                return lambda r0, r1: None
+            g = np.asarray(grad_output)
+            if g.dtype.kind not in "iuf":
+                raise TypeError(f"grad_output must be a real array, got dtype {g.dtype}")
+            try:
+                g = np.broadcast_to(g, self.layout.target_shape).reshape(self.row_shape)
+            except ValueError:
+                raise ValueError(
+                    f"grad_output must have the loss's shape {self.layout.target_shape}, got {g.shape}"
+                ) from None
+            return lambda r0, r1: g[r0:r1]
+        g = 1.0 if grad_output is None else grad_output
+        if np.ndim(g) != 0:
+            raise ValueError(f"grad_output must be a scalar for reduction='{self.reduction}', got shape {np.shape(g)}")
+        if np.asarray(g).dtype.kind not in "iuf":
+            raise TypeError(f"grad_output must be a real number, got {type(g).__name__}")
+        g = float(g)
+        if self.reduction == "mean":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                g = float(np.float64(g) / np.float64(self.denominator))
+        return lambda r0, r1: g
+
+
+@functools.lru_cache(maxsize=None)
+def _accepts(fn, name):
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
+def _extra_options(fn, z_loss, softcap, return_lse):
+    """The z_loss / softcap / return_lse keywords, passed through to `fn` (fastce.cross_entropy
+    or cross_entropy_with_grad) when it has them; non-default values it lacks are a TypeError."""
+    extra = {}
+    for name, value, default in (("z_loss", z_loss, 0.0), ("softcap", softcap, None),
+                                 ("return_lse", return_lse, False)):
+        if _accepts(fn, name):
+            extra[name] = value
+        elif not (value is default or (default is not None and value == default)):
+            raise TypeError(f"{name}= needs fastce.{fn.__name__} to support it, and this build's does not")
+    return extra
+
+
+class _Collector:
+    """Per-row outputs across chunks: the loss ('none') and the lse (return_lse)."""
+
+    def __init__(self, tg, dtype, return_lse):
+        self.tg, self.dtype = tg, dtype
+        self.total = 0.0  # float64 sum of the chunks' 'sum' losses
+        self.rows = np.empty(tg.row_shape, dtype=dtype) if tg.reduction == "none" else None
+        self.lse = np.empty(tg.row_shape, dtype=dtype) if return_lse else None
+
+    def add(self, r0, r1, loss, lse=None):
+        if self.rows is not None:
+            self.rows[r0:r1] = loss
+        else:
+            self.total += float(loss)
+        if self.lse is not None:
+            self.lse[r0:r1] = lse
+
+    def results(self):
+        loss = self.tg.finish(self.total, self.rows, self.dtype)
+        if self.lse is None:
+            return (loss,)
+        return loss, self.lse.reshape(self.tg.layout.target_shape)
+
+
+def _kernel_threads(num_threads):
+    """Threads of the cross-entropy step: 1 for None (see the module docstring, 5.), else the
+    validated num_threads (checked before any matmul runs)."""
+    if num_threads is None:
+        return 1
+    _runtime.resolve_threads(num_threads)
+    return num_threads
+
+
+def _chunk_setup(head, chunk_size):
+    rows = _check_chunk_size(chunk_size)
+    if rows is None:
+        rows = default_chunk_rows(head.N, head.row_width, head.dtype.itemsize)
+    # The kernels' view of a chunk's (n, V*D) logits: (n, V, d1, ..., dk), no copy.
+    return rows, lambda z: z.reshape(z.shape[0], head.V, *head.out_features) if head.out_features else z
+
+
+# --------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",
+                         ignore_index=-100, label_smoothing=0.0, chunk_size=None, num_threads=None,
+                         z_loss=0.0, softcap=None, return_lse=False):
+    """Cross-entropy of the logits ``input @ linear_weight.T + linear_bias``, as
+    torch.nn.functional.linear_cross_entropy, without ever materializing those logits.
+
+    Rows of `input` are processed `chunk_size` at a time: BLAS writes a chunk's logits into one
+    reused (chunk_size, V) buffer and fastce's fused kernel reduces them to per-row losses. The
+    'mean' denominator is computed over the whole target first, so every reduction equals
+    torch's (see the module docstring for the math).
+
+    Parameters
+    ----------
+    input : array of float32 or float64, shape (N, H), or (H,) unbatched
+        float16 is refused (TypeError): its matmul would need a float32 copy of linear_weight.
+    linear_weight : array of input's dtype, shape (V, H)
+        Or (V, d1, ..., dk, H) for torch's K-dimensional loss: the logits are then
+        (N, V, d1, ..., dk), classes on axis 1, and input must be batched. A weight that is
+        neither C- nor F-contiguous is copied once.
+    target : array
+        Class indices of shape (N,) (or () unbatched, (N, d1, ..., dk) K-dim), any integer dtype,
+        in [0, V) or equal to ignore_index; or class probabilities of the logits' shape (floating).
+    linear_bias : array of input's dtype, shape (V,) (or (V, d1, ..., dk)), optional
+    weight : array of shape (V,), optional
+        Per-class rescaling weights of the cross-entropy.
+    reduction : 'none' | 'mean' | 'sum'
+        'mean' divides by the sum of the kept targets' weights (index targets) or by the number
+        of rows N*d1*...*dk (probability targets), as torch does; all ignored or empty gives NaN.
+    ignore_index : int
+        Index targets equal to this contribute 0 and leave the mean's denominator. None means
+        -100 (torch's spelling). Must be negative with probability targets.
+    label_smoothing : float in [0, 1]
+    chunk_size : int, optional
+        Rows of input per chunk. None picks a buffer of about 32 MiB (at least one row); see
+        `default_chunk_rows`. Peak extra memory is this buffer plus O(N).
+    num_threads : int, optional
+        Threads of fastce's cross-entropy step. None means 1 here (unlike cross_entropy): the
+        step is ~2% of the work and, run between BLAS calls, more threads only contend with the
+        BLAS's spinning workers (see the module docstring). The matmuls use the BLAS's threads.
+    z_loss, softcap, return_lse
+        Passed through to fastce.cross_entropy for every chunk: z_loss adds z * lse^2 per row,
+        softcap replaces the logits by cap * tanh(logits / cap) before the softmax, return_lse
+        also returns the per-row log-sum-exp (the loss's shape for 'none'), gathered across
+        chunks. They need a fastce.cross_entropy that has them (else TypeError).
+
+    Returns
+    -------
+    loss : NumPy scalar of input's dtype ('mean', 'sum') or array of the target's shape ('none').
+    lse : array of the per-row loss shape, only with return_lse=True: ``(loss, lse)``.
+    """
+    head = _Head(input, linear_weight, linear_bias)
+    tg = _Targets(head, target, weight, ignore_index, reduction, label_smoothing)
+    nthreads = _kernel_threads(num_threads)
+    extra = _extra_options(_functional.cross_entropy, z_loss, softcap, return_lse)
+    rows, as_kernel = _chunk_setup(head, chunk_size)
+    red = "none" if tg.reduction == "none" else "sum"
+    acc = _Collector(tg, head.dtype, return_lse)
+    for r0, r1, _, z in _logit_chunks(head, rows):
+        res = _functional.cross_entropy(as_kernel(z), tg.chunk(r0, r1), reduction=red,
+                                        num_threads=nthreads, **tg.kernel_kwargs(), **extra)
+        acc.add(r0, r1, *(res if return_lse else (res,)))
+    out = acc.results()
+    return out if return_lse else out[0]
+
+
+def linear_cross_entropy_with_grad(input, linear_weight, target, *, linear_bias=None, weight=None,
+                                   reduction="mean", ignore_index=-100, label_smoothing=0.0,
+                                   grad_output=None, chunk_size=None, num_threads=None,
+                                   z_loss=0.0, softcap=None, return_lse=False):
+    """The loss of `linear_cross_entropy` and its gradients, chunked, in one pass over the rows.
+
+    For L = sum(grad_output * loss) (or grad_output * loss for 'mean'/'sum'), per chunk of rows
+    r0:r1 with G = dL/dlogits written in place into the chunk's logits buffer:
+
+        grad_input[r0:r1]   = G @ linear_weight                  (np.matmul, out=)
+        grad_linear_weight += G.T @ input[r0:r1]                 (BLAS gemm, beta=1, in place)
+        grad_linear_bias   += G.sum(axis=0)
+
+    Besides its results it allocates the (chunk_size, V) buffer, O(N + V) and nothing of size
+    N x V or V x H.
+
+    Parameters
+    ----------
+    grad_output : scalar (for 'mean' and 'sum') or array broadcastable to the loss's shape
+        (for 'none'), optional; defaults to 1.
+    Other parameters: see `linear_cross_entropy`.
+
+    Returns
+    -------
+    (loss, grad_input, grad_linear_weight, grad_linear_bias) : grad_input has input's shape,
+        grad_linear_weight linear_weight's, grad_linear_bias linear_bias's (None without a bias);
+        all of input's dtype, C-contiguous. With return_lse=True the per-row lse comes last.
+    """
+    head = _Head(input, linear_weight, linear_bias)
+    tg = _Targets(head, target, weight, ignore_index, reduction, label_smoothing)
+    nthreads = _kernel_threads(num_threads)
+    gout = tg.grad_output_chunks(grad_output)
+    extra = _extra_options(_functional.cross_entropy_with_grad, z_loss, softcap, return_lse)
+    rows, as_kernel = _chunk_setup(head, chunk_size)
+    red = "none" if tg.reduction == "none" else "sum"
+    acc = _Collector(tg, head.dtype, return_lse)
+    grads = _Grads(head)
+    for r0, r1, xc, z in _logit_chunks(head, rows, grads.blas):
+        zk = as_kernel(z)
+        res = _functional.cross_entropy_with_grad(
+            zk, tg.chunk(r0, r1), reduction=red, grad_output=gout(r0, r1), out=zk,
+            num_threads=nthreads, **tg.kernel_kwargs(), **extra)
+        acc.add(r0, r1, res[0], *res[2:])  # z now holds G = dL/dlogits for rows r0:r1
+        grads.add(r0, r1, xc, z)
+    out = acc.results()
+    return out[:1] + grads.results() + out[1:]
+
+
+class _Grads:
+    """grad_input, grad_linear_weight and grad_linear_bias, accumulated chunk by chunk."""
+
+    def __init__(self, head):
+        self.head = head
+        dt = head.dtype
+        self.blas = _ScipyBlas(head)
+        self.gx = np.empty((head.N, head.H), dtype=dt)
+        self.gW = np.zeros((head.row_width, head.H), dtype=dt)  # += G^T x, chunk after chunk
+        self.gb = np.zeros(head.row_width, dtype=dt) if head.b is not None else None
+        self._colsum = np.empty(head.row_width, dtype=dt) if head.b is not None else None
+
+    def add(self, r0, r1, xc, G):
+        """G: (n, V*D) C-contiguous gradient of the logits of rows r0:r1; xc: those rows of x."""
+        self.blas.grad_input(G, self.gx[r0:r1])  # dL/dx = G W
+        self.blas.grad_weight(xc, G, self.gW)  # dL/dW += G^T x, in place
+        if self.gb is not None:
+            self.gb += G.sum(axis=0, out=self._colsum)  # dL/db = sum over rows of G
+
+    def results(self):
+        h = self.head
+        gx = self.gx.reshape(-1) if h.unbatched else self.gx
+        gb = None if self.gb is None else self.gb.reshape(h.bias_shape)
+        return gx, self.gW.reshape(h.weight_shape), gb
