@@ -283,6 +283,8 @@ static void run_case(case_t *c) {
     if (c->has_w) weight = alloc_buf((size_t)C * es, start_off(c->aux_off, es));
     if (c->use_gout) gout = alloc_buf((size_t)rows * 8, start_off(c->aux_off, 8));
     if (!c->null_rowout) row_out = alloc_buf((size_t)rows * 8, aligned_off(c->aux_off, 8));
+    /* per-row lse (return_lse), ignored rows included: asked for in every CE case */
+    double *row_lse = c->kind != FASTCE_KIND_LSE ? alloc_buf((size_t)rows * 8, aligned_off(c->aux_off, 8)) : NULL;
     if (has_out) out = c->inplace ? x : alloc_buf((size_t)total * es, start_off(c->out_off, es));
     if (c->entry == E_SPLIT) states = alloc_buf((size_t)(N * c->parts) * sizeof(ce_state), 0);
 
@@ -343,6 +345,7 @@ static void run_case(case_t *c) {
 
     /* ---- reference, in double, from the REAL values */
     double *want_loss = malloc((size_t)rows * sizeof(double)), *mag_loss = malloc((size_t)rows * sizeof(double));
+    double *want_lse = malloc((size_t)rows * sizeof(double)), *mag_lse = malloc((size_t)rows * sizeof(double));
     double *want_out = NULL, *mag_out = NULL;
     if (has_out) {
         want_out = malloc((size_t)total * sizeof(double));
@@ -365,6 +368,7 @@ static void run_case(case_t *c) {
             double se = 0.0;
             for (int64_t k = 0; k < C; k++) se += exp(xr[k] - shift);
             const double logs = log(se), lse = shift + logs;
+            want_lse[r] = lse; mag_lse[r] = fabs(shift) + fabs(logs) + 1.0;
             const double ref = isfinite(xr[0]) ? xr[0] : 0.0;
             const double coef = (gout ? getd(gout, r) : 1.0) * gscale;
             /* |x_k - m| + |logs| + 1: the error scale of log p_k (0 where p_k = 0) */
@@ -437,6 +441,7 @@ static void run_case(case_t *c) {
     for (int i = 0; i < 3; i++)
         if (aux_ptr[i]) { aux_copy[i] = malloc(aux_len[i]); memcpy(aux_copy[i], aux_ptr[i], aux_len[i]); }
     if (row_out) memset(row_out, 0xFF, (size_t)rows * 8);
+    if (row_lse) memset(row_lse, 0xFF, (size_t)rows * 8);
     if (out && !c->inplace) memset(out, 0xFF, (size_t)total * es);
     if (states) memset(states, 0xFF, (size_t)(N * c->parts) * sizeof(ce_state));
 
@@ -446,7 +451,7 @@ static void run_case(case_t *c) {
     a.N = N; a.C = C; a.S = S;
     a.x = x; a.target = target; a.ttype = c->ttype; a.prob = prob; a.weight = weight; a.wsum = wsum;
     a.ignore_index = c->ignore_index; a.eps = eps; a.kind = c->kind; a.outmode = c->outmode;
-    a.row_out = row_out; a.out = out; a.stream_out = c->stream; a.gout = gout; a.gscale = gscale;
+    a.row_out = row_out; a.row_lse = row_lse; a.out = out; a.stream_out = c->stream; a.gout = gout; a.gscale = gscale;
     a.parts = 1; a.seg = C; a.states = NULL;
     const ce_kernels *k = c->k;
     switch (c->entry) {
@@ -491,6 +496,16 @@ static void run_case(case_t *c) {
                 bad++;
             }
         }
+    if (row_lse)
+        for (int64_t r = 0; r < rows; r++) {
+            const double got = getd(row_lse, r);
+            if (!close_enough(got, want_lse[r], mag_lse[r], rtol)) {
+                if (reported++ < MAX_REPORT)
+                    printf("%s %s\n  row_lse[%lld] = %.17g, want %.17g\n", bad ? "    " : "FAIL", desc,
+                           (long long)r, got, want_lse[r]);
+                bad++;
+            }
+        }
     if (has_out)
         for (int64_t e = 0; e < total; e++) {
             const double got = getv(out, dbl, e);
@@ -509,7 +524,7 @@ static void run_case(case_t *c) {
 
     free(x_copy);
     for (int i = 0; i < 3; i++) free(aux_copy[i]);
-    free(want_loss); free(mag_loss); free(want_out); free(mag_out); free(xr); free(yr); free(wr); free(tgt);
+    free(want_loss); free(mag_loss); free(want_lse); free(mag_lse); free(want_out); free(mag_out); free(xr); free(yr); free(wr); free(tgt);
     free_all();
     current_case[0] = 0;
 }
