@@ -172,7 +172,7 @@ def test_kdim_weight_vs_torch(dtype, reduction, kind):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
 def test_other_shapes_vs_torch(dtype):
-    for n, h, v in [(1, 1, 1), (2, 3, 1), (17, 5, 16), (33, 7, 100), (9, 64, 3)]:
+    for n, h, v in [(1, 1, 1), (2, 3, 1), (17, 5, 16), (33, 7, 100), (9, 64, 3), (4, 0, 5)]:
         rng, x, W, b = make(dtype, n, h, v, seed=n + v)
         t = index_target(rng, n, v)
         check_all(dtype, x, W, t, b, reduction="mean")
@@ -296,6 +296,29 @@ def test_zloss_softcap_lse_pass_through(dtype, reduction):
         close(got[2], G.T @ x, dtype, "grad_weight", 10)
         close(got[3], G.sum(0), dtype, "grad_bias", 10)
         close(got[4], e_lse2, dtype, "lse")
+
+
+@pytest.mark.skipif(not LANDED, reason="z_loss/softcap/return_lse not in this build's cross_entropy")
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_lse_shapes_unbatched_and_kdim(reduction):
+    rng, x, W, b = make(np.float64, seed=20)
+    kw = dict(reduction=reduction, z_loss=1e-3, softcap=5.0, return_lse=True)
+    loss, lse = fastce.linear_cross_entropy(x[2], W, np.int64(4), linear_bias=b, **kw)
+    e_loss, e_lse = fastce.cross_entropy(x[2] @ W.T + b, np.int64(4), **kw)
+    assert lse.shape == () and np.shape(loss) == ()
+    close(loss, e_loss, np.float64, "unbatched loss")
+    close(lse, e_lse, np.float64, "unbatched lse")
+    *_, lse2 = fastce.linear_cross_entropy_with_grad(x[2], W, np.int64(4), linear_bias=b, **kw)
+    close(lse2, e_lse, np.float64, "unbatched lse (with_grad)")
+    rng, x3, W3, b3 = make(np.float64, v=7, seed=21, kdim=(2,))
+    t3 = index_target(rng, (N, 2), 7, ignore_every=3)
+    logits = np.einsum("nh,vdh->nvd", x3, W3) + b3
+    e_loss, e_lse = fastce.cross_entropy(logits, t3, **kw)
+    for cs in (1, 5, None):
+        loss, lse = fastce.linear_cross_entropy(x3, W3, t3, linear_bias=b3, chunk_size=cs, **kw)
+        assert lse.shape == (N, 2)
+        close(loss, e_loss, np.float64, "kdim loss")
+        close(lse, e_lse, np.float64, "kdim lse")
 
 
 # --------------------------------------------------------------------------

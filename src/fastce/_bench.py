@@ -14,6 +14,12 @@ with the same computation done by other libraries, on the same data:
 * ``sklearn``       -- ``HalfMultinomialLoss().loss_gradient`` (loss+grad,
                        2-D unweighted workloads only)
 
+A second, smaller table times the fused linear + cross-entropy of an LM head
+(``fastce.linear_cross_entropy`` and ``..._with_grad``, workloads ``lin-*``) in
+seconds per call against its yardstick, the NumPy matmul(s) it must do anyway,
+and against torch's ``F.linear_cross_entropy``; with peak extra memory
+(``run_linear``, ``format_linear_table``; ``--no-linear`` skips it).
+
 Every peer is optional and detected at run time: this module imports only
 NumPy and the standard library at import time.
 """
@@ -999,6 +1005,457 @@ def plot_sweep(cells: Sequence[Cell], path: str, title: Optional[str] = None) ->
 
 
 # --------------------------------------------------------------------------
+# Linear + cross-entropy (LM head): seconds per call, ratios to the matmul
+# --------------------------------------------------------------------------
+#
+# Its own small table: the unit is time per call, and the yardstick is the BLAS matmul that
+# any LM head must do (1 matmul for the loss, 3 for the loss and every gradient).
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearWorkload:
+    """loss = cross_entropy(input @ W.T, target): input (N, H), W (V, H), int64 targets."""
+
+    name: str
+    N: int
+    H: int
+    V: int
+    dtype: str = "float32"
+    seed: int = 0
+
+    @property
+    def logits_nbytes(self) -> int:
+        return self.N * self.V * np.dtype(self.dtype).itemsize
+
+    def describe(self) -> str:
+        return (f"N={self.N} H={self.H} V={self.V} {self.dtype} "
+                f"(full logits {self.logits_nbytes / 1e6:.0f} MB)")
+
+
+DEFAULT_LINEAR_WORKLOADS: Tuple[LinearWorkload, ...] = (
+    LinearWorkload("lin-4096x1024x32000", 4096, 1024, 32000),
+)
+QUICK_LINEAR_WORKLOADS: Tuple[LinearWorkload, ...] = (
+    LinearWorkload("lin-256x512x32000", 256, 512, 32000),
+)
+
+
+@dataclasses.dataclass
+class LinearData:
+    x: np.ndarray
+    W: np.ndarray
+    target: np.ndarray
+
+
+def make_linear_data(wl: LinearWorkload) -> LinearData:
+    """x ~ N(0, 1), W ~ N(0, 9 / H) (logits ~ N(0, 9), as make_data's), int64 targets."""
+    rng = np.random.default_rng(wl.seed)
+    dt = np.dtype(wl.dtype)
+    x = rng.standard_normal((wl.N, wl.H), dtype=dt)
+    W = rng.standard_normal((wl.V, wl.H), dtype=dt)
+    W *= dt.type(3.0 / math.sqrt(wl.H))
+    t = rng.integers(0, wl.V, size=wl.N, dtype=np.int64)
+    return LinearData(x, W, t)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearCase:
+    """One way of computing the LM-head loss (forward) or loss + all gradients (loss+grad).
+
+    ``prepare(wl, data, threads)`` returns a zero-argument callable doing one full computation
+    and returning (loss, arrays it allocated and returns...). ``baseline``: the matmul(s) the
+    other cases of its pass are divided by. ``mem_factor``: extra memory in full-logits units
+    (to skip a case that would not fit)."""
+
+    name: str
+    pass_: str
+    library: str
+    prepare: Callable[..., Callable[[], Any]]
+    requires: Tuple[str, ...] = ()
+    baseline: bool = False
+    returns_results: bool = False  # its returned arrays are results, not counted as extra memory
+    mem_factor: float = 0.0
+    slow: bool = False  # left out of --quick runs
+
+    def unavailable(self) -> Optional[str]:
+        for mod in self.requires:
+            if importlib.util.find_spec(mod) is None:
+                return f"{mod} not installed"
+        if self.library == "torch(chunked)":
+            import torch
+
+            if not hasattr(torch.nn, "LinearCrossEntropyOptions"):
+                return "torch.nn.LinearCrossEntropyOptions not in this torch"
+        return None
+
+
+def _lin_numpy_matmul_out(wl, d, threads):
+    out = np.empty((wl.N, wl.V), dtype=d.x.dtype)
+    def run():
+        np.matmul(d.x, d.W.T, out=out)
+        return ()
+
+    return run
+
+
+def _lin_numpy_matmul_alloc(wl, d, threads):
+    def run():
+        d.x @ d.W.T  # the (N, V) logits, allocated and freed
+        return ()
+
+    return run
+
+
+def _lin_fastce(wl, d, threads):
+    import fastce
+
+    return lambda: (fastce.linear_cross_entropy(d.x, d.W, d.target),)
+
+
+def _lin_numpy_then_fastce(wl, d, threads):
+    import fastce
+
+    return lambda: (fastce.cross_entropy(d.x @ d.W.T, d.target, num_threads=threads),)
+
+
+def _lin_numpy_3mm_out(wl, d, threads):
+    z = np.empty((wl.N, wl.V), dtype=d.x.dtype)
+    gx = np.empty_like(d.x)
+    gW = np.empty_like(d.W)
+
+    def run():
+        np.matmul(d.x, d.W.T, out=z)  # logits
+        np.matmul(z, d.W, out=gx)  # G @ W
+        np.matmul(z.T, d.x, out=gW)  # G.T @ x
+        return ()
+
+    return run
+
+
+def _lin_fastce_grad(wl, d, threads):
+    import fastce
+
+    return lambda: fastce.linear_cross_entropy_with_grad(d.x, d.W, d.target)[:3]
+
+
+def _torch_lce(chunked: bool, with_grad: bool):
+    def prepare(wl, d, threads):
+        import torch
+        import torch.nn.functional as F
+
+        xt, Wt, tt = torch.from_numpy(d.x), torch.from_numpy(d.W), torch.from_numpy(d.target)
+        opts = torch.nn.LinearCrossEntropyOptions() if chunked else None
+        if not with_grad:
+
+            def fwd():
+                with torch.no_grad():
+                    return (F.linear_cross_entropy(xt, Wt, tt, options=opts),)
+
+            return fwd
+        xg = xt.detach().requires_grad_(True)
+        Wg = Wt.detach().requires_grad_(True)
+
+        def loss_grad():
+            xg.grad = Wg.grad = None
+            loss = F.linear_cross_entropy(xg, Wg, tt, options=opts)
+            loss.backward()
+            return loss.detach(), xg.grad, Wg.grad
+
+        return loss_grad
+
+    return prepare
+
+
+LINEAR_CASES: Tuple[LinearCase, ...] = (
+    LinearCase("numpy matmul(x, W.T, out=)", FORWARD, "numpy", _lin_numpy_matmul_out, baseline=True),
+    LinearCase("numpy x @ W.T (allocating)", FORWARD, "numpy", _lin_numpy_matmul_alloc, mem_factor=1.0),
+    LinearCase("fastce.linear_cross_entropy", FORWARD, "fastce", _lin_fastce, ("fastce",), mem_factor=0.1),
+    LinearCase("numpy x @ W.T + fastce.cross_entropy", FORWARD, "fastce", _lin_numpy_then_fastce,
+               ("fastce",), mem_factor=1.0),
+    LinearCase("torch F.linear_cross_entropy", FORWARD, "torch", _torch_lce(False, False), ("torch",),
+               mem_factor=2.2),
+    LinearCase("torch F.linear_cross_entropy (options=)", FORWARD, "torch(chunked)", _torch_lce(True, False),
+               ("torch",), mem_factor=1.0, slow=True),
+    LinearCase("numpy 3 matmuls (out=)", LOSS_GRAD, "numpy", _lin_numpy_3mm_out, baseline=True, mem_factor=1.0),
+    LinearCase("fastce.linear_cross_entropy_with_grad", LOSS_GRAD, "fastce", _lin_fastce_grad, ("fastce",),
+               returns_results=True, mem_factor=0.2),
+    LinearCase("torch forward + backward", LOSS_GRAD, "torch", _torch_lce(False, True), ("torch",),
+               returns_results=True, mem_factor=3.2),
+    LinearCase("torch forward + backward (options=)", LOSS_GRAD, "torch(chunked)", _torch_lce(True, True),
+               ("torch",), returns_results=True, mem_factor=1.5, slow=True),
+)
+
+
+def linear_cases(passes: Sequence[str] = PASSES, peers: Optional[Sequence[str]] = None) -> List[LinearCase]:
+    """The cases of `passes`; with `peers`, only the libraries named there ('torch' brings
+    torch(chunked) too). The NumPy matmul baselines are always included."""
+    out = []
+    for c in LINEAR_CASES:
+        if c.pass_ not in passes:
+            continue
+        lib = "torch" if c.library.startswith("torch") else c.library
+        if peers is not None and not c.baseline and lib not in peers:
+            continue
+        out.append(c)
+    return out
+
+
+@dataclasses.dataclass
+class LinearCell:
+    workload: LinearWorkload
+    case: LinearCase
+    threads: int
+    times: List[float] = dataclasses.field(default_factory=list)
+    loss: Optional[float] = None
+    peak_traced: Optional[int] = None  # tracemalloc peak above the results (NumPy allocations)
+    peak_rss: Optional[int] = None  # RSS high-water mark above the RSS before, minus results
+    ratio: Optional[float] = None  # min time / min time of the pass's baseline
+    skipped: Optional[str] = None
+    error: Optional[str] = None
+
+    @property
+    def median(self) -> Optional[float]:
+        return statistics.median(self.times) if self.times else None
+
+    @property
+    def best(self) -> Optional[float]:
+        return min(self.times) if self.times else None
+
+    def to_dict(self) -> Dict[str, Any]:
+        wl, c = self.workload, self.case
+        return {
+            "section": "linear", "workload": wl.name, "N": wl.N, "H": wl.H, "V": wl.V,
+            "dtype": wl.dtype, "threads": self.threads, "pass": c.pass_, "case": c.name,
+            "library": c.library, "median_s": self.median, "min_s": self.best,
+            "repeats": len(self.times), "ratio_to_matmul": self.ratio,
+            "baseline": c.baseline, "loss": self.loss,
+            "peak_extra_tracemalloc_bytes": self.peak_traced, "peak_extra_rss_bytes": self.peak_rss,
+            "full_logits_bytes": wl.logits_nbytes, "skipped": self.skipped, "error": self.error,
+        }
+
+
+def _rss_status(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _malloc_trim() -> None:
+    """Gives the C heap's free memory back to the OS (glibc), so that the next allocations
+    fault in fresh pages that the RSS high-water mark sees (freed blocks kept resident by
+    malloc would otherwise hide them)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_rss_peak() -> bool:
+    """Resets the process's RSS high-water mark (Linux: 5 > /proc/self/clear_refs)."""
+    _malloc_trim()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _result_nbytes(result: Any) -> int:
+    n = 0
+    for r in result if isinstance(result, tuple) else (result,):
+        if isinstance(r, np.ndarray):
+            n += r.nbytes
+        elif hasattr(r, "element_size") and hasattr(r, "numel"):  # torch.Tensor
+            n += r.element_size() * r.numel()
+    return n
+
+
+def _measure_linear_memory(cell: LinearCell, fn: Callable[[], Any]) -> None:
+    """One untimed call: tracemalloc peak (NumPy's allocations; torch's are not traced) and
+    the RSS high-water mark above the RSS before it, both less the results it returns."""
+    import tracemalloc
+
+    gc.collect()
+    rss_ok = _reset_rss_peak()
+    rss0 = _rss_status("VmRSS") if rss_ok else None
+    tracemalloc.start()
+    try:
+        result = fn()
+        traced = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    hwm = _rss_status("VmHWM") if rss_ok else None
+    res = _result_nbytes(result) if cell.case.returns_results else 0
+    del result
+    if not cell.case.library.startswith("torch"):
+        cell.peak_traced = max(0, traced - res)
+    if rss0 is not None and hwm is not None:
+        cell.peak_rss = max(0, hwm - rss0 - res)
+
+
+@contextlib.contextmanager
+def _all_blas_threads(n: int):
+    """NumPy's/SciPy's BLAS and torch limited to n threads (threadpoolctl and
+    torch.set_num_threads, where installed); no-op for the default (all cores)."""
+    with contextlib.ExitStack() as stack:
+        if n < all_threads():
+            try:
+                from threadpoolctl import threadpool_limits
+
+                stack.enter_context(threadpool_limits(n, user_api="blas"))
+            except ImportError:
+                pass
+        if importlib.util.find_spec("torch") is not None:
+            stack.enter_context(TorchPeer().threads(n))
+        yield
+
+
+def run_linear(cfg: "BenchConfig", workloads: Sequence[LinearWorkload], threads: int,
+               pause: float = 0.25, quick: bool = False) -> List[LinearCell]:
+    """Time every case of ``linear_cases(cfg.passes, cfg.peers)`` on each workload.
+
+    The cases of a pass are timed round-robin, ``pause`` s apart: OpenBLAS's idle workers spin
+    for up to ~0.1 s after a call, libgomp's for a few ms, so a shorter pause would let one
+    library's spinning threads slow the next library's call. Each case: one warm-up call, one
+    untimed call for the memory figures, then >= cfg.min_repeats timed calls. ``quick`` leaves
+    out the slow cases (torch's chunked options, ~9x one matmul here)."""
+    cells: List[LinearCell] = []
+    peers = None if cfg.peers is None else list(cfg.peers)
+    for wl in workloads:
+        t_gen = time.perf_counter()
+        data = make_linear_data(wl)
+        _log(cfg, f"[bench] {wl.name}: {wl.describe()}, {threads} threads "
+                  f"(data {time.perf_counter() - t_gen:.1f} s)")
+        with _all_blas_threads(threads):
+            for pass_ in cfg.passes:
+                jobs = []
+                for case in linear_cases((pass_,), peers):
+                    cell = LinearCell(wl, case, threads)
+                    cells.append(cell)
+                    why = "left out of --quick" if quick and case.slow else case.unavailable()
+                    avail = available_memory()
+                    if why:
+                        cell.skipped = why
+                    elif avail is not None and case.mem_factor * wl.logits_nbytes > cfg.memory_fraction * avail:
+                        cell.skipped = "memory"
+                    else:
+                        try:
+                            fn = case.prepare(wl, data, threads)
+                            result = fn()  # warm-up
+                            cell.loss = _loss_value(result) if result else None
+                            del result
+                            _measure_linear_memory(cell, fn)
+                            jobs.append((cell, fn))
+                        except MemoryError:
+                            cell.skipped = "memory (MemoryError)"
+                        except Exception as exc:
+                            cell.error = f"{type(exc).__name__}: {exc}"
+                _time_linear_round_robin(cfg, jobs, pause)
+                _linear_ratios([c for c in cells if c.workload is wl and c.case.pass_ == pass_])
+                for cell in (c for c in cells if c.workload is wl and c.case.pass_ == pass_):
+                    msg = (f"{cell.best:.3f} s (x{cell.ratio:.2f})" if cell.best is not None and cell.ratio
+                           else f"{cell.best:.3f} s" if cell.best is not None else cell.skipped or cell.error)
+                    _log(cfg, f"   {pass_:9s} {cell.case.name:42s} {msg}")
+                gc.collect()
+        del data
+        gc.collect()
+    return cells
+
+
+def _time_linear_round_robin(cfg, jobs, pause):
+    perf = time.perf_counter
+    spent = {id(c): 0.0 for c, _ in jobs}
+    active = list(jobs)
+    while active:
+        for cell, fn in list(active):
+            time.sleep(pause)
+            try:
+                t0 = perf()
+                fn()
+                dt = perf() - t0
+            except Exception as exc:  # pragma: no cover - reported in the table
+                cell.error = f"{type(exc).__name__}: {exc}"
+                active.remove((cell, fn))
+                continue
+            cell.times.append(dt)
+            spent[id(cell)] += dt
+            k = len(cell.times)
+            if (k >= cfg.min_repeats and spent[id(cell)] >= cfg.min_time) or spent[id(cell)] >= cfg.max_time:
+                active.remove((cell, fn))
+
+
+def _linear_ratios(cells: Sequence[LinearCell]) -> None:
+    """ratio = min time / the pass baseline's min time (the least noisy statistic here)."""
+    base = next((c for c in cells if c.case.baseline and c.best), None)
+    for c in cells:
+        if base is not None and c.best is not None:
+            c.ratio = c.best / base.best
+
+
+def _fmt_mb(n: Optional[int]) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f}"
+
+
+def format_linear_table(cells: Sequence[LinearCell]) -> str:
+    """One block per workload: min and median seconds, x baseline, peak extra memory."""
+    out: List[str] = []
+    for wl in dict.fromkeys(c.workload for c in cells):
+        wc = [c for c in cells if c.workload == wl]
+        out.append(f"linear + cross-entropy (LM head) {wl.name}: {wl.describe()}, {wc[0].threads} threads")
+        head = ["pass", "case", "min s", "median s", "x matmul", "extra MB (traced)", "extra MB (RSS)"]
+        rows: List[List[str]] = []
+        skipped: List[str] = []
+        ref = next((c.loss for c in wc if c.case.library == "fastce" and c.loss is not None), None)
+        for c in wc:
+            if c.best is None:
+                rows.append([c.case.pass_, c.case.name, "err" if c.error else "-", "", "", "", ""])
+                if c.skipped:
+                    skipped.append(f"{c.case.name}: {c.skipped}")
+                continue
+            name = c.case.name
+            if ref is not None and c.loss is not None and not math.isclose(c.loss, ref, rel_tol=1e-3):
+                name += " !"
+            rows.append([c.case.pass_, name, f"{c.best:.3f}", f"{c.median:.3f}",
+                         f"{c.ratio:.2f}" if c.ratio else "", _fmt_mb(c.peak_traced), _fmt_mb(c.peak_rss)])
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+
+        def fmt(r):
+            return "  ".join(v.ljust(widths[i]) if i < 2 else v.rjust(widths[i]) for i, v in enumerate(r)).rstrip()
+
+        out.append(fmt(head))
+        out.append("  ".join("-" * w for w in widths))
+        out.extend(fmt(r) for r in rows)
+        if skipped:
+            out.append("skipped: " + "; ".join(skipped))
+        out.append("")
+    errors = [f"{c.workload.name} {c.case.name}: {c.error}" for c in cells if c.error]
+    full = ", ".join(f"{w.name} {w.logits_nbytes / 1e6:.0f} MB" for w in dict.fromkeys(c.workload for c in cells))
+    out += [
+        "x matmul = min time / min time of the pass's NumPy baseline: one matmul(x, W.T, out=) for "
+        "forward, the three matmuls of the gradients (logits, G @ W, G.T @ x; all out=) for loss+grad. "
+        "Cases timed round-robin, 0.25 s apart (0.1 s with --quick; BLAS/OpenMP workers spin after a call).",
+        "extra MB = peak memory during one call beyond its inputs and returned results (the grads): "
+        "traced = tracemalloc (NumPy allocations; not torch's), RSS = high-water mark (5 > /proc/self/clear_refs). "
+        f"Full logits: {full}.",
+        "fastce.linear_cross_entropy*: default chunk_size (a ~32 MiB logits buffer) and num_threads (1 thread "
+        "for the CE step between BLAS calls); torch: options=None is linear + cross_entropy, options= is "
+        "torch.nn.LinearCrossEntropyOptions() (chunked); ! = loss differs from fastce's by > 1e-3.",
+    ]
+    if errors:
+        out.append("errors:")
+        out.extend("  " + e for e in errors)
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
 # CLI entry (called by fastce.cli)
 # --------------------------------------------------------------------------
 
@@ -1028,24 +1485,52 @@ def add_arguments(parser) -> None:
     parser.add_argument("--plot", metavar="FILE.png", default=None,
                         help="also sweep the number of classes (forward, all threads) and plot throughput")
     parser.add_argument("--plot-only", action="store_true", help="with --plot: skip the main table")
+    parser.add_argument("--no-linear", action="store_true",
+                        help="skip the linear + cross-entropy (LM head) table (workloads lin-*)")
     parser.add_argument("--list", action="store_true", help="list workloads and libraries, then exit")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
+
+
+def _select_both(ce_all, linear_all, patterns):
+    """Workload patterns (-w) over both sets: each must match a cross-entropy workload or a
+    linear one (lin-*); no patterns: every workload of both."""
+    if not patterns:
+        return list(ce_all), list(linear_all)
+    ce_p, lin_p = [], []
+    for p in patterns:
+        in_ce = any(p == w.name or p in w.name for w in ce_all)
+        in_lin = any(p == w.name or p in w.name for w in linear_all)
+        if not (in_ce or in_lin):
+            known = ", ".join(w.name for w in tuple(ce_all) + tuple(linear_all))
+            raise ValueError(f"no workload matches {p!r}; known: {known}")
+        if in_ce:
+            ce_p.append(p)
+        if in_lin:
+            lin_p.append(p)
+    ce = select_workloads(ce_all, ce_p) if ce_p else []
+    lin = select_workloads(linear_all, lin_p) if lin_p else []
+    return ce, lin
 
 
 def main(args) -> int:
     """Run ``fastce bench`` with parsed ``args``; returns an exit status."""
     workloads_all = QUICK_WORKLOADS if args.quick else DEFAULT_WORKLOADS
+    linear_all = QUICK_LINEAR_WORKLOADS if args.quick else DEFAULT_LINEAR_WORKLOADS
+    if getattr(args, "no_linear", False):
+        linear_all = ()
     if args.list:
         print("workloads%s:" % (" (--quick)" if args.quick else ""))
         for w in workloads_all:
             print(f"  {w.name:20s} {w.describe()}")
+        for w in linear_all:
+            print(f"  {w.name:20s} linear + cross-entropy, {w.describe()}")
         print("libraries:")
         for p in PEERS:
             why = p.unavailable()
             print(f"  {p.name:14s} {'available' if why is None else why}")
         return 0
     try:
-        workloads = select_workloads(workloads_all, args.workload)
+        workloads, linear_wls = _select_both(workloads_all, linear_all, args.workload)
         threads = parse_threads(args.threads)
         peers = list(PEER_NAMES) if args.peers is None else [s.strip() for s in args.peers.split(",") if s.strip()]
         for name in peers:
@@ -1082,9 +1567,16 @@ def main(args) -> int:
     results: List[Dict[str, Any]] = []
     text: List[str] = []
     if not (args.plot and args.plot_only):
-        cells = run(cfg)
-        results += [c.to_dict("table") for c in cells]
-        text.append(format_table(cells))
+        if workloads:
+            cells = run(cfg)
+            results += [c.to_dict("table") for c in cells]
+            text.append(format_table(cells))
+        if linear_wls:
+            # BLAS-bound: timed once, at the largest thread count asked for
+            lcells = run_linear(cfg, linear_wls, max(threads), pause=0.1 if args.quick else 0.25,
+                                quick=args.quick)
+            results += [c.to_dict() for c in lcells]
+            text.append(format_linear_table(lcells))
     if args.plot:
         sweep_cfg = dataclasses.replace(
             cfg,

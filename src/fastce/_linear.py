@@ -8,12 +8,13 @@ The math (torch.nn.functional.linear_cross_entropy)::
 Design
 ------
 1. The (N, V) logits are never materialized. Rows of `input` are taken `chunk_rows` at a time;
-   their logits are computed by BLAS (``np.matmul(x[r0:r1], W.T, out=buf[:n])``) into ONE
-   preallocated (chunk_rows, V) buffer that every chunk reuses, and handed straight to fastce's
-   fused kernels. Extra memory: that buffer plus O(N) per-row values (`iter_logit_chunks`).
+   their logits are computed by BLAS (``np.matmul(x[r0:r1], W.T, out=buf[:n])``; SciPy's gemm
+   in the gradient pass, see 3.) into ONE preallocated (chunk_rows, V) buffer that every chunk
+   reuses, and handed straight to fastce's fused kernels. Extra memory: that buffer plus O(N)
+   per-row values (`_logit_chunks`, `iter_logit_chunks`).
 2. Reductions across chunks. Each chunk is reduced with reduction='sum' (or 'none'); the 'mean'
    denominator D is computed once over the whole target before the first chunk, exactly as torch
-   does (`_mean_denominator`), so that
+   does (`_Targets`), so that
 
        mean = (sum over chunks of the chunk sums) / D,
        D = sum_i w[t_i] over kept (not ignored) index targets   (their count without weights),
@@ -26,13 +27,15 @@ Design
    (the kernels read a logit before writing its gradient). Then, by the chain rule through
    logits = x W^T + b,
 
-       dL/dx[r0:r1]  = G @ W              np.matmul(G, W, out=grad_input[r0:r1])      (n, H)
-       dL/dW        += G^T @ x[r0:r1]     BLAS gemm, beta = 1, accumulating in place    (V, H)
+       dL/dx[r0:r1]  = G @ W              gemm into grad_input[r0:r1], beta = 0         (n, H)
+       dL/dW        += G^T @ x[r0:r1]     gemm, beta = 1, accumulating in place         (V, H)
        dL/db        += sum_rows G                                                       (V,)
 
-   The gemm is SciPy's ?gemm on Fortran-order views (grad_W^T is an F-contiguous (H, V) array,
+   The gemms are SciPy's ?gemm on Fortran-order views (grad_W^T is an F-contiguous (H, V) array,
    x[r0:r1]^T and G^T are F-contiguous too), so SciPy copies nothing: no V x H temporary exists
-   besides the returned grad_linear_weight.
+   besides the returned grad_linear_weight. The gradient pass computes its logits with SciPy's
+   gemm too: NumPy and SciPy each bundle their own OpenBLAS and thread pool, and alternating
+   them is slow (see `_ScipyBlas`).
 4. K-dimensional heads: a linear_weight of shape (V, d1..dk, H) is, unchanged, a (V*D, H) matrix
    (D = d1*...*dk); a chunk's (n, V*D) logits are, unchanged, the (n, V, d1..dk) input of the
    K-dim cross-entropy (classes on axis 1), and its gradient the (n, V*D) matrix G above.
