@@ -50,7 +50,6 @@ Design
    2% of the chunk's matmul, and leaves the matmuls untouched.
 """
 import functools
-import inspect
 import operator
 from math import prod
 
@@ -64,7 +63,9 @@ from ._validate import (
     check_index_target,
     check_label_smoothing,
     check_reduction,
+    check_softcap,
     check_weight,
+    check_z_loss,
     target_kind,
 )
 
@@ -359,24 +360,9 @@ class _Targets:
 
 
 @functools.lru_cache(maxsize=None)
-def _accepts(fn, name):
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-        return False
-
-
-def _extra_options(fn, z_loss, softcap, return_lse):
-    """The z_loss / softcap / return_lse keywords, passed through to `fn` (fastce.cross_entropy
-    or cross_entropy_with_grad) when it has them; non-default values it lacks are a TypeError."""
-    extra = {}
-    for name, value, default in (("z_loss", z_loss, 0.0), ("softcap", softcap, None),
-                                 ("return_lse", return_lse, False)):
-        if _accepts(fn, name):
-            extra[name] = value
-        elif not (value is default or (default is not None and value == default)):
-            raise TypeError(f"{name}= needs fastce.{fn.__name__} to support it, and this build's does not")
-    return extra
+def _extra_options(z_loss, softcap, return_lse):
+    """The options beyond torch, validated before any matmul runs, for each chunk's call."""
+    return dict(z_loss=check_z_loss(z_loss), softcap=check_softcap(softcap), return_lse=bool(return_lse))
 
 
 class _Collector:
@@ -477,7 +463,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     head = _Head(input, linear_weight, linear_bias)
     tg = _Targets(head, target, weight, ignore_index, reduction, label_smoothing)
     nthreads = _kernel_threads(num_threads)
-    extra = _extra_options(_functional.cross_entropy, z_loss, softcap, return_lse)
+    extra = _extra_options(z_loss, softcap, return_lse)
     rows, as_kernel = _chunk_setup(head, chunk_size)
     red = "none" if tg.reduction == "none" else "sum"
     acc = _Collector(tg, head.dtype, return_lse)
@@ -521,7 +507,7 @@ def linear_cross_entropy_with_grad(input, linear_weight, target, *, linear_bias=
     tg = _Targets(head, target, weight, ignore_index, reduction, label_smoothing)
     nthreads = _kernel_threads(num_threads)
     gout = tg.grad_output_chunks(grad_output)
-    extra = _extra_options(_functional.cross_entropy_with_grad, z_loss, softcap, return_lse)
+    extra = _extra_options(z_loss, softcap, return_lse)
     rows, as_kernel = _chunk_setup(head, chunk_size)
     red = "none" if tg.reduction == "none" else "sum"
     acc = _Collector(tg, head.dtype, return_lse)
