@@ -63,6 +63,17 @@ def tol(dtype, kind="loss"):
     raise AssertionError(dtype)
 
 
+def fd_grad(f, x, h=1e-6):
+    """Central finite differences of the scalar function f at x (float64), element by element."""
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        g[i] = (f(xp) - f(xm)) / (2 * h)
+    return g
+
+
 def assert_close(actual, expected, dtype, what, ctx="", kind="loss", scale=1.0):
     t = tol(dtype, kind)
     t = {k: v * scale for k, v in t.items()}

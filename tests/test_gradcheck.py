@@ -6,18 +6,7 @@ import numpy as np
 import pytest
 
 import fastce
-from _ce_testutil import make_case
-
-
-def _fd_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp = x.copy()
-        xp[i] += h
-        xm = x.copy()
-        xm[i] -= h
-        g[i] = (f(xp) - f(xm)) / (2 * h)
-    return g
+from _ce_testutil import fd_grad, make_case
 
 
 FD_CASES = [
@@ -54,7 +43,7 @@ def test_grad_matches_finite_differences(isa, shape, target_kind, weighted, igno
         return float(np.sum(g * fastce.cross_entropy(z, case["target"], **kw)))
 
     _, grad = fastce.cross_entropy_with_grad(case["x"], case["target"], grad_output=g, **kw)
-    fd = _fd_grad(f, case["x"])
+    fd = fd_grad(f, case["x"])
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8,
                                err_msg=f"isa={isa} shape={shape} {target_kind} w={weighted} "
                                        f"ignore={ignore} {reduction} eps={eps}")
@@ -66,5 +55,5 @@ def test_grad_matches_finite_differences(isa, shape, target_kind, weighted, igno
 def test_log_softmax_and_logsumexp_derivatives(isa):
     """d logsumexp / dx == softmax, checked by finite differences."""
     x = np.random.default_rng(2).standard_normal((3, 7))
-    fd = _fd_grad(lambda z: float(np.sum(fastce.logsumexp(z, axis=1))), x)
+    fd = fd_grad(lambda z: float(np.sum(fastce.logsumexp(z, axis=1))), x)
     np.testing.assert_allclose(fastce.softmax(x, axis=1), fd, rtol=1e-6, atol=1e-9)

@@ -25,25 +25,11 @@ import pytest
 
 import fastce
 from _ce_testutil import maybe_torch, ref, torch_ce
+from fastce._bench import available_memory
 
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-
-
-def available_memory():
-    try:
-        import psutil
-        return psutil.virtual_memory().available
-    except ImportError:
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return 0
 
 
 @pytest.fixture
@@ -55,7 +41,7 @@ def slow_selected(request):
 
 
 def need_memory(gib):
-    have = available_memory()
+    have = available_memory() or 0
     if have < gib * 2**30:
         pytest.skip(f"needs about {gib} GiB of available memory, {have / 2**30:.1f} GiB available")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastce
-from _ce_testutil import assert_close, make_case, maybe_torch
+from _ce_testutil import assert_close, fd_grad, make_case, maybe_torch
 from _ce_testutil import ref as REF
 
 Z = 1e-2
@@ -89,16 +89,6 @@ def test_lse_of_ignored_rows_is_computed(isa):
     np.testing.assert_allclose(lse, REF.logsumexp(x2, axis=1), rtol=1e-12)
 
 
-def _fd_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += h
-        xm[i] -= h
-        g[i] = (f(xp) - f(xm)) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("shape,kind,weighted,ignore,eps", [
     ((3, 5), "index", True, "cls", 0.2),
     ((2, 4, 3), "index", True, "neg", 0.1),
@@ -117,7 +107,7 @@ def test_grad_matches_finite_differences(isa, shape, kind, weighted, ignore, eps
         return float(np.sum(np.asarray(loss) * go))
 
     _, g = fastce.cross_entropy_with_grad(c["x"], c["target"], grad_output=go, **opts)
-    np.testing.assert_allclose(g, _fd_grad(f, c["x"]), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g, fd_grad(f, c["x"]), rtol=1e-6, atol=1e-8)
 
 
 def test_softcap_matches_torch_autograd(isa):

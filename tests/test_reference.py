@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from _ce_testutil import (INT_DTYPES, SHAPE_KINDS, assert_close, get_torch, make_case, ref,
+from _ce_testutil import (fd_grad, INT_DTYPES, SHAPE_KINDS, assert_close, get_torch, make_case, ref,
                           seed_of, shape_id, torch_ce, torch_tensor)
 
 CLASS_COUNTS = (1, 7, 17, 423)
@@ -178,19 +178,6 @@ def test_reference_errors():
         ref.cross_entropy(x, np.array([0, 1]))
 
 
-def _fd_grad(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        xp = x.copy()
-        xp[i] += h
-        xm = x.copy()
-        xm[i] -= h
-        g[i] = (f(xp) - f(xm)) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("shape,target_kind,weighted,ignore,reduction,eps", [
     ((3, 5), "index", False, "none", "mean", 0.0),
     ((3, 5), "index", True, "neg", "mean", 0.3),
@@ -210,7 +197,7 @@ def test_reference_grad_finite_differences(shape, target_kind, weighted, ignore,
         return float(np.sum(g * ref.cross_entropy(z, case["target"], **kw)))
 
     _, grad = ref.cross_entropy_with_grad(case["x"], case["target"], grad_output=g, **kw)
-    np.testing.assert_allclose(grad, _fd_grad(f, case["x"]), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(grad, fd_grad(f, case["x"]), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("shape", [(2, 32000), (32000,), (2, 32000, 2)], ids=shape_id)
