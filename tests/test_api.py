@@ -516,6 +516,60 @@ def test_nonfinite_at_every_simd_position(isa, C, value, dtype):
                          f"{name} vs torch", ctx)
 
 
+def _extreme_rows(C):
+    """Rows of C logits that stress a one-pass max/sum-exp: non-finite values at the first,
+    a middle and the last class, logits that rise by more than 64 per class (each one raises
+    the running reference), and a -inf first logit before logits far below 0."""
+    ramp = np.linspace(0.0, -3.0, C)
+    rows = {"rising_by_70": 70.0 * np.arange(C), "falling_by_70": -70.0 * np.arange(C),
+            "first_minus_inf_rest_far_below": np.r_[-np.inf, -1000.0 + ramp[1:]],
+            "huge_tied_max": np.r_[1e36, ramp[1:-1], 1e36]}
+    for name, v in (("nan", np.nan), ("plus_inf", np.inf), ("minus_inf", -np.inf)):
+        for pos in sorted({0, C // 2, C - 1}):
+            row = ramp.copy()
+            row[pos] = v
+            rows[f"{name}@{pos}"] = row
+    rows["all_minus_inf"] = np.full(C, -np.inf)
+    return rows
+
+
+@pytest.mark.parametrize("C", [5, 21, 40])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+def test_extreme_rows_in_tile_lanes(isa, C, dtype):
+    """Extreme rows placed at every lane of the tile kernels: K-dimensional input (one row per
+    spatial position, 37 positions = whole vectors plus a partial one) and short (N, C) rows
+    (C <= 16 go through the transposed tile). Every other row is ordinary, so a tile mixes
+    ordinary and extreme lanes. vs the reference, and vs torch where installed."""
+    torch = maybe_torch()
+    rows = _extreme_rows(C)
+    S = 37
+    rng = np.random.default_rng(seed_of("tile_lanes", C))
+    x = rng.standard_normal((len(rows), C, S))
+    for i, row in enumerate(rows.values()):
+        x[i, :, (5 * i) % S] = row              # row i's extreme lane moves across the tile
+        x[i, :, S - 1 - i % 3] = row            # and into the last, partial vector
+    x = x.astype(dtype)
+    t = (np.arange(x.shape[0])[:, None] + np.arange(S)[None, :]) % C
+    x2 = np.moveaxis(x, 1, -1).reshape(-1, C)  # the same rows as (N, C)
+    t2 = t.reshape(-1)
+    ctx = f"isa={isa} C={C} dtype={np.dtype(dtype).name}"
+    with np.errstate(all="ignore"):
+        for xi, ti, shape in ((x, t, "NCd"), (x2, t2, "NC")):
+            for kw in (dict(reduction="none"), dict(reduction="none", label_smoothing=0.2)):
+                loss, grad = fastce.cross_entropy_with_grad(xi, ti, **kw)
+                lse = fastce.cross_entropy(xi, ti, return_lse=True, **kw)[1]
+                r_loss, r_grad = ref.cross_entropy_with_grad(xi, ti, **kw)
+                r_lse = ref.logsumexp(xi, 1)
+                c = f"{ctx} {shape} {kw}"
+                assert_close(loss, r_loss, dtype, "loss vs reference", c)
+                assert_close(grad, r_grad, dtype, "grad vs reference", c, kind="grad")
+                assert_close(lse, r_lse, dtype, "lse vs reference", c)
+                if torch is not None:
+                    t_loss, t_grad = torch_ce(xi, ti, **kw)
+                    assert_close(loss, t_loss, dtype, "loss vs torch", c)
+                    assert_close(grad, t_grad, dtype, "grad vs torch", c, kind="grad")
+
+
 def test_out_layout_and_readonly(isa):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 6)).astype(np.float32)

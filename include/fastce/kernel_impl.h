@@ -410,21 +410,39 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
     const REAL *w = (const REAL *)a->weight;
     const V zero = VOP(set1)((REAL)0);
 
-    /* Pass A: per-lane max and linear sums (relative to each lane's first logit). */
-    const KFN(lin) lin = KFN(lin_make)(a, VOP(finite_or_zero)(KFN(load_group)(xb, lanes, full)));
-    V mx = VOP(set1)((REAL)-INFINITY), sx = zero, swy = zero, swyx = zero;
+    /* Pass A, one read of the tile: per-lane max, linear sums (relative to each lane's first
+       logit x0), and e = sum_c exp(x_c - m) against a lazily raised reference m. m starts at
+       x0 and is raised (e rescaled) only when a logit exceeds it by more than MAX_JUMP, so every
+       exp stays finite and e holds its own largest term, >= 1; at the end
+       sum_c exp(x_c - max) = e exp(m - max). A tile with any non-finite x0, max or e (inf or
+       NaN logits) redoes the sum against shift(max) from cache (pass B), which gives those
+       rows exactly the two-pass semantics of the row kernels. */
+    const V x0 = KFN(load_group)(xb, lanes, full), jump = VOP(set1)((REAL)MAX_JUMP);
+    const KFN(lin) lin = KFN(lin_make)(a, VOP(finite_or_zero)(x0));
+    V mx = VOP(set1)((REAL)-INFINITY), sx = zero, swy = zero, swyx = zero, m = x0, e = zero;
     for (int64_t c = 0; c < C; c++) {
         V xv = KFN(load_group)(xb + c * S, lanes, full);
         mx = VOP(max)(mx, xv);
         KFN(linear_step)(xv, has_w ? VOP(set1)(w[c]) : zero,
                          kind == FASTCE_KIND_PROB ? KFN(load_group)(yb + c * S, lanes, full) : zero,
                          &lin, has_w, kind, smooth, &sx, &swy, &swyx);
+        V d = VOP(sub)(xv, m);
+        if (VOP(any_gt)(d, jump)) { /* rare: raise m to max(m, x), rescale the sum */
+            const V m_new = VOP(max)(m, xv);
+            e = VOP(mul)(e, VOP(exp)(VOP(sub)(m, m_new)));
+            m = m_new;
+            d = VOP(sub)(xv, m);
+        }
+        e = VOP(add)(e, VOP(exp)(d));
     }
-    /* Pass B: per-lane sum of exp(x - shift). */
     const V shift = VOP(shift)(mx);
-    V e = zero;
-    for (int64_t c = 0; c < C; c++)
-        e = VOP(add)(e, VOP(exp)(VOP(sub)(KFN(load_group)(xb + c * S, lanes, full), shift)));
+    if (VOP(all_finite)(VOP(add)(VOP(add)(x0, mx), e))) {
+        e = VOP(mul)(e, VOP(exp)(VOP(sub)(m, mx)));
+    } else { /* Pass B: per-lane sum of exp(x - shift) */
+        e = zero;
+        for (int64_t c = 0; c < C; c++)
+            e = VOP(add)(e, VOP(exp)(VOP(sub)(KFN(load_group)(xb + c * S, lanes, full), shift)));
+    }
 
     /* log(sum) for all lanes at once; then per lane, in double, the loss and the pass-2
        coefficients (row_math.h). */

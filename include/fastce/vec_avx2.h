@@ -56,6 +56,11 @@ static inline vf_t vf_finite_or_zero(vf_t x) {
 static inline vf_t vf_count_gt(vf_t acc, vf_t x, vf_t t) {
     return _mm256_add_ps(acc, _mm256_and_ps(_mm256_cmp_ps(x, t, _CMP_GT_OQ), _mm256_set1_ps(1.0f)));
 }
+/* Whether a > b in any lane (ordered: NaN never), and whether every lane is finite. */
+static inline int vf_any_gt(vf_t a, vf_t b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)) != 0; }
+static inline int vf_all_finite(vf_t x) {
+    return _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(x, x), _mm256_setzero_ps(), _CMP_EQ_OQ)) == 0xFF;
+}
 static inline double vf_hmax(vf_t v) {
     __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     a = _mm_max_ps(a, _mm_movehl_ps(a, a));
@@ -144,6 +149,10 @@ static inline vd_t vd_finite_or_zero(vd_t x) {
 }
 static inline vd_t vd_count_gt(vd_t acc, vd_t x, vd_t t) {
     return _mm256_add_pd(acc, _mm256_and_pd(_mm256_cmp_pd(x, t, _CMP_GT_OQ), _mm256_set1_pd(1.0)));
+}
+static inline int vd_any_gt(vd_t a, vd_t b) { return _mm256_movemask_pd(_mm256_cmp_pd(a, b, _CMP_GT_OQ)) != 0; }
+static inline int vd_all_finite(vd_t x) {
+    return _mm256_movemask_pd(_mm256_cmp_pd(_mm256_sub_pd(x, x), _mm256_setzero_pd(), _CMP_EQ_OQ)) == 0xF;
 }
 static inline double vd_hmax(vd_t v) {
     __m128d a = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));

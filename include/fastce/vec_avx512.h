@@ -42,6 +42,11 @@ static inline vf_t vf_finite_or_zero(vf_t x) {
 static inline vf_t vf_count_gt(vf_t acc, vf_t x, vf_t t) {
     return _mm512_mask_add_ps(acc, _mm512_cmp_ps_mask(x, t, _CMP_GT_OQ), acc, _mm512_set1_ps(1.0f));
 }
+/* Whether a > b in any lane (ordered: NaN never), and whether every lane is finite. */
+static inline int vf_any_gt(vf_t a, vf_t b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) != 0; }
+static inline int vf_all_finite(vf_t x) {
+    return _mm512_cmp_ps_mask(_mm512_sub_ps(x, x), _mm512_setzero_ps(), _CMP_EQ_OQ) == 0xFFFF;
+}
 static inline double vf_hmax(vf_t v) { return _mm512_reduce_max_ps(v); }
 static inline double vf_hsum(vf_t v) {
     __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
@@ -113,6 +118,10 @@ static inline vd_t vd_finite_or_zero(vd_t x) {
 }
 static inline vd_t vd_count_gt(vd_t acc, vd_t x, vd_t t) {
     return _mm512_mask_add_pd(acc, _mm512_cmp_pd_mask(x, t, _CMP_GT_OQ), acc, _mm512_set1_pd(1.0));
+}
+static inline int vd_any_gt(vd_t a, vd_t b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ) != 0; }
+static inline int vd_all_finite(vd_t x) {
+    return _mm512_cmp_pd_mask(_mm512_sub_pd(x, x), _mm512_setzero_pd(), _CMP_EQ_OQ) == 0xFF;
 }
 static inline double vd_hmax(vd_t v) { return _mm512_reduce_max_pd(v); }
 static inline double vd_hsum(vd_t v) { return _mm512_reduce_add_pd(v); }

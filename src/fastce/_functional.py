@@ -176,8 +176,13 @@ class _Problem:
         )
 
     def lse(self):
-        """The per-row log-sum-exp of the last run, in the loss's shape and the input's dtype."""
-        return self.row_lse.reshape(self.layout.target_shape).astype(self.dtype)
+        """The per-row log-sum-exp of the last run, in the loss's shape and the input's dtype.
+        As torch.logsumexp: a row holding +inf (and no NaN) gives +inf, where the kernels give NaN."""
+        lay = self.layout
+        if np.isnan(self.row_lse).any():  # rare: the reshape may copy a non-contiguous input
+            _logsumexp_infinite_rows(self.x_user.reshape(lay.N, lay.C, lay.S),
+                                     self.row_lse.reshape(lay.N, lay.S))
+        return self.row_lse.reshape(lay.target_shape).astype(self.dtype)
 
     def reduce(self, row_loss):
         if self.reduction == "none":
@@ -361,10 +366,10 @@ def _logsumexp_infinite_rows(x3, lse2):
     +inf), whereas log_softmax and cross_entropy give NaN there, which the kernels follow.
     Such rows (NaN from the kernels) are rare: fix them here, O(their size)."""
     bad_n, bad_s = np.nonzero(np.isnan(lse2))
-    for n, s_ in zip(bad_n, bad_s):
-        row = x3[n, :, s_]
-        if np.isposinf(row).any() and not np.isnan(row).any():
-            lse2[n, s_] = np.inf
+    if bad_n.size:
+        rows = x3[bad_n, :, bad_s]  # (bad rows, C)
+        plus_inf = np.isposinf(rows).any(axis=1) & ~np.isnan(rows).any(axis=1)
+        lse2[bad_n[plus_inf], bad_s[plus_inf]] = np.inf
 
 
 def log_softmax(x, axis=-1, *, num_threads=None):
