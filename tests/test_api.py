@@ -537,12 +537,13 @@ def _extreme_rows(C):
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
 def test_extreme_rows_in_tile_lanes(isa, C, dtype):
     """Extreme rows placed at every lane of the tile kernels: K-dimensional input (one row per
-    spatial position, 37 positions = whole vectors plus a partial one) and short (N, C) rows
+    spatial position, 101 positions = multi-vector tiles, whole vectors and a partial one) and
+    short (N, C) rows
     (C <= 16 go through the transposed tile). Every other row is ordinary, so a tile mixes
     ordinary and extreme lanes. vs the reference, and vs torch where installed."""
     torch = maybe_torch()
     rows = _extreme_rows(C)
-    S = 37
+    S = 101
     rng = np.random.default_rng(seed_of("tile_lanes", C))
     x = rng.standard_normal((len(rows), C, S))
     for i, row in enumerate(rows.values()):
@@ -568,6 +569,37 @@ def test_extreme_rows_in_tile_lanes(isa, C, dtype):
                     t_loss, t_grad = torch_ce(xi, ti, **kw)
                     assert_close(loss, t_loss, dtype, "loss vs torch", c)
                     assert_close(grad, t_grad, dtype, "grad vs torch", c, kind="grad")
+
+
+@pytest.mark.parametrize("S", [64, 133, 150])
+@pytest.mark.parametrize("C", [3, 21])
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+def test_wide_spatial_tiles(isa, S, C, target_kind, dtype):
+    """K-dimensional input with enough positions for the multi-vector tiles (4 vectors of
+    positions per class visit with 64-byte vectors) followed by single vectors and a partial
+    one, each option on, on 1 and 2 threads (whose blocks may split a run of vectors).
+    Loss per row and gradient (with a grad_output per row) vs the reference."""
+    rng = np.random.default_rng(seed_of("wide", S, C, target_kind))
+    x = (3 * rng.standard_normal((3, C, S))).astype(dtype)
+    weight = rng.uniform(0.5, 2.0, C).astype(dtype)
+    if target_kind == "index":
+        t = rng.integers(0, C, (3, S))
+        t[:, ::7] = -100                     # ignored rows, spread over the lanes
+    else:
+        t = rng.dirichlet(np.ones(C), (3, S)).transpose(0, 2, 1).astype(dtype)
+    g = rng.uniform(0.5, 1.5, (3, S)).astype(dtype)
+    for kw in (dict(), dict(weight=weight), dict(label_smoothing=0.2),
+               dict(weight=weight, label_smoothing=0.1)):
+        r_loss, r_grad = ref.cross_entropy_with_grad(x, t, reduction="none", grad_output=g, **kw)
+        for nt in (1, 2):
+            ctx = f"isa={isa} C={C} S={S} {target_kind} {kw.keys()} threads={nt}"
+            loss, grad = fastce.cross_entropy_with_grad(x, t, reduction="none", grad_output=g,
+                                                        num_threads=nt, **kw)
+            assert_close(loss, r_loss, dtype, "loss vs reference", ctx)
+            assert_close(grad, r_grad, dtype, "grad vs reference", ctx, kind="grad")
+            assert_close(fastce.cross_entropy(x, t, reduction="none", num_threads=nt, **kw),
+                         r_loss, dtype, "forward loss vs reference", ctx)
 
 
 def test_out_layout_and_readonly(isa):

@@ -14,8 +14,9 @@ int fastce_omp_max_threads(void);
 
 /* Validates n index targets of dtype ttype against [0, C) or ignore_index, and totals the
    target weights of the kept ones (w of dtype `wdouble ? double : float`, or NULL for 1).
-   Returns the position of the first bad target, or -1. */
+   Returns the position of the first bad target, or -1. Runs on up to nthreads threads; the
+   totals do not depend on their number. */
 int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C,
-                             int64_t ignore_index, const void *weight, int wdouble,
+                             int64_t ignore_index, const void *weight, int wdouble, int nthreads,
                              double *weight_sum, int64_t *kept);
 #endif

@@ -392,70 +392,99 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
     }
 }
 
-/* ---- tiles: VW rows at once, one per lane ----
- * A tile is `lanes` rows whose logits of class c lie contiguously at xb + c * cstride (lane l
- * holding row pos0 + l). K-dimensional inputs are tiles in place (neighbouring positions,
- * cstride = S); short (N, C) rows are transposed into a tile first (small_rows). Every row is
- * then reduced across lanes, with no horizontal reductions and one vector log per tile.
- * `full` is a literal: 1 for a whole vector of rows, 0 for a last, partial group. */
-FASTCE_INLINE V KFN(load_group)(const REAL *p, int64_t lanes, const int full) {
-    return full ? VOP(load)(p) : VOP(load_tail)(p, lanes, 0);
+/* ---- tiles: rows across lanes, one row per lane ----
+ * A tile is nv vectors of rows (nv * VW lanes; the last vector may hold only `lanes` rows when
+ * `full` is 0) whose logits of class c lie contiguously at xb + c * cstride, lane l holding row
+ * pos0 + l. K-dimensional inputs are tiles in place (neighbouring positions, cstride = S);
+ * short (N, C) rows are transposed into a one-vector tile first (small_rows). Every row is then
+ * reduced across lanes, with no horizontal reductions and one vector log per vector of rows.
+ * nv, full and prefetch are literals.
+ *
+ * Why several vectors and a prefetch: in place, a tile reads C lines spaced cstride apart, one
+ * stream per class, which the hardware prefetchers follow poorly. A software prefetch
+ * PREFETCH_BYTES ahead in every class's stream (input in pass A, output, for writing, in
+ * pass C) and, with 64-byte vectors, TILE_V = 4 neighbouring vectors per class visit (4 whole
+ * lines) keep the loads from waiting on DRAM. Measured on (8, 21, 256, 256) float32, one
+ * core, kernel alone: AVX-512 forward 1.9 -> 2.6 G/s, loss+grad 0.92 -> 1.46 G/s; AVX2
+ * forward 1.1 -> 1.5 G/s, where 4 vectors per visit (2 lines) was slower than 1. */
+#define TILE_V (VW * sizeof(REAL) >= 64 ? 4 : 1)
+#define PREFETCH_BYTES 1024
+
+FASTCE_INLINE V KFN(load_tile)(const REAL *p, int v, int nv, int64_t lanes, const int full) {
+    return full || v < nv - 1 ? VOP(load)(p) : VOP(load_tail)(p, lanes, 0);
 }
+#define TILE_LOAD(p, v) KFN(load_tile)((p) + (v) * VW, v, nv, lanes, full)
 
 FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL *yb, REAL *ob,
-                                   int64_t cstride, int64_t pos0, int64_t lanes, const int full,
-                                   const int has_w, const int kind, const int smooth,
-                                   const int outmode) {
+                                   int64_t cstride, int64_t pos0, const int nv, int64_t lanes,
+                                   const int full, const int prefetch, const int has_w,
+                                   const int kind, const int smooth, const int outmode) {
     const int64_t C = a->C, S = cstride;
     const REAL *w = (const REAL *)a->weight;
-    const V zero = VOP(set1)((REAL)0);
+    const V zero = VOP(set1)((REAL)0), jump = VOP(set1)((REAL)MAX_JUMP);
+    const int line_v = VW * (int)sizeof(REAL) >= 64 ? 1 : 64 / (VW * (int)sizeof(REAL)); /* vectors per line */
 
     /* Pass A, one read of the tile: per-lane max, linear sums (relative to each lane's first
        logit x0), and e = sum_c exp(x_c - m) against a lazily raised reference m. m starts at
        x0 and is raised (e rescaled) only when a logit exceeds it by more than MAX_JUMP, so every
        exp stays finite and e holds its own largest term, >= 1; at the end
-       sum_c exp(x_c - max) = e exp(m - max). A tile with any non-finite x0, max or e (inf or
-       NaN logits) redoes the sum against shift(max) from cache (pass B), which gives those
-       rows exactly the two-pass semantics of the row kernels. */
-    const V x0 = KFN(load_group)(xb, lanes, full), jump = VOP(set1)((REAL)MAX_JUMP);
-    const KFN(lin) lin = KFN(lin_make)(a, VOP(finite_or_zero)(x0));
-    V mx = VOP(set1)((REAL)-INFINITY), sx = zero, swy = zero, swyx = zero, m = x0, e = zero;
-    for (int64_t c = 0; c < C; c++) {
-        V xv = KFN(load_group)(xb + c * S, lanes, full);
-        mx = VOP(max)(mx, xv);
-        KFN(linear_step)(xv, has_w ? VOP(set1)(w[c]) : zero,
-                         kind == FASTCE_KIND_PROB ? KFN(load_group)(yb + c * S, lanes, full) : zero,
-                         &lin, has_w, kind, smooth, &sx, &swy, &swyx);
-        V d = VOP(sub)(xv, m);
-        if (VOP(any_gt)(d, jump)) { /* rare: raise m to max(m, x), rescale the sum */
-            const V m_new = VOP(max)(m, xv);
-            e = VOP(mul)(e, VOP(exp)(VOP(sub)(m, m_new)));
-            m = m_new;
-            d = VOP(sub)(xv, m);
-        }
-        e = VOP(add)(e, VOP(exp)(d));
+       sum_c exp(x_c - max) = e exp(m - max). A vector of rows with any non-finite x0, max or e
+       (inf or NaN logits) redoes its sum against shift(max) from cache (pass B), which gives
+       those rows exactly the two-pass semantics of the row kernels. */
+    V x0[TILE_V], mx[TILE_V], m[TILE_V], e[TILE_V], sx[TILE_V], swy[TILE_V], swyx[TILE_V];
+    KFN(lin) lin[TILE_V];
+    for (int v = 0; v < nv; v++) {
+        x0[v] = m[v] = TILE_LOAD(xb, v);
+        lin[v] = KFN(lin_make)(a, VOP(finite_or_zero)(x0[v]));
+        mx[v] = VOP(set1)((REAL)-INFINITY);
+        e[v] = sx[v] = swy[v] = swyx[v] = zero;
     }
-    const V shift = VOP(shift)(mx);
-    if (VOP(all_finite)(VOP(add)(VOP(add)(x0, mx), e))) {
-        e = VOP(mul)(e, VOP(exp)(VOP(sub)(m, mx)));
-    } else { /* Pass B: per-lane sum of exp(x - shift) */
-        e = zero;
-        for (int64_t c = 0; c < C; c++)
-            e = VOP(add)(e, VOP(exp)(VOP(sub)(KFN(load_group)(xb + c * S, lanes, full), shift)));
+    for (int64_t c = 0; c < C; c++) {
+        const REAL *xc = xb + c * S;
+        if (prefetch)
+            for (int v = 0; v < nv; v += line_v) __builtin_prefetch((const char *)(xc + v * VW) + PREFETCH_BYTES);
+        for (int v = 0; v < nv; v++) {
+            const V xv = TILE_LOAD(xc, v);
+            mx[v] = VOP(max)(mx[v], xv);
+            KFN(linear_step)(xv, has_w ? VOP(set1)(w[c]) : zero,
+                             kind == FASTCE_KIND_PROB ? TILE_LOAD(yb + c * S, v) : zero,
+                             &lin[v], has_w, kind, smooth, &sx[v], &swy[v], &swyx[v]);
+            V d = VOP(sub)(xv, m[v]);
+            if (VOP(any_gt)(d, jump)) { /* rare: raise m to max(m, x), rescale the sum */
+                const V m_new = VOP(max)(m[v], xv);
+                e[v] = VOP(mul)(e[v], VOP(exp)(VOP(sub)(m[v], m_new)));
+                m[v] = m_new;
+                d = VOP(sub)(xv, m[v]);
+            }
+            e[v] = VOP(add)(e[v], VOP(exp)(d));
+        }
     }
 
     /* log(sum) for all lanes at once; then per lane, in double, the loss and the pass-2
        coefficients (row_math.h). */
-    REAL mb[VW], refb[VW], logs_b[VW], sxb[VW], swyb[VW], swyxb[VW];
-    REAL A_b[VW], B1_b[VW], B0_b[VW];
-    double fix_b[VW];
-    int64_t t_b[VW];
-    VOP(store)(mb, mx); VOP(store)(refb, lin.ref); VOP(store)(logs_b, VOP(log)(e));
-    VOP(store)(sxb, sx); VOP(store)(swyb, swy); VOP(store)(swyxb, swyx);
-    for (int64_t l = 0; l < VW; l++) {
-        ce_state st = {mb[l], 0.0, 0.0, refb[l], sxb[l], swyb[l], swyxb[l]};
+    REAL mb[TILE_V * VW], refb[TILE_V * VW], logs_b[TILE_V * VW], sxb[TILE_V * VW];
+    REAL swyb[TILE_V * VW], swyxb[TILE_V * VW], A_b[TILE_V * VW], B1_b[TILE_V * VW], B0_b[TILE_V * VW];
+    double fix_b[TILE_V * VW];
+    int64_t t_b[TILE_V * VW];
+    V shift[TILE_V];
+    for (int v = 0; v < nv; v++) {
+        shift[v] = VOP(shift)(mx[v]);
+        if (VOP(all_finite)(VOP(add)(VOP(add)(x0[v], mx[v]), e[v]))) {
+            e[v] = VOP(mul)(e[v], VOP(exp)(VOP(sub)(m[v], mx[v])));
+        } else { /* Pass B: this vector's sum of exp(x - shift) */
+            e[v] = zero;
+            for (int64_t c = 0; c < C; c++)
+                e[v] = VOP(add)(e[v], VOP(exp)(VOP(sub)(TILE_LOAD(xb + c * S, v), shift[v])));
+        }
+        VOP(store)(mb + v * VW, mx[v]); VOP(store)(refb + v * VW, lin[v].ref);
+        VOP(store)(logs_b + v * VW, VOP(log)(e[v]));
+        VOP(store)(sxb + v * VW, sx[v]); VOP(store)(swyb + v * VW, swy[v]); VOP(store)(swyxb + v * VW, swyx[v]);
+    }
+    const int64_t nl = (nv - 1) * VW + (full ? VW : lanes);
+    for (int64_t l = 0; l < nv * VW; l++) {
+        ce_state st = {mb[l], 0.0, 0.0, refb[l], sxb[l], swyb[l], swyxb[l], 0.0};
         A_b[l] = B1_b[l] = B0_b[l] = 0; fix_b[l] = 0; t_b[l] = -1;
-        if (l >= lanes) continue;
+        if (l >= nl) continue;
         const int64_t pos = pos0 + l;
         double w_t = 1.0;
         if (kind == FASTCE_KIND_INDEX) {
@@ -477,34 +506,51 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
     }
     if (!outmode) return;
 
-    /* Pass C: the output, class by class. */
-    const V logs = VOP(load)(logs_b), A = VOP(load)(A_b), B1 = VOP(load)(B1_b), B0 = VOP(load)(B0_b);
+    /* Pass C: the output, class by class, prefetching the output lines of the next tile for
+       writing. */
+    V logs[TILE_V], A[TILE_V], B1[TILE_V], B0[TILE_V];
+    for (int v = 0; v < nv; v++) {
+        logs[v] = VOP(load)(logs_b + v * VW); A[v] = VOP(load)(A_b + v * VW);
+        B1[v] = VOP(load)(B1_b + v * VW); B0[v] = VOP(load)(B0_b + v * VW);
+    }
     for (int64_t c = 0; c < C; c++) {
-        V wv = has_w ? VOP(set1)(w[c]) : zero;
-        V yv = kind == FASTCE_KIND_PROB ? KFN(load_group)(yb + c * S, lanes, full) : zero;
-        V v = KFN(out_value)(KFN(load_group)(xb + c * S, lanes, full), wv, yv, shift, logs, A, B1,
-                             B0, outmode, has_w, kind, smooth);
-        if (full) VOP(store)(ob + c * S, v);
-        else VOP(store_tail)(ob + c * S, v, lanes);
+        const V wv = has_w ? VOP(set1)(w[c]) : zero;
+        if (prefetch)
+            for (int v = 0; v < nv; v += line_v) __builtin_prefetch((char *)(ob + c * S + v * VW) + PREFETCH_BYTES, 1);
+        for (int v = 0; v < nv; v++) {
+            const V yv = kind == FASTCE_KIND_PROB ? TILE_LOAD(yb + c * S, v) : zero;
+            const V r = KFN(out_value)(TILE_LOAD(xb + c * S, v), wv, yv, shift[v], logs[v], A[v],
+                                       B1[v], B0[v], outmode, has_w, kind, smooth);
+            if (full || v < nv - 1) VOP(store)(ob + c * S + v * VW, r);
+            else VOP(store_tail)(ob + c * S + v * VW, r, lanes);
+        }
     }
     if (kind == FASTCE_KIND_INDEX)
-        for (int64_t l = 0; l < lanes; l++)
+        for (int64_t l = 0; l < nl; l++)
             if (t_b[l] >= 0) ob[t_b[l] * S + l] -= (REAL)fix_b[l];
 }
+#undef TILE_LOAD
 
-/* S > 1: item = (n, group of VW positions), in place, classes strided by S. */
+/* S > 1: item = (n, group of VW positions), in place, classes strided by S. Runs of TILE_V
+   whole vectors of one n go through one tile; the rest a vector at a time. */
 FASTCE_INLINE void KFN(tiles_spec)(const ce_args *a, int64_t i0, int64_t i1, const int has_w,
                                    const int kind, const int smooth, const int outmode) {
     const int64_t C = a->C, S = a->S, groups = (S + VW - 1) / VW;
-    for (int64_t i = i0; i < i1; i++) {
+    for (int64_t i = i0; i < i1;) {
         const int64_t n = i / groups, p0 = (i % groups) * VW, offset = n * C * S + p0;
         const REAL *xb = (const REAL *)a->x + offset;
         const REAL *yb = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + offset : NULL;
         REAL *ob = outmode ? (REAL *)a->out + offset : NULL;
+        if (i + TILE_V <= i1 && p0 + TILE_V * VW <= S) {
+            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, TILE_V, VW, 1, 1, has_w, kind, smooth, outmode);
+            i += TILE_V;
+            continue;
+        }
         if (p0 + VW <= S)
-            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, VW, 1, has_w, kind, smooth, outmode);
+            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, 1, VW, 1, 1, has_w, kind, smooth, outmode);
         else
-            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, S - p0, 0, has_w, kind, smooth, outmode);
+            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, 1, S - p0, 0, 1, has_w, kind, smooth, outmode);
+        i++;
     }
 }
 
@@ -525,9 +571,9 @@ FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1
         KFN(transpose)((const REAL *)a->x + r * C, bx, lanes, C, C, VW);
         if (kind == FASTCE_KIND_PROB) KFN(transpose)((const REAL *)a->prob + r * C, by, lanes, C, C, VW);
         if (lanes == VW)
-            KFN(tile_group)(a, bx, by, bo, VW, r, VW, 1, has_w, kind, smooth, outmode);
+            KFN(tile_group)(a, bx, by, bo, VW, r, 1, VW, 1, 0, has_w, kind, smooth, outmode);
         else
-            KFN(tile_group)(a, bx, by, bo, VW, r, lanes, 0, has_w, kind, smooth, outmode);
+            KFN(tile_group)(a, bx, by, bo, VW, r, 1, lanes, 0, 0, has_w, kind, smooth, outmode);
         if (outmode) KFN(transpose)(bo, (REAL *)a->out + r * C, C, lanes, VW, C);
     }
 }
@@ -559,4 +605,6 @@ static void KFN(score_rows)(const ce_args *a, int64_t i0, int64_t i1) {
 #undef CHUNK_ELEMS
 #undef MAX_JUMP
 #undef UNROLL
+#undef TILE_V
+#undef PREFETCH_BYTES
 #undef ROW_BATCH

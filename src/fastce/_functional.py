@@ -73,7 +73,8 @@ class _Problem:
         self.ttype = 0
         if self.kind == "index":
             self.target, self.ttype = check_index_target(target, lay)
-            bad, kept_weight, _ = _kernels.check_targets(self.target, self.ttype, lay.C, self.ignore_index, self.weight)
+            bad, kept_weight, _ = _kernels.check_targets(self.target, self.ttype, lay.C, self.ignore_index,
+                                                         self.weight, self.nthreads)
             if bad >= 0:
                 raise IndexError(f"Target {self.target.reshape(-1)[bad]} is out of bounds.")
             self.denominator = kept_weight  # torch: a weighted mean divides by the kept targets' weights
@@ -303,18 +304,18 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     loss_i = -weight[t_i] * log_probs[i, t_i] (0 where t_i == ignore_index); 'mean' divides by
     the sum of the kept targets' weights. `log_probs` has the layout of cross_entropy's input.
     Targets are validated by the same pass as cross_entropy's; the gather is one O(N) NumPy
-    indexing step (there is no row to stream). num_threads is accepted for symmetry.
+    indexing step (there is no row to stream). num_threads bounds the threads of the target check.
     """
     lp = as_floating(log_probs, "log_probs")
     dtype = lp.dtype.newbyteorder("=")  # results are native-endian
     reduction = check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
-    _runtime.resolve_threads(num_threads)
+    nthreads = _runtime.resolve_threads(num_threads)
     lay = Layout(lp.shape, "log_probs")
     cdt = compute_dtype(lp.dtype)
     w = check_weight(weight, lay.C, cdt)
     t, ttype = check_index_target(target, lay)
-    bad, kept_weight, _ = _kernels.check_targets(t, ttype, lay.C, ignore_index, w)
+    bad, kept_weight, _ = _kernels.check_targets(t, ttype, lay.C, ignore_index, w, nthreads)
     if bad >= 0:
         raise IndexError(f"Target {t.reshape(-1)[bad]} is out of bounds.")
     t2 = t.reshape(lay.N, lay.S)

@@ -57,7 +57,7 @@ cdef extern from "fastce/dispatch.h" nogil:
     int FASTCE_SMALL_C
     int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C,
                                  int64_t ignore_index, const void *weight, int wdouble,
-                                 double *weight_sum, int64_t *kept)
+                                 int nthreads, double *weight_sum, int64_t *kept)
 
 # Below this many logits a call runs on one thread: a parallel region costs more than it saves.
 DEF MIN_PARALLEL_WORK = 32768
@@ -84,8 +84,10 @@ def omp_max_threads():
 cdef inline const void *_ptr(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
-def check_targets(cnp.ndarray target, int ttype, int64_t C, int64_t ignore_index, weight):
-    """Returns (first bad position or -1, sum of kept targets' weights, number kept)."""
+def check_targets(cnp.ndarray target, int ttype, int64_t C, int64_t ignore_index, weight,
+                  int nthreads=1):
+    """Returns (first bad position or -1, sum of kept targets' weights, number kept), checked
+    on up to nthreads threads (the totals do not depend on their number)."""
     cdef double wsum = 0.0
     cdef int64_t kept = 0, bad
     cdef const void *t = cnp.PyArray_DATA(target)
@@ -93,7 +95,7 @@ def check_targets(cnp.ndarray target, int ttype, int64_t C, int64_t ignore_index
     cdef int wdouble = weight is not None and weight.dtype.itemsize == 8
     cdef int64_t n = target.size
     with nogil:
-        bad = fastce_check_targets(t, ttype, n, C, ignore_index, w, wdouble, &wsum, &kept)
+        bad = fastce_check_targets(t, ttype, n, C, ignore_index, w, wdouble, nthreads, &wsum, &kept)
     return bad, wsum, kept
 
 cdef void _parallel(ce_range_fn fn, const ce_args *a, int64_t items, int64_t per_block,

@@ -3,7 +3,8 @@
  *
  * It calls every entry point of fastce_isa_table(isa) directly, for every ISA this CPU runs and
  * both dtypes: rows, small_rows (C <= FASTCE_SMALL_C), the split path seg_stats -> merge_rows ->
- * seg_out (parts > 1, a `states` buffer), tiles (S = 1, 3, 17), and the exp/log array hooks;
+ * seg_out (parts > 1, a `states` buffer), tiles (S = 1, 3, 17, and 70: multi-vector tiles of
+ * 64-byte vectors, then single and partial vectors), and the exp/log array hooks;
  * kinds index / prob / lse, outmodes none / grad / softmax / logsoftmax, with and without
  * weights, label smoothing 0 and 0.1, ignore_index hits, stream_out 0 and 1, in place (out == x),
  * per-row grad_output, row_out NULL, every target integer type, class counts 1, 2, 7, 16, 17,
@@ -570,7 +571,7 @@ static int64_t rows_for(int entry, int64_t C, int64_t S) {
     }
     if (C > 1000) return entry == E_TILES && S > 3 ? 1 : (entry == E_ROWS ? 3 : 2);
     if (C > 100) return entry == E_TILES && S > 3 ? 2 : (entry == E_ROWS ? 5 : 3);
-    if (entry == E_TILES) return S == 1 ? 9 : (S == 3 ? 6 : 3);
+    if (entry == E_TILES) return S == 1 ? 9 : (S == 3 ? 6 : (S == 17 ? 3 : 2));
     return entry == E_SPLIT ? 5 : 37;
 }
 
@@ -593,14 +594,14 @@ static void run_grid(int isa, const ce_isa_table *tab, int dbl) {
                     kopts[nk++] = (kopt_t){kind, om ? FASTCE_OUT_GRAD : FASTCE_OUT_NONE, w, sm ? 0.1 : 0.0};
     const ce_kernels *k = dbl ? &tab->f64 : &tab->f32;
     const int64_t vw = k->vector_width;
-    static const int64_t Ss[] = {1, 3, 17};
+    static const int64_t Ss[] = {1, 3, 17, 70};
 
     for (int ci = 0; ci < nC; ci++) {
         const int64_t C = Cs[ci];
         for (int entry = 0; entry < E_COUNT; entry++) {
             if (entry == E_SMALL && C > FASTCE_SMALL_C) continue;
             if (entry == E_SPLIT && C < 2) continue;
-            for (int si = 0; si < (entry == E_TILES ? 3 : 1); si++) {
+            for (int si = 0; si < (entry == E_TILES ? 4 : 1); si++) {
                 const int64_t S = Ss[si];
                 for (int ki = 0; ki < nk; ki++) {
                     const kopt_t *ko = &kopts[ki];
