@@ -43,6 +43,29 @@ def test_target_out_of_range_other_shapes(isa):
     fastce.cross_entropy(np.zeros((2, 5)), np.array([1, 7]), ignore_index=7)
 
 
+
+@pytest.mark.parametrize("tdtype", [np.int64, np.int32, np.uint8, np.uint64])
+def test_target_check_across_blocks_and_threads(tdtype):
+    """The target check runs in fixed blocks of 65536 targets, on up to num_threads threads:
+    the first bad target in order is reported, whichever block a thread reached first, and the
+    weighted mean's denominator (summed block by block) is the same on 1 and 2 threads."""
+    rng = np.random.default_rng(7)
+    N, C = 5 * 65536 + 123, 7
+    x = rng.standard_normal((N, C)).astype(np.float32)
+    t = rng.integers(0, C, N).astype(tdtype)
+    w = rng.uniform(0.1, 3.0, C).astype(np.float32)
+    means = [fastce.cross_entropy(x, t, weight=w, num_threads=nt) for nt in (1, 2)]
+    assert means[0] == means[1], means
+    w_t = w.astype(np.float64)[t.astype(np.int64)]
+    per_row = fastce.cross_entropy(x, t, weight=w, reduction="none")
+    np.testing.assert_allclose(means[0], per_row.astype(np.float64).sum() / w_t.sum(), rtol=1e-5)
+    bad = t.copy()
+    bad[4 * 65536 + 5] = 9    # a later block
+    bad[65536 + 17] = 8       # the first bad target in order
+    for nt in (1, 2):
+        with pytest.raises(IndexError, match=r"^Target 8 is out of bounds\.$"):
+            fastce.cross_entropy(x, bad, num_threads=nt)
+
 @pytest.mark.parametrize("reduction", [None, 1])
 def test_non_string_reduction(isa, x, reduction):
     with pytest.raises((TypeError, ValueError)):
