@@ -117,7 +117,7 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastce._kernels",
-        sources=["src/fastce/_kernels.pyx", os.path.join(ISA_DIR, "dispatch.c")],
+        sources=["src/fastce/_kernels.pyx", os.path.join(ISA_DIR, "dispatch.c"), os.path.join(ISA_DIR, "buffer_cache.c")],
         include_dirs=[INCLUDE, numpy.get_include()],
         # Rebuild (and relink the ISA objects) whenever a kernel header or ISA source changes.
         depends=[os.path.join(INCLUDE, "fastce", h) for h in sorted(os.listdir(os.path.join(INCLUDE, "fastce")))]

@@ -16,6 +16,7 @@ from ._linear import iter_logit_chunks, linear_cross_entropy, linear_cross_entro
 from ._modules import CrossEntropyLoss  # noqa: E402
 from ._score import Score, score, score_linear  # noqa: E402
 from ._runtime import available_isas, get_config, get_isa, set_isa, show_config, use_isa  # noqa: E402
+from ._buffer_cache import cache_info, empty_cache, set_cache_limit  # noqa: E402
 
 __all__ = [
     "cross_entropy",
@@ -37,5 +38,8 @@ __all__ = [
     "use_isa",
     "get_config",
     "show_config",
+    "cache_info",
+    "empty_cache",
+    "set_cache_limit",
     "__version__",
 ]

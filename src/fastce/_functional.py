@@ -10,7 +10,7 @@ Options beyond torch (z_loss, softcap, return_lse) are defined in cross_entropy'
 """
 import numpy as np
 
-from . import _kernels, _runtime
+from . import _buffer_cache, _kernels, _runtime
 from ._validate import (
     Layout,
     as_compute,
@@ -289,7 +289,8 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
                  z_loss=z_loss, softcap=softcap, need_lse=return_lse)
     gout, gscale = p.grad_scale(grad_output)
     if out is None:
-        out = np.empty_like(p.x_user, dtype=p.dtype)  # the input's memory order (Fortran stays Fortran)
+        # the input's memory order (Fortran stays Fortran); memory from the buffer cache
+        out = _buffer_cache.empty_like(p.x_user, p.dtype)
     else:
         # out=input is safe: the kernels read each logit before writing its gradient.
         check_out(out, p.layout.shape, p.dtype, p.x_user,
@@ -351,7 +352,7 @@ def _softmax_family(x, axis, outmode, num_threads):
             return np.full(reduced_shape, -np.inf, dtype=dtype)
         return np.empty(arr.shape, dtype=dtype)
     xc = as_compute(arr, cdt)
-    out = np.empty(arr.shape, dtype=cdt) if outmode != OUT_NONE else None
+    out = _buffer_cache.empty(arr.shape, cdt) if outmode != OUT_NONE else None
     row_out = np.empty(N * S, dtype=np.float64) if outmode == OUT_NONE else None
     _kernels.ce_run(_runtime.isa_id(), xc, N, C, S, KIND_LSE, outmode, row_out=row_out, out=out,
                     nthreads=nthreads)

@@ -212,3 +212,72 @@ def vector_math(int isa, str func, cnp.ndarray x not None):
         else:
             k.log_array(px, py, n)
     return y
+
+
+# ---- the cache of large output buffers (include/fastce/buffer_cache.h) ----
+# fastce's large outputs are allocated with NumPy's allocator hooks pointed, for that one
+# allocation, at the C cache: the arrays are ordinary ndarrays owning their data, and NumPy
+# hands their memory back to the cache when they are released.
+from libc.stdint cimport uint8_t, uint64_t
+from libc.string cimport strncpy
+from cpython.pycapsule cimport PyCapsule_New
+
+cdef extern from "fastce/buffer_cache.h" nogil:
+    ctypedef struct fastce_cache_stats:
+        size_t limit, cached_bytes, cached_blocks
+        uint64_t hits, misses
+    void *fastce_cache_malloc(void *ctx, size_t size)
+    void *fastce_cache_calloc(void *ctx, size_t nelem, size_t elsize)
+    void *fastce_cache_realloc(void *ctx, void *ptr, size_t new_size)
+    void fastce_cache_free(void *ctx, void *ptr, size_t size)
+    void fastce_cache_set_limit(size_t nbytes)
+    size_t fastce_cache_release()
+    fastce_cache_stats fastce_cache_get_stats()
+    size_t FASTCE_CACHE_MIN_BYTES
+    int FASTCE_CACHE_SLOTS
+
+cdef extern from "numpy/arrayobject.h":
+    ctypedef struct PyDataMemAllocator:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr, size_t size) noexcept nogil
+    ctypedef struct PyDataMem_Handler:
+        char name[127]
+        uint8_t version
+        PyDataMemAllocator allocator
+    object PyDataMem_SetHandler(object handler)
+
+cdef PyDataMem_Handler _cache_handler
+strncpy(_cache_handler.name, b"fastce_buffer_cache", 126)
+_cache_handler.version = 1
+_cache_handler.allocator.ctx = NULL
+_cache_handler.allocator.malloc = fastce_cache_malloc
+_cache_handler.allocator.calloc = fastce_cache_calloc
+_cache_handler.allocator.realloc = fastce_cache_realloc
+_cache_handler.allocator.free = fastce_cache_free
+_cache_capsule = PyCapsule_New(&_cache_handler, "mem_handler", NULL)
+
+CACHE_MIN_BYTES = FASTCE_CACHE_MIN_BYTES
+CACHE_SLOTS = FASTCE_CACHE_SLOTS
+
+def allocate_cached(fn, *args, **kwargs):
+    """fn(*args, **kwargs) (an allocating NumPy call) with NumPy's allocator set to the buffer
+    cache for the duration of the call (a context variable: other threads are not affected)."""
+    old = PyDataMem_SetHandler(_cache_capsule)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        PyDataMem_SetHandler(old)
+
+def cache_set_limit(size_t nbytes):
+    fastce_cache_set_limit(nbytes)
+
+def cache_release():
+    return fastce_cache_release()
+
+def cache_stats():
+    cdef fastce_cache_stats s = fastce_cache_get_stats()
+    return dict(limit=s.limit, cached_bytes=s.cached_bytes, cached_blocks=s.cached_blocks,
+                hits=s.hits, misses=s.misses)

@@ -1,0 +1,97 @@
+"""The cache of large output buffers: fastce's large outputs reuse memory the program dropped.
+
+A fresh gradient of a large input is fresh memory from the OS, which zeroes every page on first
+touch: for a (4096, 32000) float32 gradient that costs about half as much again as the fused
+loss+gradient pass. fastce therefore allocates the outputs it creates (the gradient of
+``cross_entropy_with_grad`` when no ``out=`` is given, and the results of ``softmax`` and
+``log_softmax``) through a small cache (include/fastce/buffer_cache.h), installed as NumPy's
+allocator for that one allocation only:
+
+* the arrays are ordinary ndarrays that own their memory;
+* when NumPy releases one of at least 16 MiB, the cache keeps its memory (at most 2 blocks, at
+  most the limit in bytes, the newest first) and a later output of that size (up to 1/8 smaller)
+  gets it back with no page faults. No memory is ever shared by two live arrays;
+* the limit defaults to a quarter of physical memory; ``FASTCE_CACHE_MB`` (read at import) or
+  :func:`set_cache_limit` changes it, and 0 turns the cache off.
+
+The cost: the process keeps up to that much memory after the arrays are gone, until
+:func:`empty_cache` (or a limit of 0) gives it back. ``out=`` avoids both the faults and the cache.
+"""
+from __future__ import annotations
+
+import operator
+import os
+
+import numpy as np
+
+from . import _kernels
+
+ENV_LIMIT = "FASTCE_CACHE_MB"
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX, or not reported
+        return None
+
+
+def default_limit():
+    """A quarter of physical memory (1 GiB where the OS does not report it)."""
+    mem = _physical_memory()
+    return mem // 4 if mem else 1 << 30
+
+
+def _limit_from_env():
+    raw = os.environ.get(ENV_LIMIT, "").strip()
+    if not raw:
+        return default_limit()
+    try:
+        mib = float(raw)
+    except ValueError:
+        mib = -1.0
+    if not (mib >= 0 and mib != float("inf")):  # also rejects NaN
+        # An import error, not a silent fallback (as FASTCE_ISA).
+        raise ValueError(f"{ENV_LIMIT} must be a number of MiB >= 0 (0 disables the cache), got {raw!r}")
+    return int(mib * 2**20)
+
+
+def set_cache_limit(nbytes):
+    """Keep at most `nbytes` bytes of released output buffers for reuse; 0 disables the cache
+    and returns what it holds to the OS."""
+    try:
+        if isinstance(nbytes, bool):
+            raise TypeError
+        nbytes = operator.index(nbytes)
+    except TypeError:
+        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}") from None
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    _kernels.cache_set_limit(min(nbytes, 2**63 - 1))
+
+
+def empty_cache():
+    """Return the memory of every cached buffer to the OS; returns how many bytes that was."""
+    return int(_kernels.cache_release())
+
+
+def cache_info():
+    """The cache's state: limit, cached_bytes, cached_blocks, and hits / misses (outputs of at
+    least min_bytes served from cached memory / from new memory) since import."""
+    info = _kernels.cache_stats()
+    info["min_bytes"] = _kernels.CACHE_MIN_BYTES
+    info["max_blocks"] = _kernels.CACHE_SLOTS
+    return info
+
+
+def empty_like(a, dtype):
+    """np.empty_like(a, dtype=dtype), in a's memory order, its memory from the cache."""
+    return _kernels.allocate_cached(np.empty_like, a, dtype=dtype)
+
+
+def empty(shape, dtype):
+    """np.empty(shape, dtype) (C order), its memory from the cache."""
+    return _kernels.allocate_cached(np.empty, shape, dtype=dtype)
+
+
+set_cache_limit(_limit_from_env())
