@@ -797,6 +797,13 @@ def _finish(job: _Job, cfg: BenchConfig) -> None:
 # --------------------------------------------------------------------------
 
 
+def fastce_cache_limit() -> int:
+    """The buffer cache's limit in bytes (0: off)."""
+    import fastce
+
+    return int(fastce.cache_info()["limit"])
+
+
 def _loss_tol(dtype: str) -> float:
     return 1e-8 if dtype == "float64" else 2e-4
 
@@ -896,6 +903,11 @@ def format_table(cells: Sequence[Cell], title: Optional[str] = None, notes: bool
     if "fastce(out=)" in peers_present:
         notes.append("fastce(out=): cross_entropy_with_grad with a preallocated out= buffer reused across repeats; "
                      "x<peer> ratios use plain fastce (allocating).")
+    cache_limit = fastce_cache_limit()
+    notes.append(f"fastce (allocating) gets each gradient's memory from its buffer cache (limit "
+                 f"{cache_limit / 2**20:.0f} MiB) once an earlier gradient was released"
+                 if cache_limit else "fastce (allocating): buffer cache off, fresh memory every call")
+    notes[-1] += "; FASTCE_CACHE_MB=0 measures fresh memory (page faults) every call." if cache_limit else "."
     if "numpy" in peers_present:
         notes.append("numpy is single-threaded: measured once per workload/pass and shown in every threads row.")
     if "jax" in peers_present:
