@@ -904,10 +904,12 @@ def format_table(cells: Sequence[Cell], title: Optional[str] = None, notes: bool
         notes.append("fastce(out=): cross_entropy_with_grad with a preallocated out= buffer reused across repeats; "
                      "x<peer> ratios use plain fastce (allocating).")
     cache_limit = fastce_cache_limit()
-    notes.append(f"fastce (allocating) gets each gradient's memory from its buffer cache (limit "
-                 f"{cache_limit / 2**20:.0f} MiB) once an earlier gradient was released"
-                 if cache_limit else "fastce (allocating): buffer cache off, fresh memory every call")
-    notes[-1] += "; FASTCE_CACHE_MB=0 measures fresh memory (page faults) every call." if cache_limit else "."
+    if cache_limit:
+        notes.append(f"fastce (allocating) gets each gradient's memory from its buffer cache (limit "
+                     f"{cache_limit / 2**20:.0f} MiB) once an earlier gradient was released; "
+                     "FASTCE_CACHE_MB=0 measures fresh memory (page faults) every call.")
+    else:
+        notes.append("fastce (allocating): buffer cache off, fresh memory every call.")
     if "numpy" in peers_present:
         notes.append("numpy is single-threaded: measured once per workload/pass and shown in every threads row.")
     if "jax" in peers_present:
