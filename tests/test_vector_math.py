@@ -89,3 +89,33 @@ def test_log_special_values(isa, dtype):
         ref = np.log(x)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_allclose(got[~np.isnan(ref)], ref[~np.isnan(ref)], rtol=1e-6)
+
+
+
+def _float32_between(a, b, stride=1):
+    """Every stride-th float32 from a to b (same sign, |a| <= |b|), by bit pattern."""
+    lo, hi = (int(np.array(v, np.float32).view(np.uint32)) for v in (a, b))
+    return np.arange(lo, hi + 1, stride, dtype=np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_exp_lane_does_not_depend_on_its_neighbours(isa):
+    # The float exp has a fast path for vectors whose lanes are all in [-86.5, 88], and a general
+    # one (clamps, two-factor 2^n) for any other vector. Both must give the same bits: each x is
+    # computed once among in-range neighbours and once in a vector that also holds a NaN.
+    xs = np.concatenate([
+        _float32_between(-0.0, -110.0, stride=101), _float32_between(0.0, 100.0, stride=101),
+        _float32_between(-86.4, -86.6), _float32_between(86.4, 88.1),  # both edges, every float
+    ])
+    width = 16  # a multiple of every ISA's float vector width
+    xs = xs[: xs.size // width * width]
+    plain = run(isa, "exp", xs).reshape(-1, width)
+    for nan_lane in (0, 1):
+        mixed = xs.copy().reshape(-1, width)
+        mixed[:, nan_lane] = np.nan
+        got = run(isa, "exp", mixed.ravel()).reshape(-1, width)
+        keep = np.arange(width) != nan_lane
+        same = got[:, keep].view(np.uint32) == plain[:, keep].view(np.uint32)
+        same |= np.isnan(got[:, keep]) & np.isnan(plain[:, keep])
+        bad = np.flatnonzero(~same.all(axis=1))
+        assert bad.size == 0, (isa, nan_lane, xs.reshape(-1, width)[bad[:3]])

@@ -58,7 +58,9 @@ static inline vf_t vf_exp(vf_t x) {
     const __m512 ln2_hi = _mm512_set1_ps(FASTCE_LN2_HI_F), ln2_lo = _mm512_set1_ps(FASTCE_LN2_LO_F);
     x = _mm512_max_ps(_mm512_set1_ps(FASTCE_EXP_LO_F), x);
     x = _mm512_min_ps(_mm512_set1_ps(FASTCE_EXP_HI_F), x);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* n = round(x log2 e), rounded once (as vec_avx2.h does, so both give the same bits). */
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, log2e, magic), magic);
     __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
     r = _mm512_fnmadd_ps(n, ln2_lo, r);
     __m512 y = _mm512_set1_ps(fastce_exp_poly_f[0]);
