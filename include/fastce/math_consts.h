@@ -16,6 +16,10 @@
 #define FASTCE_LN2_LO_F (-2.12194440e-4f)
 #define FASTCE_LN2_HI_D 6.93147180369123816490e-01
 #define FASTCE_LN2_LO_D 1.90821492927058770002e-10
+/* Adding 1.5 2^23 to a float of magnitude < 2^22 rounds it to an integer, held in the low
+   mantissa bits of the sum; subtracting it again gives that integer exactly. The float exps
+   form n = round(x log2 e) this way, as fma(x, log2e, magic) - magic: rounded once. */
+#define FASTCE_ROUND_MAGIC_F 12582912.0f
 /* Clamps: below the low end exp rounds to 0; above the high end it overflows to +inf. */
 #define FASTCE_EXP_LO_F (-104.0f)
 #define FASTCE_EXP_HI_F 88.8f

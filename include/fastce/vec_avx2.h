@@ -79,11 +79,17 @@ static inline double vf_hsum(vf_t v) {
     return vd_hsum_(_mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
                                   _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
 }
-/* n = round(x log2 e) with one rounding: x log2 e + 1.5 2^23 rounds to an integer in the low
-   mantissa bits (|x log2 e| < 2^22 after the clamps). The 127 added with it puts n + 127 in the
-   low bits of `f`, so f << 23 is 2^n's float bit pattern when n + 127 is in [1, 254]. */
-#define FASTCE_EXP_MAGIC_F (12582912.0f + 127.0f)
-
+/* The argument reduction shared by both paths below: n = round(x log2 e) (rounded once, by
+   FASTCE_ROUND_MAGIC_F; |x log2 e| < 2^22 for every x they see) and r = x - n ln2. The 127
+   added with the magic number puts n + 127 in the low bits of *f, so *f << 23 is 2^n's float
+   bit pattern whenever n + 127 is in [1, 254]. */
+static inline __m256 vf_exp_reduce_(__m256 x, __m256 *f, __m256 *n) {
+    const __m256 magic = _mm256_set1_ps(FASTCE_ROUND_MAGIC_F + 127.0f);
+    *f = _mm256_fmadd_ps(x, _mm256_set1_ps((float)FASTCE_LOG2E), magic);
+    *n = _mm256_sub_ps(*f, magic);
+    const __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(FASTCE_LN2_HI_F), x);
+    return _mm256_fnmadd_ps(*n, _mm256_set1_ps(FASTCE_LN2_LO_F), r);
+}
 /* exp(r), |r| <= ln2/2: 1 + r + r^2 P(r). */
 static inline vf_t vf_exp_reduced_(__m256 r) {
     __m256 y = _mm256_set1_ps(fastce_exp_poly_f[0]);
@@ -94,11 +100,8 @@ static inline vf_t vf_exp_reduced_(__m256 r) {
 static inline vf_t vf_exp_any_(vf_t x) {
     x = _mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_LO_F), x);
     x = _mm256_min_ps(_mm256_set1_ps(FASTCE_EXP_HI_F), x);
-    const __m256 magic = _mm256_set1_ps(FASTCE_EXP_MAGIC_F);
-    const __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps((float)FASTCE_LOG2E), magic), magic);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FASTCE_LN2_HI_F), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FASTCE_LN2_LO_F), r);
-    const __m256 y = vf_exp_reduced_(r);
+    __m256 f, n;
+    const __m256 y = vf_exp_reduced_(vf_exp_reduce_(x, &f, &n));
     __m256i ni = _mm256_cvtps_epi32(n);
     __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
     __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
@@ -115,12 +118,9 @@ static inline vf_t vf_exp(vf_t x) {
     const __m256 dist = _mm256_and_ps(_mm256_sub_ps(x, _mm256_set1_ps(0.75f)), abs_mask);
     if (_mm256_movemask_ps(_mm256_cmp_ps(dist, _mm256_set1_ps(87.25f), _CMP_NLE_UQ)))
         return vf_exp_any_(x);
-    const __m256 magic = _mm256_set1_ps(FASTCE_EXP_MAGIC_F);
-    const __m256 f = _mm256_fmadd_ps(x, _mm256_set1_ps((float)FASTCE_LOG2E), magic);
-    const __m256 n = _mm256_sub_ps(f, magic);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FASTCE_LN2_HI_F), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(FASTCE_LN2_LO_F), r);
-    return _mm256_mul_ps(vf_exp_reduced_(r), _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(f), 23)));
+    __m256 f, n;
+    const __m256 y = vf_exp_reduced_(vf_exp_reduce_(x, &f, &n));
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(f), 23)));
 }
 
 /* log(x) for the kernels' sums of exponentials (x >= 1, or 0, inf, NaN): x = m 2^e with

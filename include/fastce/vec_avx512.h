@@ -59,7 +59,7 @@ static inline vf_t vf_exp(vf_t x) {
     x = _mm512_max_ps(_mm512_set1_ps(FASTCE_EXP_LO_F), x);
     x = _mm512_min_ps(_mm512_set1_ps(FASTCE_EXP_HI_F), x);
     /* n = round(x log2 e), rounded once (as vec_avx2.h does, so both give the same bits). */
-    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    const __m512 magic = _mm512_set1_ps(FASTCE_ROUND_MAGIC_F);
     __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, log2e, magic), magic);
     __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
     r = _mm512_fnmadd_ps(n, ln2_lo, r);
