@@ -116,20 +116,24 @@ is_x86() { case "$(uname -m)" in x86_64|amd64|i?86) return 0 ;; *) return 1 ;; e
 try_flags() { echo 'int main(void){return 0;}' > "$BUILD/probe.c" && "$CC" $1 -c "$BUILD/probe.c" -o "$BUILD/probe.o" 2>/dev/null; }
 wants() { case ",$ISAS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
-UNITS=()      # "name|source|flags"
+UNITS=()      # "name|source|flags": kernels.c once per (ISA, dtype), as setup.py builds it
 DEFS=""
+kernel_units() {  # name, code in common.h, flags
+    UNITS+=("$1_f32|src/fastce/_isa/kernels.c|-DFASTCE_BUILD_ISA=$2 -DFASTCE_BUILD_F64=0 $3")
+    UNITS+=("$1_f64|src/fastce/_isa/kernels.c|-DFASTCE_BUILD_ISA=$2 -DFASTCE_BUILD_F64=1 $3")
+}
 if wants avx512 && is_x86; then
     if try_flags "-mavx512f -mavx512dq -mavx2 -mfma"; then
-        UNITS+=("isa_avx512|src/fastce/_isa/isa_avx512.c|-mavx512f -mavx512dq -mavx2 -mfma"); DEFS="$DEFS -DFASTCE_HAVE_AVX512=1"
+        kernel_units avx512 FASTCE_ISA_AVX512 "-mavx512f -mavx512dq -mavx2 -mfma"; DEFS="$DEFS -DFASTCE_HAVE_AVX512=1"
     else say "the compiler cannot build avx512 kernels; skipping them"; fi
 fi
 if wants avx2 && is_x86; then
     if try_flags "-mavx2 -mfma"; then
-        UNITS+=("isa_avx2|src/fastce/_isa/isa_avx2.c|-mavx2 -mfma"); DEFS="$DEFS -DFASTCE_HAVE_AVX2=1"
+        kernel_units avx2 FASTCE_ISA_AVX2 "-mavx2 -mfma"; DEFS="$DEFS -DFASTCE_HAVE_AVX2=1"
     else say "the compiler cannot build avx2 kernels; skipping them"; fi
 fi
-# The scalar table is always linked (dispatch.c refers to it unconditionally).
-UNITS+=("isa_scalar|src/fastce/_isa/isa_scalar.c|")
+# The scalar kernels are always linked (dispatch.c refers to them unconditionally).
+kernel_units scalar FASTCE_ISA_SCALAR ""
 UNITS+=("dispatch|src/fastce/_isa/dispatch.c|$DEFS")
 UNITS+=("kernel_harness|tests/c/kernel_harness.c|-Wall -Wextra")
 

@@ -29,8 +29,12 @@
 /* Rows of at most this many classes take the transposed-tile path (small_rows). */
 #define FASTCE_SMALL_C 16
 
-/* Instruction sets, in order of preference. */
-enum { FASTCE_ISA_SCALAR = 0, FASTCE_ISA_AVX2 = 1, FASTCE_ISA_AVX512 = 2, FASTCE_ISA_COUNT = 3 };
+/* Instruction sets, in order of preference (macros, not an enum: kernels.c picks its vector
+   header with #if FASTCE_BUILD_ISA == ...). */
+#define FASTCE_ISA_SCALAR 0
+#define FASTCE_ISA_AVX2 1
+#define FASTCE_ISA_AVX512 2
+#define FASTCE_ISA_COUNT 3
 
 /* Integer dtypes of index targets (read in place, never converted). */
 enum {
@@ -102,7 +106,7 @@ typedef struct {
 
 typedef struct {
     const char *name;
-    ce_kernels f32, f64;
+    const ce_kernels *f32, *f64;  /* each built in its own translation unit (src/fastce/_isa/kernels.c) */
 } ce_isa_table;
 
 #endif

@@ -1,65 +1,81 @@
-/* fastce/instantiate.h: builds one ISA's kernel table from kernel_impl.h.
+/* fastce/instantiate.h: one (ISA, dtype) kernel table from kernel_impl.h.
  *
- * An ISA translation unit includes its vector header (which defines vf_* and vd_*), defines
- * FASTCE_TABLE_NAME and FASTCE_ISA_LABEL, then includes this file. kernel_impl.h is compiled
- * twice, for float and for double; its functions are static, so each ISA's copies stay private
- * and only the table is exported.
+ * Included by src/fastce/_isa/kernels.c after the ISA's vector header, with FASTCE_ISA_TAG
+ * (avx512, avx2 or scalar) and FASTCE_BUILD_F64 (0: float, 1: double) defined. Defines
+ * `const ce_kernels fastce_kernels_<tag>_<f32|f64>`; everything else stays static.
  */
 #include <string.h>
 #include "fastce/row_math.h"
 
-/* Call FN(a, i0, i1, has_w, kind, smooth, outmode) with literal option values, so each
-   combination becomes its own branch-free specialization. */
-#define CE_CALL_OUT_(FN, a, i0, i1, W, K, SM)                                                     \
-    do {                                                                                          \
-        if ((a)->outmode == FASTCE_OUT_GRAD) FN(a, i0, i1, W, K, SM, FASTCE_OUT_GRAD);           \
-        else FN(a, i0, i1, W, K, SM, FASTCE_OUT_NONE);                                            \
+/* ---- option specialization ----
+ * The entry points call FN(a, i0, i1, has_w, kind, smooth, outmode) with literal option values
+ * wherever a value changes the vector code, so each such combination becomes its own
+ * branch-free inlined copy; where it does not, the value is passed at run time and costs no
+ * copy (compile time and code size grow with every copy):
+ *   index targets   smooth literal; has_w literal only with smoothing. Without smoothing the
+ *                   class weights enter only through the target's weight, a scalar read per row.
+ *   prob targets    has_w literal; smooth is 0: y' = (1 - eps) y + eps / C is formed for every
+ *                   element (one FMA, exact identity when eps = 0).
+ *   lse kind        outmode literal (none, softmax, log_softmax).
+ *   outmode         OUTS picks the out modes an entry point runs with (CE_OUT_*_). */
+#define CE_OUT_NONE_OR_GRAD_(FN, a, i0, i1, W, K, SM)                                           \
+    do {                                                                                        \
+        if ((a)->outmode == FASTCE_OUT_GRAD) FN(a, i0, i1, W, K, SM, FASTCE_OUT_GRAD);          \
+        else FN(a, i0, i1, W, K, SM, FASTCE_OUT_NONE);                                          \
     } while (0)
-#define CE_CALL_CE_(FN, a, i0, i1, K)                                                             \
-    do {                                                                                          \
-        const int w_ = (a)->weight != NULL, sm_ = (a)->eps > 0.0;                                 \
-        if (w_ && sm_) CE_CALL_OUT_(FN, a, i0, i1, 1, K, 1);                                      \
-        else if (w_) CE_CALL_OUT_(FN, a, i0, i1, 1, K, 0);                                        \
-        else if (sm_) CE_CALL_OUT_(FN, a, i0, i1, 0, K, 1);                                       \
-        else CE_CALL_OUT_(FN, a, i0, i1, 0, K, 0);                                                \
+#define CE_OUT_GRAD_(FN, a, i0, i1, W, K, SM) FN(a, i0, i1, W, K, SM, FASTCE_OUT_GRAD)
+#define CE_OUT_UNUSED_(FN, a, i0, i1, W, K, SM) FN(a, i0, i1, W, K, SM, FASTCE_OUT_NONE)
+#define CE_LSE_ALL_(FN, a, i0, i1)                                                              \
+    do {                                                                                        \
+        if ((a)->outmode == FASTCE_OUT_SOFTMAX) FN(a, i0, i1, 0, FASTCE_KIND_LSE, 0, FASTCE_OUT_SOFTMAX); \
+        else if ((a)->outmode == FASTCE_OUT_LOGSOFTMAX)                                         \
+            FN(a, i0, i1, 0, FASTCE_KIND_LSE, 0, FASTCE_OUT_LOGSOFTMAX);                        \
+        else FN(a, i0, i1, 0, FASTCE_KIND_LSE, 0, FASTCE_OUT_NONE);                             \
     } while (0)
-#define CE_SPECIALIZE(FN, a, i0, i1)                                                              \
-    do {                                                                                          \
-        if ((a)->kind == FASTCE_KIND_INDEX) CE_CALL_CE_(FN, a, i0, i1, FASTCE_KIND_INDEX);       \
-        else if ((a)->kind == FASTCE_KIND_PROB) CE_CALL_CE_(FN, a, i0, i1, FASTCE_KIND_PROB);    \
-        else if ((a)->outmode == FASTCE_OUT_SOFTMAX)                                              \
-            FN(a, i0, i1, 0, FASTCE_KIND_LSE, 0, FASTCE_OUT_SOFTMAX);                             \
-        else if ((a)->outmode == FASTCE_OUT_LOGSOFTMAX)                                           \
-            FN(a, i0, i1, 0, FASTCE_KIND_LSE, 0, FASTCE_OUT_LOGSOFTMAX);                          \
-        else FN(a, i0, i1, 0, FASTCE_KIND_LSE, 0, FASTCE_OUT_NONE);                               \
+#define CE_LSE_OUTPUTS_(FN, a, i0, i1)                                                          \
+    do {                                                                                        \
+        if ((a)->outmode == FASTCE_OUT_SOFTMAX) FN(a, i0, i1, 0, FASTCE_KIND_LSE, 0, FASTCE_OUT_SOFTMAX); \
+        else FN(a, i0, i1, 0, FASTCE_KIND_LSE, 0, FASTCE_OUT_LOGSOFTMAX);                       \
+    } while (0)
+#define CE_LSE_STATS_(FN, a, i0, i1) FN(a, i0, i1, 0, FASTCE_KIND_LSE, 0, FASTCE_OUT_NONE)
+
+#define CE_SPECIALIZE(FN, a, i0, i1, OUTS, LSE)                                                 \
+    do {                                                                                        \
+        const int w_ = (a)->weight != NULL;                                                     \
+        if ((a)->kind == FASTCE_KIND_INDEX) {                                                   \
+            if (!((a)->eps > 0.0)) OUTS(FN, a, i0, i1, w_, FASTCE_KIND_INDEX, 0);               \
+            else if (w_) OUTS(FN, a, i0, i1, 1, FASTCE_KIND_INDEX, 1);                          \
+            else OUTS(FN, a, i0, i1, 0, FASTCE_KIND_INDEX, 1);                                  \
+        } else if ((a)->kind == FASTCE_KIND_PROB) {                                             \
+            if (w_) OUTS(FN, a, i0, i1, 1, FASTCE_KIND_PROB, 0);                                \
+            else OUTS(FN, a, i0, i1, 0, FASTCE_KIND_PROB, 0);                                   \
+        } else {                                                                                \
+            LSE(FN, a, i0, i1);                                                                 \
+        }                                                                                       \
     } while (0)
 
-#define REAL float
-#define V vf_t
-#define VW VF_W
-#define VOP(op) vf_##op
-#define KFN(name) name##_f32
-#include "fastce/kernel_impl.h"
-#undef REAL
-#undef V
-#undef VW
-#undef VOP
-#undef KFN
+#define FASTCE_CAT3_(a, b, c) a##b##c
+#define FASTCE_CAT3(a, b, c) FASTCE_CAT3_(a, b, c)
 
+#if FASTCE_BUILD_F64
 #define REAL double
 #define V vd_t
 #define VW VD_W
 #define VOP(op) vd_##op
 #define KFN(name) name##_f64
-#include "fastce/kernel_impl.h"
-#undef REAL
-#undef V
-#undef VW
-#undef VOP
-#undef KFN
+#define FASTCE_KERNELS_NAME FASTCE_CAT3(fastce_kernels_, FASTCE_ISA_TAG, _f64)
+#else
+#define REAL float
+#define V vf_t
+#define VW VF_W
+#define VOP(op) vf_##op
+#define KFN(name) name##_f32
+#define FASTCE_KERNELS_NAME FASTCE_CAT3(fastce_kernels_, FASTCE_ISA_TAG, _f32)
+#endif
 
-const ce_isa_table FASTCE_TABLE_NAME = {
-    FASTCE_ISA_LABEL,
-    {rows_f32, seg_stats_f32, merge_rows_f32, seg_out_f32, tiles_f32, small_rows_f32, score_rows_f32, VF_W, exp_array_f32, log_array_f32},
-    {rows_f64, seg_stats_f64, merge_rows_f64, seg_out_f64, tiles_f64, small_rows_f64, score_rows_f64, VD_W, exp_array_f64, log_array_f64},
+#include "fastce/kernel_impl.h"
+
+const ce_kernels FASTCE_KERNELS_NAME = {
+    KFN(rows), KFN(seg_stats), KFN(merge_rows), KFN(seg_out), KFN(tiles), KFN(small_rows),
+    KFN(score_rows), VW, KFN(exp_array), KFN(log_array),
 };

@@ -17,8 +17,9 @@
  * through a transposed tile (small_rows).
  *
  * Options are specialized at compile time: every *_spec function is always_inline and called
- * with literal has_w / kind / smooth / outmode (CE_SPECIALIZE), so the inner loops carry no
- * option branches.
+ * with literal has_w / kind / smooth / outmode wherever they change the vector code
+ * (CE_SPECIALIZE in instantiate.h), so the inner loops carry no option branches. Code that
+ * options do not touch (sweep_exp) is out of line, once per dtype.
  */
 
 #define CHUNK_ELEMS ((int64_t)(8192 / sizeof(REAL)))
@@ -40,21 +41,23 @@ static const REAL KFN(ones)[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 
 
 /* ---- one vector step of the linear sums that pass 1 gathers beside the max (see common.h) ----
  * index + smooth: sx += w (x - ref);   prob: y' = ys y + ya, swy += w y', swyx += w y' (x - ref)
- * (w = 1 without weights; y' only when smoothing) */
+ * (w = 1 without weights; for prob targets y' is formed whatever eps: ys = 1, ya = 0 give y
+ * exactly, and one FMA per element costs less than a second copy of every prob kernel) */
 FASTCE_INLINE void KFN(linear_step)(V xv, V wv, V yv, const KFN(lin) *l, const int has_w,
                                     const int kind, const int smooth, V *sx, V *swy, V *swyx) {
     const V d = VOP(sub)(xv, l->ref);
     if (kind == FASTCE_KIND_INDEX && smooth) *sx = has_w ? VOP(fmadd)(wv, d, *sx) : VOP(add)(*sx, d);
     if (kind == FASTCE_KIND_PROB) {
-        const V yp = smooth ? VOP(fmadd)(yv, l->ys, l->ya) : yv;
+        const V yp = VOP(fmadd)(yv, l->ys, l->ya);
         const V wy = has_w ? VOP(mul)(wv, yp) : yp;
         *swy = VOP(add)(*swy, wy);
         *swyx = VOP(fmadd)(wy, d, *swyx);
     }
 }
 
-/* Sum of exp(x - shift) over one chunk (from L1: the chunk was just read). */
-FASTCE_INLINE double KFN(sweep_exp)(const REAL *xc, int64_t len, V shift) {
+/* Sum of exp(x - shift) over one chunk (from L1: the chunk was just read). Out of line: it has
+   no options, and runs only for a row's first chunk and after a large jump of the max. */
+static __attribute__((noinline)) double KFN(sweep_exp)(const REAL *xc, int64_t len, V shift) {
     V e[UNROLL];
     for (int u = 0; u < UNROLL; u++) e[u] = VOP(set1)((REAL)0);
     int64_t i = 0;
@@ -355,9 +358,9 @@ FASTCE_INLINE double KFN(target_weight)(const ce_args *a, int64_t t, const int h
     return has_w ? (double)((const REAL *)a->weight)[t] : 1.0;
 }
 
-FASTCE_INLINE void KFN(merge_rows_spec)(const ce_args *a, int64_t r0, int64_t r1, const int has_w,
-                                        const int kind, const int smooth, const int outmode) {
-    (void)smooth; (void)outmode;
+/* O(rows) scalar code: the options are read at run time (one copy per dtype). */
+static void KFN(merge_rows)(const ce_args *a, int64_t r0, int64_t r1) {
+    const int has_w = a->weight != NULL, kind = a->kind;
     for (int64_t r = r0; r < r1; r++) {
         ce_state *st = &a->states[r * a->parts];
         int64_t t = 0;
@@ -403,12 +406,12 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
 }
 
 /* ---- tiles: rows across lanes, one row per lane ----
- * A tile is nv vectors of rows (nv * VW lanes; the last vector may hold only `lanes` rows when
- * `full` is 0) whose logits of class c lie contiguously at xb + c * cstride, lane l holding row
+ * A tile is nv vectors of rows (nv * VW lanes; the last vector holds `lanes` rows, and is read
+ * with masked loads when `full` is 0) whose logits of class c lie contiguously at xb + c * cstride, lane l holding row
  * pos0 + l. K-dimensional inputs are tiles in place (neighbouring positions, cstride = S);
  * short (N, C) rows are transposed into a one-vector tile first (small_rows). Every row is then
  * reduced across lanes, with no horizontal reductions and one vector log per vector of rows.
- * nv, full and prefetch are literals.
+ * nv, full and prefetch are literals; lanes is not (a transposed tile is padded, so full).
  *
  * Why several vectors and a prefetch: in place, a tile reads C lines spaced cstride apart, one
  * stream per class, which the hardware prefetchers follow poorly. A software prefetch
@@ -490,7 +493,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
         VOP(store)(logs_b + v * VW, VOP(log)(e[v]));
         VOP(store)(sxb + v * VW, sx[v]); VOP(store)(swyb + v * VW, swy[v]); VOP(store)(swyxb + v * VW, swyx[v]);
     }
-    const int64_t nl = (nv - 1) * VW + (full ? VW : lanes);
+    const int64_t nl = (nv - 1) * VW + lanes;
     for (int64_t l = 0; l < nv * VW; l++) {
         ce_state st = {mb[l], 0.0, 0.0, refb[l], sxb[l], swyb[l], swyxb[l], 0.0};
         A_b[l] = B1_b[l] = B0_b[l] = 0; fix_b[l] = 0; t_b[l] = -1;
@@ -551,7 +554,7 @@ FASTCE_INLINE void KFN(tiles_spec)(const ce_args *a, int64_t i0, int64_t i1, con
         const REAL *xb = (const REAL *)a->x + offset;
         const REAL *yb = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + offset : NULL;
         REAL *ob = outmode ? (REAL *)a->out + offset : NULL;
-        if (i + TILE_V <= i1 && p0 + TILE_V * VW <= S) {
+        if (TILE_V > 1 && i + TILE_V <= i1 && p0 + TILE_V * VW <= S) { /* (dead code when TILE_V is 1) */
             KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, TILE_V, VW, 1, 1, has_w, kind, smooth, outmode);
             i += TILE_V;
             continue;
@@ -565,11 +568,19 @@ FASTCE_INLINE void KFN(tiles_spec)(const ce_args *a, int64_t i0, int64_t i1, con
 }
 
 /* S == 1 and C <= SMALL_C: item = row; rows [i0, i1) go VW at a time through a transposed tile
-   (C x VW, on the stack), so a 10-class row costs no reductions and 1/VW of a log. */
+   (C x VW, on the stack), so a 10-class row costs no reductions and 1/VW of a log. A last tile
+   of fewer rows is padded with zeros (finite logits, probability 0), so every tile is read
+   whole and one inlined tile_group serves them all; only its `lanes` rows are reported. */
 FASTCE_INLINE void KFN(transpose)(const REAL *src, REAL *dst, int64_t rows, int64_t cols,
                                   int64_t src_stride, int64_t dst_stride) {
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++) dst[j * dst_stride + i] = src[i * src_stride + j];
+}
+FASTCE_INLINE void KFN(transpose_padded)(const REAL *src, REAL *tile, int64_t rows, int64_t C) {
+    KFN(transpose)(src, tile, rows, C, C, VW);
+    if (rows < VW)
+        for (int64_t j = 0; j < C; j++)
+            for (int64_t i = rows; i < VW; i++) tile[j * VW + i] = 0;
 }
 
 FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1, const int has_w,
@@ -578,12 +589,9 @@ FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1
     REAL bx[FASTCE_SMALL_C * VW], by[FASTCE_SMALL_C * VW], bo[FASTCE_SMALL_C * VW];
     for (int64_t r = i0; r < i1; r += VW) {
         const int64_t lanes = i1 - r < VW ? i1 - r : VW;
-        KFN(transpose)((const REAL *)a->x + r * C, bx, lanes, C, C, VW);
-        if (kind == FASTCE_KIND_PROB) KFN(transpose)((const REAL *)a->prob + r * C, by, lanes, C, C, VW);
-        if (lanes == VW)
-            KFN(tile_group)(a, bx, by, bo, VW, r, 1, VW, 1, 0, has_w, kind, smooth, outmode);
-        else
-            KFN(tile_group)(a, bx, by, bo, VW, r, 1, lanes, 0, 0, has_w, kind, smooth, outmode);
+        KFN(transpose_padded)((const REAL *)a->x + r * C, bx, lanes, C);
+        if (kind == FASTCE_KIND_PROB) KFN(transpose_padded)((const REAL *)a->prob + r * C, by, lanes, C);
+        KFN(tile_group)(a, bx, by, bo, VW, r, 1, lanes, 1, 0, has_w, kind, smooth, outmode);
         if (outmode) KFN(transpose)(bo, (REAL *)a->out + r * C, C, lanes, VW, C);
     }
 }
@@ -602,12 +610,23 @@ static void KFN(exp_array)(const void *x, void *y, int64_t n) { KFN(map_array)((
 static void KFN(log_array)(const void *x, void *y, int64_t n) { KFN(map_array)((const REAL *)x, (REAL *)y, n, 1); }
 
 /* ---- entry points: pick the specialization once per call ---- */
-static void KFN(rows)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(rows_spec), a, i0, i1); }
-static void KFN(seg_stats)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(seg_stats_spec), a, i0, i1); }
-static void KFN(merge_rows)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(merge_rows_spec), a, i0, i1); }
-static void KFN(seg_out)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(seg_out_spec), a, i0, i1); }
-static void KFN(tiles)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(tiles_spec), a, i0, i1); }
-static void KFN(small_rows)(const ce_args *a, int64_t i0, int64_t i1) { CE_SPECIALIZE(KFN(small_rows_spec), a, i0, i1); }
+/* Each entry point is specialized only on the options that change its code: pass 1 of a split
+   row (seg_stats) writes no output; its pass 2 (seg_out) always writes one. */
+static void KFN(rows)(const ce_args *a, int64_t i0, int64_t i1) {
+    CE_SPECIALIZE(KFN(rows_spec), a, i0, i1, CE_OUT_NONE_OR_GRAD_, CE_LSE_ALL_);
+}
+static void KFN(seg_stats)(const ce_args *a, int64_t i0, int64_t i1) {
+    CE_SPECIALIZE(KFN(seg_stats_spec), a, i0, i1, CE_OUT_UNUSED_, CE_LSE_STATS_);
+}
+static void KFN(seg_out)(const ce_args *a, int64_t i0, int64_t i1) {
+    CE_SPECIALIZE(KFN(seg_out_spec), a, i0, i1, CE_OUT_GRAD_, CE_LSE_OUTPUTS_);
+}
+static void KFN(tiles)(const ce_args *a, int64_t i0, int64_t i1) {
+    CE_SPECIALIZE(KFN(tiles_spec), a, i0, i1, CE_OUT_NONE_OR_GRAD_, CE_LSE_ALL_);
+}
+static void KFN(small_rows)(const ce_args *a, int64_t i0, int64_t i1) {
+    CE_SPECIALIZE(KFN(small_rows_spec), a, i0, i1, CE_OUT_NONE_OR_GRAD_, CE_LSE_ALL_);
+}
 static void KFN(score_rows)(const ce_args *a, int64_t i0, int64_t i1) {
     KFN(rows_core)(a, i0, i1, 0, FASTCE_KIND_INDEX, 0, FASTCE_OUT_NONE, 1);
 }

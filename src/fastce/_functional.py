@@ -33,8 +33,7 @@ from ._validate import (
 BLOCK_LOGITS = 1 << 20
 
 # Codes of include/fastce/common.h.
-KIND_LSE, KIND_INDEX, KIND_PROB = 0, 1, 2
-OUT_NONE, OUT_GRAD, OUT_SOFTMAX, OUT_LOGSOFTMAX = 0, 1, 2, 3
+from ._kernels import KIND_INDEX, KIND_LSE, KIND_PROB, OUT_GRAD, OUT_LOGSOFTMAX, OUT_NONE, OUT_SOFTMAX  # noqa: E402
 
 __all__ = [
     "cross_entropy",

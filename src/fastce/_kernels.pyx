@@ -3,12 +3,17 @@
 
 The Python layer (_functional.py) has already validated every argument and produced
 C-contiguous, native-endian arrays of the compute dtype; nothing here raises on user input.
-Work is split in one of three ways (see ce_run):
-  * rows:  S == 1 and enough rows: blocks of whole rows per thread, both passes fused per row.
+Work takes one of five paths (see ce_run):
+  * score: the scoring kernel, whole rows, each with its target's rank (score_rows).
+  * tiles: S > 1 (K-dimensional input): groups of vector-width positions, class axis strided.
   * split: S == 1 and fewer rows than threads: each row is cut into class segments; the segments'
            partial states (max, sum-exp, target logit, sums) are merged exactly, then pass 2
            runs per segment. This is the same mergeable state a vocab-parallel shard produces.
-  * tiles: S > 1 (K-dimensional input): groups of vector-width positions, class axis strided.
+  * small: S == 1 and C <= FASTCE_SMALL_C: transposed tiles of vector-width rows (small_rows).
+  * rows:  S == 1 otherwise: blocks of whole rows per thread, both passes fused per row.
+
+The codes of include/fastce/common.h (ISAs, kinds, out modes, target dtypes) are exported from
+here (ISA_NAMES, KIND_*, OUT_*, TARGET_*), so the Python layer never copies them by hand.
 """
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
@@ -49,7 +54,13 @@ cdef extern from "fastce/dispatch.h" nogil:
         void (*log_array)(const void *x, void *y, int64_t n) noexcept nogil
     ctypedef struct ce_isa_table:
         const char *name
-        ce_kernels f32, f64
+        const ce_kernels *f32
+        const ce_kernels *f64
+    enum:
+        FASTCE_ISA_SCALAR, FASTCE_ISA_AVX2, FASTCE_ISA_AVX512, FASTCE_ISA_COUNT
+        FASTCE_I8, FASTCE_I16, FASTCE_I32, FASTCE_I64, FASTCE_U8, FASTCE_U16, FASTCE_U32, FASTCE_U64
+        FASTCE_KIND_LSE, FASTCE_KIND_INDEX, FASTCE_KIND_PROB
+        FASTCE_OUT_NONE, FASTCE_OUT_GRAD, FASTCE_OUT_SOFTMAX, FASTCE_OUT_LOGSOFTMAX
     const ce_isa_table *fastce_isa_table(int isa)
     int fastce_isa_runnable(int isa)
     int fastce_openmp_enabled()
@@ -60,14 +71,26 @@ cdef extern from "fastce/dispatch.h" nogil:
                                  int nthreads, double *weight_sum, int64_t *kept)
 
 # Below this many logits a call runs on one thread: a parallel region costs more than it saves.
-DEF MIN_PARALLEL_WORK = 32768
+cdef int64_t MIN_PARALLEL_WORK = 32768
 # A row is split across threads only when each segment keeps at least this many classes.
-DEF MIN_SPLIT_SEGMENT = 4096
+cdef int64_t MIN_SPLIT_SEGMENT = 4096
 # Outputs at least this large (and not written over the input) use non-temporal stores: they
 # cannot stay in cache anyway, and streaming saves the read-for-ownership of every line.
-DEF MIN_STREAM_BYTES = 32 * 1024 * 1024
+cdef int64_t MIN_STREAM_BYTES = 32 * 1024 * 1024
 
-ISA_NAMES = ("scalar", "avx2", "avx512")
+# ---- the codes of include/fastce/common.h, for the Python layer ----
+ISA_NAMES = tuple(name for code, name in sorted({
+    FASTCE_ISA_SCALAR: "scalar", FASTCE_ISA_AVX2: "avx2", FASTCE_ISA_AVX512: "avx512"}.items()))
+assert len(ISA_NAMES) == FASTCE_ISA_COUNT
+KIND_LSE, KIND_INDEX, KIND_PROB = FASTCE_KIND_LSE, FASTCE_KIND_INDEX, FASTCE_KIND_PROB
+OUT_NONE, OUT_GRAD = FASTCE_OUT_NONE, FASTCE_OUT_GRAD
+OUT_SOFTMAX, OUT_LOGSOFTMAX = FASTCE_OUT_SOFTMAX, FASTCE_OUT_LOGSOFTMAX
+# Integer target dtypes, read in place by the kernels.
+TARGET_DTYPE_CODES = {
+    np.dtype(np.int8): FASTCE_I8, np.dtype(np.int16): FASTCE_I16, np.dtype(np.int32): FASTCE_I32,
+    np.dtype(np.int64): FASTCE_I64, np.dtype(np.uint8): FASTCE_U8, np.dtype(np.uint16): FASTCE_U16,
+    np.dtype(np.uint32): FASTCE_U32, np.dtype(np.uint64): FASTCE_U64,
+}
 
 def isa_compiled(int isa):
     return fastce_isa_table(isa) != NULL
@@ -127,7 +150,7 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
     """Runs the kernels of `isa` on x viewed as (N, C, S). See common.h for the fields.
     With row_rank (index targets, S == 1, no weight/smoothing/gradient), the scoring kernel runs."""
     cdef const ce_isa_table *table = fastce_isa_table(isa)
-    cdef const ce_kernels *k = &table.f64 if x.dtype.itemsize == 8 else &table.f32
+    cdef const ce_kernels *k = table.f64 if x.dtype.itemsize == 8 else table.f32
     cdef ce_args a
     cdef cnp.ndarray states_buf
     cdef int64_t parts = 1, seg = C, items, per_block
@@ -196,7 +219,7 @@ def vector_math(int isa, str func, cnp.ndarray x not None):
     """exp or log of a contiguous float32/float64 array through `isa`'s vector math (the code the
     kernels inline). For the accuracy tests; not part of the public API."""
     cdef const ce_isa_table *table = fastce_isa_table(isa)
-    cdef const ce_kernels *k = &table.f64 if x.dtype.itemsize == 8 else &table.f32
+    cdef const ce_kernels *k = table.f64 if x.dtype.itemsize == 8 else table.f32
     cdef cnp.ndarray y = np.empty_like(x)
     cdef const void *px = cnp.PyArray_DATA(x)
     cdef void *py = cnp.PyArray_DATA(y)

@@ -11,13 +11,10 @@ from math import prod
 
 import numpy as np
 
+from ._kernels import TARGET_DTYPE_CODES
+
 REDUCTIONS = ("none", "mean", "sum")
 
-# Integer target dtypes, read in place by the kernels (codes from include/fastce/common.h).
-TARGET_DTYPE_CODES = {
-    np.dtype(np.int8): 0, np.dtype(np.int16): 1, np.dtype(np.int32): 2, np.dtype(np.int64): 3,
-    np.dtype(np.uint8): 4, np.dtype(np.uint16): 5, np.dtype(np.uint32): 6, np.dtype(np.uint64): 7,
-}
 
 
 def as_floating(a, name):

@@ -12,22 +12,26 @@
 #include <omp.h>
 #endif
 
-extern const ce_isa_table fastce_table_scalar;
+/* The kernel objects: one per (ISA, dtype), built from kernels.c. */
+extern const ce_kernels fastce_kernels_scalar_f32, fastce_kernels_scalar_f64;
+static const ce_isa_table table_scalar = {"scalar", &fastce_kernels_scalar_f32, &fastce_kernels_scalar_f64};
 #if FASTCE_HAVE_AVX2
-extern const ce_isa_table fastce_table_avx2;
+extern const ce_kernels fastce_kernels_avx2_f32, fastce_kernels_avx2_f64;
+static const ce_isa_table table_avx2 = {"avx2", &fastce_kernels_avx2_f32, &fastce_kernels_avx2_f64};
 #endif
 #if FASTCE_HAVE_AVX512
-extern const ce_isa_table fastce_table_avx512;
+extern const ce_kernels fastce_kernels_avx512_f32, fastce_kernels_avx512_f64;
+static const ce_isa_table table_avx512 = {"avx512", &fastce_kernels_avx512_f32, &fastce_kernels_avx512_f64};
 #endif
 
 const ce_isa_table *fastce_isa_table(int isa) {
     switch (isa) {
-    case FASTCE_ISA_SCALAR: return &fastce_table_scalar;
+    case FASTCE_ISA_SCALAR: return &table_scalar;
 #if FASTCE_HAVE_AVX2
-    case FASTCE_ISA_AVX2: return &fastce_table_avx2;
+    case FASTCE_ISA_AVX2: return &table_avx2;
 #endif
 #if FASTCE_HAVE_AVX512
-    case FASTCE_ISA_AVX512: return &fastce_table_avx512;
+    case FASTCE_ISA_AVX512: return &table_avx512;
 #endif
     default: return NULL;
     }
