@@ -27,8 +27,8 @@
 #   JOBS (parallel compiles, default nproc),
 #   FASTCE_SANITIZE_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/fastce-sanitize; "off" disables).
 #
-# Why -O0 and not all of UBSan by default: each ISA TU holds ~230 option-specialized kernels
-# (always_inline), and gcc 12 needs 50-150 CPU-seconds per TU for -O1 -g with
+# Why -O0 and not all of UBSan by default: each (ISA, dtype) object holds ~70 option-specialized
+# kernels (always_inline), and gcc 12 needs tens of CPU-seconds per object for -O1 -g with
 # -fsanitize=address,undefined; the per-access UBSan checks (alignment, null, pointer-overflow)
 # alone add ~70% at -O0. The harness never hands the kernels misaligned or null pointers unless
 # asked (--misaligned), and ASan reports any bad access those checks would lead to.

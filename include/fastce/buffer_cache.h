@@ -15,8 +15,8 @@
  * Nothing is shared: a block is cached only after NumPy has released it, so no two live arrays
  * ever hold the same memory.
  *
- * Every block carries a FASTCE_CACHE_HEADER-byte header (its size), so realloc and free work
- * for any pointer these functions returned. Thread-safe (a spinlock around the slot table;
+ * Every block carries a 64-byte header (its capacity; HEADER in buffer_cache.c), so realloc and
+ * free work for any pointer these functions returned. Thread-safe (a spinlock around the slot table;
  * memory is returned to the OS outside it). No Python.h.
  */
 #ifndef FASTCE_BUFFER_CACHE_H

@@ -11,29 +11,23 @@ Options beyond torch (z_loss, softcap, return_lse) are defined in cross_entropy'
 import numpy as np
 
 from . import _buffer_cache, _kernels, _runtime
+from ._kernels import KIND_INDEX, KIND_LSE, KIND_PROB, OUT_GRAD, OUT_LOGSOFTMAX, OUT_NONE, OUT_SOFTMAX
+from ._targets import LossTargets
 from ._validate import (
     Layout,
     as_compute,
     as_floating,
-    check_ignore_index,
-    check_index_target,
     check_label_smoothing,
     check_out,
-    check_reduction,
     check_softcap,
-    check_weight,
     check_z_loss,
     compute_dtype,
     normalize_axis,
-    target_kind,
 )
 
 # Input that needs converting before the kernels (float16 to float32, or softcap's
 # cap * tanh(x / cap)) is converted this many logits at a time (whole outer rows).
 BLOCK_LOGITS = 1 << 20
-
-# Codes of include/fastce/common.h.
-from ._kernels import KIND_INDEX, KIND_LSE, KIND_PROB, OUT_GRAD, OUT_LOGSOFTMAX, OUT_NONE, OUT_SOFTMAX  # noqa: E402
 
 __all__ = [
     "cross_entropy",
@@ -45,8 +39,9 @@ __all__ = [
 ]
 
 
-class _Problem:
-    """A validated cross-entropy call: the kernels' arrays and the mean's denominator.
+class _CrossEntropyCall:
+    """One validated cross-entropy call: options, targets (a LossTargets) and the kernels' view
+    of the logits; run() calls the kernels and reduces.
 
     need_rank: also count each row's target rank (the scoring kernel; index targets, S == 1).
     After run(), row_loss (and row_lse / row_rank where asked for) hold the per-row results."""
@@ -54,34 +49,20 @@ class _Problem:
     def __init__(self, input, target, weight, ignore_index, reduction, label_smoothing, num_threads,
                  *, z_loss=0.0, softcap=None, need_lse=False, need_rank=False):
         self.x_user = as_floating(input, "input")
-        self.reduction = check_reduction(reduction)
         self.eps = check_label_smoothing(label_smoothing)
         self.z_loss = check_z_loss(z_loss)
         self.softcap = check_softcap(softcap)
         self.need_lse = bool(need_lse)
         self.need_rank = bool(need_rank)
-        self.ignore_index = check_ignore_index(ignore_index)
         self.nthreads = _runtime.resolve_threads(num_threads)
         self.layout = lay = Layout(self.x_user.shape)
         self.dtype = self.x_user.dtype.newbyteorder("=")  # results are native-endian
         self.cdtype = compute_dtype(self.dtype)
-        self.weight = check_weight(weight, lay.C, self.cdtype)
-        self.wsum = float(self.weight.sum(dtype=np.float64)) if self.weight is not None else float(lay.C)
-        self.kind = target_kind(target, lay)
-        self.target = self.prob = None
-        self.ttype = 0
-        if self.kind == "index":
-            self.target, self.ttype = check_index_target(target, lay)
-            bad, kept_weight, _ = _kernels.check_targets(self.target, self.ttype, lay.C, self.ignore_index,
-                                                         self.weight, self.nthreads)
-            if bad >= 0:
-                raise IndexError(f"Target {self.target.reshape(-1)[bad]} is out of bounds.")
-            self.denominator = kept_weight  # torch: a weighted mean divides by the kept targets' weights
-        else:
-            if self.ignore_index >= 0:
-                raise ValueError("ignore_index is not supported for floating point target (class probabilities)")
-            self.denominator = float(lay.rows)  # torch: the number of elements, whatever the weights
-        self._kernel_layout(None if self.kind == "index" else np.asarray(target))
+        self.targets = tg = LossTargets(target, lay, weight=weight, ignore_index=ignore_index,
+                                        reduction=reduction, cdtype=self.cdtype, nthreads=self.nthreads)
+        self.kind, self.weight, self.wsum = tg.kind, tg.weight, tg.wsum
+        self.target, self.ttype, self.ignore_index = tg.target, tg.ttype, tg.ignore_index
+        self._kernel_layout(tg.prob)
 
     def _kernel_layout(self, prob):
         """The kernels take C-contiguous (kN, C, kS) arrays of the compute dtype. Usually that is
@@ -185,37 +166,16 @@ class _Problem:
         return self.row_lse.reshape(lay.target_shape).astype(self.dtype)
 
     def reduce(self, row_loss):
-        if self.reduction == "none":
-            return row_loss.reshape(self.layout.target_shape).astype(self.dtype)
-        total = row_loss.sum()
-        if self.reduction == "sum":
-            return self.dtype.type(total)
-        # mean: an empty batch, or every target ignored, gives NaN (0/0), as in torch.
-        return self.dtype.type(total / self.denominator if self.denominator != 0 else np.nan)
+        return self.targets.reduce(row_loss, self.dtype)
 
     def grad_scale(self, grad_output):
-        """(per-row grad_output array or None, scalar factor): coef_row = gout[row] * gscale."""
-        if self.reduction == "none":
-            if grad_output is None:
-                return None, 1.0
-            g = np.asarray(grad_output)
-            if g.dtype.kind not in "iuf":
-                raise TypeError(f"grad_output must be a real array, got dtype {g.dtype}")
-            try:
-                g = np.broadcast_to(g, self.layout.target_shape)
-            except ValueError:
-                raise ValueError(
-                    f"grad_output must have the loss's shape {self.layout.target_shape}, got {g.shape}"
-                ) from None
-            return np.require(g, dtype=np.float64, requirements=["C", "A"]).reshape(-1), 1.0
-        g = 1.0 if grad_output is None else grad_output
-        if np.ndim(g) != 0:
-            raise ValueError(f"grad_output must be a scalar for reduction='{self.reduction}', got shape {np.shape(g)}")
-        g = float(g)
-        if self.reduction == "sum":
-            return None, g
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return None, float(np.float64(g) / np.float64(self.denominator))
+        return self.targets.grad_scale(grad_output)
+
+
+def _is_zero(option):
+    """True for an option left at its default 0 (a plain int or float): the small-call path
+    (_kernels.small_call, which declines anything else it does not serve) may run."""
+    return (type(option) is float or type(option) is int) and option == 0
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
@@ -261,8 +221,12 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 
     The loss is computed in one streaming pass over the logits; besides O(N) it allocates nothing.
     """
-    p = _Problem(input, target, weight, ignore_index, reduction, label_smoothing, num_threads,
-                 z_loss=z_loss, softcap=softcap, need_lse=return_lse)
+    if weight is None and softcap is None and return_lse is False and _is_zero(label_smoothing) and _is_zero(z_loss):
+        loss = _kernels.small_call(_runtime.isa_id(), input, target, reduction, ignore_index, False, num_threads)
+        if loss is not None:
+            return loss
+    p = _CrossEntropyCall(input, target, weight, ignore_index, reduction, label_smoothing, num_threads,
+                          z_loss=z_loss, softcap=softcap, need_lse=return_lse)
     loss = p.run()
     return (loss, p.lse()) if return_lse else loss
 
@@ -277,15 +241,21 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
     grad_output : scalar (for 'mean' and 'sum') or array of the loss's shape (for 'none');
         defaults to 1.
     out : ndarray, optional
-        Where to write the gradient: C-contiguous, input's shape and dtype, writeable. It may be
-        `input` itself, which overwrites the logits with their gradient and allocates no N x C
-        memory at all.
+        Where to write the gradient: input's shape and dtype, writeable, any layout (the kernels
+        write a C-contiguous one, or one matching a Fortran-ordered input, directly; any other
+        through one temporary copied into it). It may be `input` itself, which overwrites the
+        logits with their gradient and allocates no N x C memory at all.
 
     Returns (loss, grad), or (loss, grad, lse) with return_lse. See `cross_entropy` for the other
     parameters (z_loss and softcap enter the gradient too).
     """
-    p = _Problem(input, target, weight, ignore_index, reduction, label_smoothing, num_threads,
-                 z_loss=z_loss, softcap=softcap, need_lse=return_lse)
+    if (weight is None and out is None and grad_output is None and softcap is None and return_lse is False
+            and _is_zero(label_smoothing) and _is_zero(z_loss)):
+        res = _kernels.small_call(_runtime.isa_id(), input, target, reduction, ignore_index, True, num_threads)
+        if res is not None:
+            return res
+    p = _CrossEntropyCall(input, target, weight, ignore_index, reduction, label_smoothing, num_threads,
+                          z_loss=z_loss, softcap=softcap, need_lse=return_lse)
     gout, gscale = p.grad_scale(grad_output)
     if out is None:
         # the input's memory order (Fortran stays Fortran); memory from the buffer cache
@@ -308,29 +278,18 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     """
     lp = as_floating(log_probs, "log_probs")
     dtype = lp.dtype.newbyteorder("=")  # results are native-endian
-    reduction = check_reduction(reduction)
-    ignore_index = check_ignore_index(ignore_index)
-    nthreads = _runtime.resolve_threads(num_threads)
     lay = Layout(lp.shape, "log_probs")
-    cdt = compute_dtype(lp.dtype)
-    w = check_weight(weight, lay.C, cdt)
-    t, ttype = check_index_target(target, lay)
-    bad, kept_weight, _ = _kernels.check_targets(t, ttype, lay.C, ignore_index, w, nthreads)
-    if bad >= 0:
-        raise IndexError(f"Target {t.reshape(-1)[bad]} is out of bounds.")
-    t2 = t.reshape(lay.N, lay.S)
-    kept = t2 != ignore_index
+    tg = LossTargets(target, lay, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                     cdtype=compute_dtype(lp.dtype), nthreads=_runtime.resolve_threads(num_threads),
+                     index_only=True)
+    t2 = tg.target.reshape(lay.N, lay.S)
+    kept = t2 != tg.ignore_index
     safe_t = np.where(kept, t2, 0).astype(np.intp)
     lp3 = lp.reshape(lay.N, lay.C, lay.S)
     picked = np.take_along_axis(lp3, safe_t[:, None, :], axis=1)[:, 0, :].astype(np.float64)
-    w_t = w[safe_t].astype(np.float64) if w is not None else 1.0
+    w_t = tg.weight[safe_t].astype(np.float64) if tg.weight is not None else 1.0
     row_loss = np.where(kept, -w_t * picked, 0.0)
-    if reduction == "none":
-        return row_loss.reshape(lay.target_shape).astype(dtype)
-    total = row_loss.sum()
-    if reduction == "sum":
-        return dtype.type(total)
-    return dtype.type(total / kept_weight if kept_weight != 0 else np.nan)
+    return tg.reduce(row_loss.reshape(-1), dtype)
 
 
 def _softmax_family(x, axis, outmode, num_threads):

@@ -15,7 +15,9 @@ Work takes one of five paths (see ce_run):
 The codes of include/fastce/common.h (ISAs, kinds, out modes, target dtypes) are exported from
 here (ISA_NAMES, KIND_*, OUT_*, TARGET_*), so the Python layer never copies them by hand.
 """
+cimport cython
 from cython.parallel cimport prange
+from libc.math cimport NAN
 from libc.stdint cimport int64_t
 cimport numpy as cnp
 import numpy as np
@@ -69,6 +71,7 @@ cdef extern from "fastce/dispatch.h" nogil:
     int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C,
                                  int64_t ignore_index, const void *weight, int wdouble,
                                  int nthreads, double *weight_sum, int64_t *kept)
+    double fastce_sum_f64(const double *v, int64_t n)
 
 # Below this many logits a call runs on one thread: a parallel region costs more than it saves.
 cdef int64_t MIN_PARALLEL_WORK = 32768
@@ -121,6 +124,12 @@ def check_targets(cnp.ndarray target, int ttype, int64_t C, int64_t ignore_index
         bad = fastce_check_targets(t, ttype, n, C, ignore_index, w, wdouble, nthreads, &wsum, &kept)
     return bad, wsum, kept
 
+def sum_f64(a):
+    """The sum of a float64 array's values, compensated and in a fixed order: the one reduction
+    of per-row losses (the general path and the small-call path give the same bits)."""
+    cdef cnp.ndarray arr = np.ascontiguousarray(a, dtype=np.float64)
+    return fastce_sum_f64(<const double *>cnp.PyArray_DATA(arr), arr.size)
+
 cdef void _parallel(ce_range_fn fn, const ce_args *a, int64_t items, int64_t per_block,
                     int nthreads) noexcept nogil:
     """fn over [0, items) in blocks of per_block items, on nthreads threads."""
@@ -149,11 +158,7 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
            double gscale=1.0, double zloss=0.0, row_lse=None, row_rank=None, int nthreads=1):
     """Runs the kernels of `isa` on x viewed as (N, C, S). See common.h for the fields.
     With row_rank (index targets, S == 1, no weight/smoothing/gradient), the scoring kernel runs."""
-    cdef const ce_isa_table *table = fastce_isa_table(isa)
-    cdef const ce_kernels *k = table.f64 if x.dtype.itemsize == 8 else table.f32
     cdef ce_args a
-    cdef cnp.ndarray states_buf
-    cdef int64_t parts = 1, seg = C, items, per_block
     a.N = N; a.C = C; a.S = S
     a.x = cnp.PyArray_DATA(x)
     a.target = _ptr(target); a.ttype = ttype
@@ -170,21 +175,31 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
     a.gout = <const double *>_ptr(gout)
     a.gscale = gscale
     a.parts = 1; a.seg = C; a.states = NULL
+    _run(fastce_isa_table(isa), &a, x.dtype.itemsize == 8, nthreads)
+
+
+cdef int _run(const ce_isa_table *table, ce_args *a, bint f64, int nthreads) except -1:
+    """The kernels over a->(N, C, S) on up to nthreads threads (fewer for small work), by one of
+    the five paths of the module docstring."""
+    cdef const ce_kernels *k = table.f64 if f64 else table.f32
+    cdef cnp.ndarray states_buf
+    cdef int64_t N = a.N, C = a.C, S = a.S
+    cdef int64_t parts = 1, seg = C, items, per_block
     if N * S == 0:  # no rows (an empty batch or an empty spatial dimension): nothing to do
-        return
+        return 0
     if N * C * S < MIN_PARALLEL_WORK:
         nthreads = 1
 
-    if row_rank is not None:  # scoring: whole rows, each with its target's rank
+    if a.row_rank != NULL:  # scoring: whole rows, each with its target's rank
         with nogil:
-            _parallel(k.score_rows, &a, N, _per_block(N, nthreads), nthreads)
-        return
+            _parallel(k.score_rows, a, N, _per_block(N, nthreads), nthreads)
+        return 0
 
     if S > 1:
         items = N * ((S + k.vector_width - 1) // k.vector_width)
         with nogil:
-            _parallel(k.tiles, &a, items, _per_block(items, nthreads), nthreads)
-        return
+            _parallel(k.tiles, a, items, _per_block(items, nthreads), nthreads)
+        return 0
 
     if nthreads > 1 and N < 4 * nthreads and C >= 2 * MIN_SPLIT_SEGMENT:
         # Few long rows (fewer than 4 per thread, so whole rows would leave cores idle or
@@ -198,21 +213,22 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
         per_block = _per_block(N, nthreads)
         per_block = (per_block + k.vector_width - 1) // k.vector_width * k.vector_width
         with nogil:
-            _parallel(k.small_rows, &a, N, per_block, nthreads)
-        return
+            _parallel(k.small_rows, a, N, per_block, nthreads)
+        return 0
     if parts == 1:
         with nogil:
-            _parallel(k.rows, &a, N, _per_block(N, nthreads), nthreads)
-        return
+            _parallel(k.rows, a, N, _per_block(N, nthreads), nthreads)
+        return 0
 
     states_buf = np.zeros(N * parts * (sizeof(ce_state) // sizeof(double)), dtype=np.float64)
     a.parts = parts; a.seg = seg
     a.states = <ce_state *>cnp.PyArray_DATA(states_buf)
     with nogil:
-        _parallel(k.seg_stats, &a, N * parts, 1, nthreads)
-        k.merge_rows(&a, 0, N)
-        if outmode != 0:
-            _parallel(k.seg_out, &a, N * parts, 1, nthreads)
+        _parallel(k.seg_stats, a, N * parts, 1, nthreads)
+        k.merge_rows(a, 0, N)
+        if a.outmode != 0:
+            _parallel(k.seg_out, a, N * parts, 1, nthreads)
+    return 0
 
 
 def vector_math(int isa, str func, cnp.ndarray x not None):
@@ -304,3 +320,6 @@ def cache_stats():
     cdef fastce_cache_stats s = fastce_cache_get_stats()
     return dict(limit=s.limit, cached_bytes=s.cached_bytes, cached_blocks=s.cached_blocks,
                 hits=s.hits, misses=s.misses)
+
+
+include "_small_calls.pxi"

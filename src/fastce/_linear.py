@@ -8,8 +8,8 @@ The math (torch.nn.functional.linear_cross_entropy)::
 Design
 ------
 1. The (N, V) logits are never materialized. Rows of `input` are taken `chunk_rows` at a time;
-   their logits are computed by BLAS (``np.matmul(x[r0:r1], W.T, out=buf[:n])``; SciPy's gemm
-   in the gradient pass, see 3.) into ONE preallocated (chunk_rows, V) buffer that every chunk
+   their logits are computed by BLAS (``np.matmul(x[r0:r1], W.T, out=buf[:n])`` in the forward,
+   SciPy's ?gemm in the gradient pass, see 3.) into ONE preallocated (chunk_rows, V) buffer that every chunk
    reuses, and handed straight to fastce's fused kernels. Extra memory: that buffer plus O(N)
    per-row values (`_logit_chunks`, `iter_logit_chunks`).
 2. Reductions across chunks. Each chunk is reduced with reduction='sum' (or 'none'); the 'mean'
@@ -49,25 +49,14 @@ Design
    the one-thread step takes a steady 1.6 ms (forward) / 3 ms (with gradient) per chunk, about
    2% of the chunk's matmul, and leaves the matmuls untouched.
 """
-import functools
 import operator
 from math import prod
 
 import numpy as np
 
-from . import _functional, _kernels, _runtime
-from ._validate import (
-    Layout,
-    as_floating,
-    check_ignore_index,
-    check_index_target,
-    check_label_smoothing,
-    check_reduction,
-    check_softcap,
-    check_weight,
-    check_z_loss,
-    target_kind,
-)
+from . import _functional, _runtime
+from ._targets import LossTargets
+from ._validate import Layout, as_floating, check_label_smoothing, check_softcap, check_z_loss
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad", "iter_logit_chunks",
            "default_chunk_rows"]
@@ -291,26 +280,16 @@ def iter_logit_chunks(input, linear_weight, linear_bias=None, chunk_rows=None):
 
 class _Targets:
     """Validated targets and loss options for the logits of `head`, as one cross_entropy call
-    would validate them, before any matmul runs (so errors cost nothing)."""
+    would validate them (a LossTargets over the whole (N, V, ...) logits), before any matmul
+    runs, so errors cost nothing and the 'mean' denominator covers every chunk."""
 
     def __init__(self, head, target, weight, ignore_index, reduction, label_smoothing):
         self.layout = lay = Layout(head.logits_shape)  # V == 0 -> ValueError
-        self.reduction = check_reduction(reduction)
         self.eps = check_label_smoothing(label_smoothing)
-        self.ignore_index = check_ignore_index(-100 if ignore_index is None else ignore_index)
-        self.weight = check_weight(weight, lay.C, head.dtype)
-        self.kind = target_kind(target, lay)
-        if self.kind == "index":
-            t, ttype = check_index_target(target, lay)
-            bad, kept_weight, _ = _kernels.check_targets(t, ttype, lay.C, self.ignore_index, self.weight)
-            if bad >= 0:
-                raise IndexError(f"Target {t.reshape(-1)[bad]} is out of bounds.")
-            self.denominator = kept_weight  # sum of the kept targets' weights (their count)
-        else:
-            if self.ignore_index >= 0:
-                raise ValueError("ignore_index is not supported for floating point target (class probabilities)")
-            t = np.asarray(target)
-            self.denominator = float(lay.rows)  # N * d1 * ... * dk, whatever the weights
+        self.loss = LossTargets(target, lay, weight=weight, ignore_index=-100 if ignore_index is None else ignore_index,
+                                reduction=reduction, cdtype=head.dtype)
+        self.reduction = self.loss.reduction
+        t = self.loss.target if self.loss.kind == "index" else self.loss.prob
         self.t = t[None] if head.unbatched else t  # batched: rows along axis 0
         # Per-row loss shape, batched: (N, d1, ..., dk); the caller's is layout.target_shape.
         self.row_shape = (head.N, *head.out_features)
@@ -319,47 +298,26 @@ class _Targets:
         return self.t[r0:r1]
 
     def kernel_kwargs(self):
-        return dict(weight=self.weight, ignore_index=self.ignore_index, label_smoothing=self.eps)
+        return dict(weight=self.loss.weight, ignore_index=self.loss.ignore_index, label_smoothing=self.eps)
 
     def finish(self, total, rows_out, dtype):
         """The reduced loss from the chunks' float64 sum (or the per-row array for 'none')."""
         if self.reduction == "none":
             return rows_out.reshape(self.layout.target_shape)
-        if self.reduction == "sum":
-            return dtype.type(total)
-        return dtype.type(total / self.denominator if self.denominator != 0 else np.nan)
+        return self.loss.reduce_total(total, dtype)
 
     def grad_output_chunks(self, grad_output):
-        """Per-chunk grad_output for the kernels: a function of (r0, r1).
-
-        'sum': g; 'mean': g / D (inf or NaN when D = 0, as torch, whose ignored rows still get
-        0); 'none': rows r0:r1 of grad_output broadcast to the loss's shape."""
-        if self.reduction == "none":
-            if grad_output is None:
-                return lambda r0, r1: None
-            g = np.asarray(grad_output)
-            if g.dtype.kind not in "iuf":
-                raise TypeError(f"grad_output must be a real array, got dtype {g.dtype}")
-            try:
-                g = np.broadcast_to(g, self.layout.target_shape).reshape(self.row_shape)
-            except ValueError:
-                raise ValueError(
-                    f"grad_output must have the loss's shape {self.layout.target_shape}, got {g.shape}"
-                ) from None
-            return lambda r0, r1: g[r0:r1]
-        g = 1.0 if grad_output is None else grad_output
-        if np.ndim(g) != 0:
-            raise ValueError(f"grad_output must be a scalar for reduction='{self.reduction}', got shape {np.shape(g)}")
-        if np.asarray(g).dtype.kind not in "iuf":
-            raise TypeError(f"grad_output must be a real number, got {type(g).__name__}")
-        g = float(g)
-        if self.reduction == "mean":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                g = float(np.float64(g) / np.float64(self.denominator))
-        return lambda r0, r1: g
+        """Per-chunk grad_output for the kernels, a function of (r0, r1): the scalar (with 1/D
+        folded in for 'mean') or, for 'none', rows r0:r1 of grad_output (LossTargets.grad_scale)."""
+        g, scale = self.loss.grad_scale(grad_output)
+        if self.reduction != "none":
+            return lambda r0, r1: scale
+        if g is None:
+            return lambda r0, r1: None
+        g = g.reshape(self.row_shape)
+        return lambda r0, r1: g[r0:r1]
 
 
-@functools.lru_cache(maxsize=None)
 def _extra_options(z_loss, softcap, return_lse):
     """The options beyond torch, validated before any matmul runs, for each chunk's call."""
     return dict(z_loss=check_z_loss(z_loss), softcap=check_softcap(softcap), return_lse=bool(return_lse))
@@ -453,7 +411,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         Passed through to fastce.cross_entropy for every chunk: z_loss adds z * lse^2 per row,
         softcap replaces the logits by cap * tanh(logits / cap) before the softmax, return_lse
         also returns the per-row log-sum-exp (the loss's shape for 'none'), gathered across
-        chunks. They need a fastce.cross_entropy that has them (else TypeError).
+        chunks.
 
     Returns
     -------
@@ -484,7 +442,7 @@ def linear_cross_entropy_with_grad(input, linear_weight, target, *, linear_bias=
     For L = sum(grad_output * loss) (or grad_output * loss for 'mean'/'sum'), per chunk of rows
     r0:r1 with G = dL/dlogits written in place into the chunk's logits buffer:
 
-        grad_input[r0:r1]   = G @ linear_weight                  (np.matmul, out=)
+        grad_input[r0:r1]   = G @ linear_weight                  (SciPy ?gemm, in place)
         grad_linear_weight += G.T @ input[r0:r1]                 (BLAS gemm, beta=1, in place)
         grad_linear_bias   += G.sum(axis=0)
 

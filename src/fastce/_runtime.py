@@ -112,6 +112,9 @@ def resolve_threads(num_threads):
     return n
 
 
+_kernels.set_thread_resolver(resolve_threads)  # the small-call path asks it for large work
+
+
 # More threads than this is a mistake, not a request: each would be a real OS thread.
 MAX_THREADS = 1024
 

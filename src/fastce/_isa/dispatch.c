@@ -142,3 +142,17 @@ int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C
     *kept = count;
     return bad;
 }
+
+/* Sum of n doubles, compensated (Neumaier): the error does not grow with n, and the order is
+   fixed, so every path that reduces per-row losses (the general one and the small-call one)
+   gives the same bits. */
+double fastce_sum_f64(const double *v, int64_t n) {
+    double s = 0.0, c = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double t = s + v[i];
+        if (fabs(s) >= fabs(v[i])) c += (s - t) + v[i];
+        else c += (v[i] - t) + s;
+        s = t;
+    }
+    return isfinite(s) ? s + c : s; /* inf or NaN: the plain sum (c would be NaN) */
+}
