@@ -5,7 +5,7 @@ Run:   pytest bench --benchmark-only
        pytest bench --benchmark-only --bench-threads 1 -k 4096x32000
        pytest bench --benchmark-only --benchmark-json out.json     # machine-readable
 
-Workloads and per-library implementations come from ``fastce._bench`` (the
+Workloads and per-library implementations come from ``fastce.bench`` (the
 same ones ``fastce bench`` uses); each benchmark group is one
 (workload, pass, threads) cell so the libraries sit side by side.
 """
@@ -47,16 +47,16 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def bench_threads(request):
-    from fastce import _bench
+    from fastce import bench
 
-    return _bench.parse_threads(request.config.getoption("--bench-threads"))[0]
+    return bench.parse_threads(request.config.getoption("--bench-threads"))[0]
 
 
 @pytest.fixture(scope="session")
 def bench_data_cache():
     """Generates each workload's arrays once; keeps only the latest in memory."""
-    from fastce import _bench
+    from fastce import bench
 
-    cache = _bench.DataCache()
+    cache = bench.DataCache()
     yield cache
     cache.clear()

@@ -1,6 +1,6 @@
 """pytest-benchmark: linear + cross-entropy (LM head), fastce vs NumPy matmul(s) vs torch.
 
-The cases of the linear table of ``fastce bench`` (``fastce._bench.LINEAR_CASES``), one
+The cases of the linear table of ``fastce bench`` (``fastce.bench.LINEAR_CASES``), one
 benchmark group per (workload, pass), so that fastce sits beside its yardstick: one NumPy
 matmul ``x @ W.T`` (forward) or the three matmuls of the gradients (loss+grad). The unit is
 seconds per call; full-size calls take seconds, so each case runs pedantically (1 warm-up,
@@ -12,7 +12,7 @@ seconds per call; full-size calls take seconds, so each case runs pedantically (
 
 import pytest
 
-from fastce import _bench as B
+from fastce import bench as B
 
 
 def _slug(text):
@@ -33,21 +33,7 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("lin_workload, lin_case", cases)
 
 
-@pytest.fixture(scope="session")
-def linear_data_cache():
-    cache = {}
-
-    def get(wl):
-        if wl not in cache:
-            cache.clear()
-            cache[wl] = B.make_linear_data(wl)
-        return cache[wl]
-
-    yield get
-    cache.clear()
-
-
-def test_linear_cross_entropy(benchmark, lin_workload, lin_case, bench_threads, linear_data_cache):
+def test_linear_cross_entropy(benchmark, lin_workload, lin_case, bench_threads, bench_data_cache):
     wl, case = lin_workload, lin_case
     for mod in case.requires:
         pytest.importorskip(mod)
@@ -55,18 +41,18 @@ def test_linear_cross_entropy(benchmark, lin_workload, lin_case, bench_threads, 
     if why:
         pytest.skip(why)
     avail = B.available_memory()
-    if avail is not None and case.mem_factor * wl.logits_nbytes > 0.7 * avail:
+    if avail is not None and case.memory_needed(wl, case.pass_) > 0.7 * avail:
         pytest.skip("would need too much memory")
-    data = linear_data_cache(wl)
+    data = bench_data_cache.get(wl)
     benchmark.group = f"linear {wl.name} {case.pass_} threads={bench_threads}"
     benchmark.name = case.name
     benchmark.extra_info.update(workload=wl.name, N=wl.N, H=wl.H, V=wl.V, dtype=wl.dtype,
                                 threads=bench_threads, library=case.library, baseline=case.baseline,
                                 pass_=case.pass_)
-    with B._all_blas_threads(bench_threads):
-        fn = case.prepare(wl, data, bench_threads)
+    with case.threads(bench_threads):
+        fn = case.prepare(wl, data, case.pass_, bench_threads)
         result = fn()  # warm-up
         if result:
-            assert B._loss_value(result) > 0
+            assert B.loss_value(result) > 0
         del result
         benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=0)

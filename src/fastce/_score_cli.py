@@ -11,33 +11,18 @@ which is exact, so the block size changes the result only through floating-point
 With ``--hidden H.npy --weight W.npy [--bias B.npy]`` the logits are ``H @ W.T + b``, computed by
 :func:`fastce.score_linear`; the ``(N, V)`` logits are never stored.
 
-How the files are read, and why
--------------------------------
-* The ``.npy`` header is parsed here (:func:`numpy.lib.format.read_magic` and
-  ``read_array_header_1_0`` / ``_2_0``), which gives shape, dtype, memory order and the byte offset
-  at which the data start. Every check (file kind, dtype, shape, lengths, truncation) happens on
-  the headers before a single logit is read, so a bad input costs nothing and fails with one line.
-* Rows ``[r0, r1)`` of a C-ordered ``(N, V)`` array are the contiguous byte range
-  ``offset + r0*row_bytes .. offset + r1*row_bytes``. For each block only that range is mapped:
-  ``mmap.mmap(fd, length, offset=start rounded down to mmap.ALLOCATIONGRANULARITY,
-  access=ACCESS_READ)``, viewed with :func:`numpy.frombuffer`, scored, and **unmapped** before the
-  next block is mapped.
-* Why not ``np.load(path, mmap_mode="r")`` of the whole file? A whole-file mapping reserves the
-  file's size in address space (``RLIMIT_AS`` / ``ulimit -v`` counts it, so a 3 GB file cannot
-  even be opened under a 1.5 GB limit), and every page touched stays mapped, so the process's
-  resident set grows to the file size as the scan proceeds (the kernel may reclaim clean pages
-  under pressure, but RSS accounting, cgroup limits and other processes see the growth). A
-  per-block window bounds both: address space and resident memory are one block plus the fixed
-  cost of the interpreter and libraries, whatever the file size. Reading with ``readinto`` into a
-  reusable buffer would bound them too, at the cost of one extra copy per byte.
-* While block ``i`` is scored, the kernel is asked to read block ``i+1`` ahead
-  (``posix_fadvise(WILLNEED)``), which overlaps disk reads with computation at no memory cost to
-  the process (the page cache is the kernel's).
+How the files are read
+----------------------
+* The logits (or hidden) and targets files are read by :mod:`fastce._npy_blocks`, one
+  :class:`~fastce._npy_blocks.RowBlockReader` per file, stepping through the same row blocks:
+  every header is checked before a single logit is read, and only one block's byte range is
+  mapped at a time, so memory stays at about one block whatever the file size (its docstring
+  says how and why). While block ``i`` is scored, block ``i+1`` is prefetched.
 * The targets are small (one integer per row); they are validated in a first streamed pass (so an
   out-of-range target fails before the long scan starts, with its row number) and then read in
   the same row blocks as the logits, copied to int64 (a copy, so the window is unmapped at once).
-* A Fortran-ordered ``(N, V)`` file is refused: its rows are not contiguous, so a row block would
-  touch the whole file. Byte-swapped files are converted block by block.
+* The weight and bias of the linear form are read many times (once per block), so they are
+  memory-mapped whole.
 
 Output: a small table on stdout, or ``--json``. A tqdm progress bar goes to stderr only when
 stderr is a terminal; otherwise the command prints nothing but the result. Input and usage errors
@@ -50,17 +35,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import mmap
-import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-#: Default size of one mapped window of the logits (or hidden) file.
-DEFAULT_BLOCK_MB = 64.0
+# The block-mapped .npy reader; its names stay importable from here.
+from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, ReadError,  # noqa: F401
+                          RowBlockReader, block_bounds, check_float, check_int,
+                          check_rows_contiguous, read_npy_header, rows_per_block)
+
 #: Rows of the targets file read per block in the validation pass (8 MB of int64).
 _TARGET_CHECK_ROWS = 1 << 20
 
@@ -69,230 +55,6 @@ USAGE = (
     "       fastce score [options] --hidden HIDDEN.npy --weight WEIGHT.npy [--bias BIAS.npy] "
     "TARGETS.npy"
 )
-
-
-class InputError(Exception):
-    """A problem with the command line or an input file: one-line message, exit status 2."""
-
-
-class ReadError(Exception):
-    """A failure while reading or mapping a file that passed the checks: exit status 1."""
-
-
-# --------------------------------------------------------------------------------------------
-# .npy headers
-
-
-@dataclass(frozen=True)
-class NpyInfo:
-    """What a ``.npy`` header says, plus where the data start in the file."""
-
-    path: str
-    shape: Tuple[int, ...]
-    dtype: np.dtype
-    fortran_order: bool
-    offset: int      #: byte offset of the first element
-    file_size: int
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-    @property
-    def row_bytes(self) -> int:
-        """Bytes of one row (all axes but the first), for a C-ordered array of 1+ dimensions."""
-        inner = 1
-        for d in self.shape[1:]:
-            inner *= d
-        return inner * self.dtype.itemsize
-
-    def describe(self) -> str:
-        dims = " x ".join(str(d) for d in self.shape) or "scalar"
-        return f"{dims} {self.dtype.name}"
-
-
-def _read_header(fp, version) -> Tuple[Tuple[int, ...], bool, np.dtype]:
-    fmt = np.lib.format
-    if version == (1, 0):
-        return fmt.read_array_header_1_0(fp)
-    if version == (2, 0):
-        return fmt.read_array_header_2_0(fp)
-    # Format 3.0 (utf-8 field names) has no public reader; use NumPy's own if it is there.
-    private = getattr(fmt, "_read_array_header", None)
-    if private is None:  # pragma: no cover - numpy without it
-        try:
-            from numpy.lib import _format_impl as impl
-            private = getattr(impl, "_read_array_header", None)
-        except ImportError:
-            private = None
-    if private is None:  # pragma: no cover
-        raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
-    return private(fp, version)
-
-
-def read_npy_header(path: str, role: str) -> NpyInfo:
-    """Parse the header of the ``.npy`` file ``path`` (``role`` names it in error messages).
-
-    Raises :class:`InputError` with a one-line message for a missing or unreadable file, a file
-    that is not ``.npy`` (or a ``.npz`` archive), a corrupt header, an object dtype, or data
-    shorter than the header announces.
-    """
-    label = f"{role} file {path!r}"
-    try:
-        fp = open(path, "rb")
-    except FileNotFoundError:
-        raise InputError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{label}: is a directory") from None
-    except OSError as exc:
-        raise InputError(f"{label}: cannot open: {exc.strerror or exc}") from None
-    with fp:
-        try:
-            file_size = os.fstat(fp.fileno()).st_size
-            head = fp.read(6)
-            if head[:4] == b"PK\x03\x04":
-                raise InputError(f"{label}: is a .npz/zip archive, not a .npy file; "
-                                 "extract the array (np.load(path)[name]) and np.save it")
-            if head != np.lib.format.MAGIC_PREFIX:
-                raise InputError(f"{label}: not a .npy file (no NumPy magic string)")
-            fp.seek(0)
-            version = np.lib.format.read_magic(fp)
-            shape, fortran_order, dtype = _read_header(fp, version)
-            offset = fp.tell()
-        except InputError:
-            raise
-        except OSError as exc:
-            raise InputError(f"{label}: cannot read: {exc.strerror or exc}") from None
-        except Exception as exc:  # ValueError/SyntaxError/... from a corrupt header
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{label}: corrupt .npy header ({msg})") from None
-    dtype = np.dtype(dtype)
-    if dtype.hasobject:
-        raise InputError(f"{label}: holds Python objects (dtype {dtype}); expected numbers")
-    info = NpyInfo(path, tuple(int(d) for d in shape), dtype, bool(fortran_order), offset,
-                   file_size)
-    if offset + info.nbytes > file_size:
-        raise InputError(
-            f"{label}: truncated: the header announces {info.describe()} ({info.nbytes} bytes of "
-            f"data) but only {max(0, file_size - offset)} bytes follow the header")
-    return info
-
-
-def _check_rows_contiguous(info: NpyInfo, role: str) -> None:
-    if info.fortran_order and len(info.shape) >= 2 and sum(d > 1 for d in info.shape) > 1:
-        raise InputError(
-            f"{role} file {info.path!r}: is Fortran-ordered, so its rows are not contiguous and "
-            "cannot be read in row blocks; re-save it C-ordered "
-            "(np.save(path, np.ascontiguousarray(a)))")
-
-
-def _check_float(info: NpyInfo, role: str) -> None:
-    if info.dtype.kind != "f" or info.dtype.itemsize not in (2, 4, 8):
-        raise InputError(f"{role} file {info.path!r}: dtype {info.dtype} is not supported; "
-                         "expected float16, float32 or float64")
-
-
-def _check_int(info: NpyInfo, role: str) -> None:
-    if info.dtype.kind not in "iu":
-        raise InputError(f"{role} file {info.path!r}: dtype {info.dtype} is not an integer dtype; "
-                         "targets must be integer class indices")
-
-
-# --------------------------------------------------------------------------------------------
-# row-block reading
-
-
-class RowBlockReader:
-    """Reads rows ``[r0, r1)`` of a C-ordered ``.npy`` array by mapping only their byte range.
-
-    Use :meth:`apply` (map, call, unmap) or :meth:`copy_rows` (map, copy, unmap); no mapping
-    outlives the call, so address space and resident memory stay bounded by one block.
-    """
-
-    def __init__(self, info: NpyInfo):
-        self.info = info
-        self.row_shape = info.shape[1:]
-        self.row_bytes = info.row_bytes
-        self.n_rows = info.shape[0] if info.shape else 1
-        self._fp = open(info.path, "rb")
-        self._fd = self._fp.fileno()
-        self._swapped = not info.dtype.isnative
-
-    def close(self) -> None:
-        self._fp.close()
-
-    def __enter__(self) -> "RowBlockReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _span(self, r0: int, r1: int) -> Tuple[int, int, int]:
-        """(aligned map offset, map length, offset of row r0 inside the map)."""
-        start = self.info.offset + r0 * self.row_bytes
-        end = self.info.offset + r1 * self.row_bytes
-        aligned = start - start % mmap.ALLOCATIONGRANULARITY
-        return aligned, end - aligned, start - aligned
-
-    def prefetch(self, r0: int, r1: int) -> None:
-        """Ask the kernel to start reading rows ``[r0, r1)`` into the page cache (no mapping)."""
-        if r1 <= r0 or not hasattr(os, "posix_fadvise"):
-            return
-        aligned, length, _ = self._span(r0, r1)
-        try:
-            os.posix_fadvise(self._fd, aligned, length, os.POSIX_FADV_WILLNEED)
-        except OSError:  # pragma: no cover - advisory only
-            pass
-
-    def apply(self, r0: int, r1: int, fn: Callable[[np.ndarray], object]) -> object:
-        """Map rows ``[r0, r1)``, return ``fn(rows)``, and unmap them before returning.
-
-        ``fn`` must not keep a reference to its argument (it is a view of the mapping).
-        """
-        n = r1 - r0
-        if n <= 0 or self.row_bytes == 0:
-            return fn(np.empty((max(n, 0),) + self.row_shape, self.info.dtype.newbyteorder("=")))
-        aligned, length, inner = self._span(r0, r1)
-        try:
-            mm = mmap.mmap(self._fd, length, offset=aligned, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as exc:
-            raise ReadError(
-                f"cannot map rows {r0}..{r1 - 1} of {self.info.path!r} ({length} bytes): "
-                f"{getattr(exc, 'strerror', None) or exc}; try a smaller --block-mb") from None
-        try:
-            rows = np.frombuffer(mm, dtype=self.info.dtype, count=n * (self.row_bytes //
-                                 self.info.dtype.itemsize), offset=inner)
-            rows = rows.reshape((n,) + self.row_shape)
-            if self._swapped:  # one native-order copy of this block
-                rows = rows.astype(self.info.dtype.newbyteorder("="))
-            try:
-                return fn(rows)
-            finally:
-                del rows
-        finally:
-            try:
-                mm.close()
-            except BufferError:  # pragma: no cover - fn kept a view; the GC unmaps it later
-                pass
-
-    def copy_rows(self, r0: int, r1: int, dtype=None) -> np.ndarray:
-        """Rows ``[r0, r1)`` as a new array (converted to ``dtype`` if given); nothing stays mapped."""
-        return self.apply(r0, r1, lambda a: np.array(a, dtype=dtype, copy=True))
-
-
-def block_bounds(n_rows: int, rows_per_block: int) -> Iterator[Tuple[int, int]]:
-    """``(r0, r1)`` for consecutive blocks of ``rows_per_block`` rows covering ``range(n_rows)``."""
-    for r0 in range(0, n_rows, rows_per_block):
-        yield r0, min(n_rows, r0 + rows_per_block)
-
-
-def rows_per_block(row_bytes: int, block_rows: Optional[int], block_mb: Optional[float]) -> int:
-    """Rows per block: ``block_rows`` if given, else as many rows as fit in ``block_mb`` MB
-    (at least one)."""
-    if block_rows is not None:
-        return block_rows
-    mb = DEFAULT_BLOCK_MB if block_mb is None else block_mb
-    return max(1, int(mb * 1024 * 1024) // max(1, row_bytes))
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,13 +91,13 @@ def check_inputs(logits: Optional[str], targets: str, hidden: Optional[str] = No
     the first problem. Give ``logits``, or ``hidden`` and ``weight`` (and optionally ``bias``)."""
     if logits is not None:
         x = read_npy_header(logits, "logits")
-        _check_float(x, "logits")
+        check_float(x, "logits")
         if len(x.shape) != 2:
             hint = ("; reshape (B, T, V) logits to (B*T, V) and (B, T) targets to (B*T,)"
                     if len(x.shape) > 2 else "")
             raise InputError(f"logits file {logits!r}: shape {x.shape} is not 2-D; logits must "
                              f"have shape (N, V){hint}")
-        _check_rows_contiguous(x, "logits")
+        check_rows_contiguous(x, "logits")
         if x.shape[1] == 0:
             raise InputError(f"logits file {logits!r}: has no classes (shape {x.shape})")
         t = _targets_header(targets)
@@ -345,13 +107,13 @@ def check_inputs(logits: Optional[str], targets: str, hidden: Optional[str] = No
         return Inputs(targets=t, logits=x)
 
     h = read_npy_header(hidden, "hidden")
-    _check_float(h, "hidden")
+    check_float(h, "hidden")
     if len(h.shape) != 2:
         raise InputError(f"hidden file {hidden!r}: shape {h.shape} is not 2-D; hidden states "
                          "must have shape (N, H)")
-    _check_rows_contiguous(h, "hidden")
+    check_rows_contiguous(h, "hidden")
     w = read_npy_header(weight, "weight")
-    _check_float(w, "weight")
+    check_float(w, "weight")
     if len(w.shape) != 2:
         raise InputError(f"weight file {weight!r}: shape {w.shape} is not 2-D; the weight must "
                          "have shape (V, H)")
@@ -365,7 +127,7 @@ def check_inputs(logits: Optional[str], targets: str, hidden: Optional[str] = No
     b = None
     if bias is not None:
         b = read_npy_header(bias, "bias")
-        _check_float(b, "bias")
+        check_float(b, "bias")
         if b.shape != (w.shape[0],):
             raise InputError(f"bias file {bias!r}: shape {b.shape} does not match the weight's "
                              f"{w.shape[0]} classes; expected ({w.shape[0]},)")
@@ -378,7 +140,7 @@ def check_inputs(logits: Optional[str], targets: str, hidden: Optional[str] = No
 
 def _targets_header(targets: str) -> NpyInfo:
     t = read_npy_header(targets, "targets")
-    _check_int(t, "targets")
+    check_int(t, "targets")
     if len(t.shape) != 1:
         raise InputError(f"targets file {targets!r}: shape {t.shape} is not 1-D; "
                          "targets must have shape (N,)")

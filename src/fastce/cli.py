@@ -26,13 +26,13 @@ def _version() -> str:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from fastce import _bench
+    from fastce import bench
 
-    return _bench.main(args)
+    return bench.main(args)
 
 
 def _add_bench(subparsers) -> None:
-    from fastce import _bench
+    from fastce import bench
 
     p = subparsers.add_parser(
         "bench",
@@ -45,7 +45,7 @@ def _add_bench(subparsers) -> None:
         epilog="examples:  fastce bench --quick   |   fastce bench -w 4096x32000 --threads all   |   "
         "fastce bench --plot ce.png --plot-only",
     )
-    _bench.add_arguments(p)
+    bench.add_arguments(p)
     p.set_defaults(func=_run_bench)
 
 

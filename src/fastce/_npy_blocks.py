@@ -1,0 +1,272 @@
+"""Block-mapped reading of ``.npy`` files: C-ordered arrays read in row blocks, mapping only one
+block's byte range at a time, so that the memory used stays at about one block whatever the
+file's size (files larger than memory work).
+
+* :func:`read_npy_header` parses a file's header (:func:`numpy.lib.format.read_magic` and
+  ``read_array_header_1_0`` / ``_2_0``): shape, dtype, memory order and the byte offset at which
+  the data start, and checks the file kind and its length. With :func:`check_float`,
+  :func:`check_int` and :func:`check_rows_contiguous`, every check happens on the headers before
+  a single element is read, so a bad input costs nothing and fails with one line
+  (:class:`InputError`).
+* :class:`RowBlockReader` (one per file; readers of several files can step through the same
+  :func:`block_bounds` in lockstep) reads rows ``[r0, r1)`` of a C-ordered array, the
+  contiguous byte range ``offset + r0*row_bytes .. offset + r1*row_bytes``: only that range is
+  mapped (``mmap.mmap(fd, length, offset=start rounded down to mmap.ALLOCATIONGRANULARITY,
+  access=ACCESS_READ)``), viewed with :func:`numpy.frombuffer`, handed to the caller, and
+  **unmapped** before the call returns. Byte-swapped files are converted block by block. A
+  failure to map raises :class:`ReadError`.
+* Why not ``np.load(path, mmap_mode="r")`` of the whole file? A whole-file mapping reserves the
+  file's size in address space (``RLIMIT_AS`` / ``ulimit -v`` counts it, so a 3 GB file cannot
+  even be opened under a 1.5 GB limit), and every page touched stays mapped, so the process's
+  resident set grows to the file size as the scan proceeds (the kernel may reclaim clean pages
+  under pressure, but RSS accounting, cgroup limits and other processes see the growth). A
+  per-block window bounds both: address space and resident memory are one block plus the fixed
+  cost of the interpreter and libraries, whatever the file size. Reading with ``readinto`` into a
+  reusable buffer would bound them too, at the cost of one extra copy per byte.
+* :meth:`RowBlockReader.prefetch` asks the kernel to read the next block ahead
+  (``posix_fadvise(WILLNEED)``) while the current one is processed, which overlaps disk reads
+  with computation at no memory cost to the process (the page cache is the kernel's).
+* A Fortran-ordered array of 2+ dimensions is refused (:func:`check_rows_contiguous`): its rows
+  are not contiguous, so a row block would touch the whole file.
+
+Nothing here knows what the rows mean: the caller (e.g. ``fastce score``) chooses the block size
+(:func:`rows_per_block`) and does the work on each block.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Tuple
+
+import numpy as np
+
+#: Default size of one mapped block, in MiB.
+DEFAULT_BLOCK_MB = 64.0
+
+
+class InputError(Exception):
+    """A problem with the command line or an input file: one-line message, exit status 2."""
+
+
+class ReadError(Exception):
+    """A failure while reading or mapping a file that passed the checks: exit status 1."""
+
+
+
+# --------------------------------------------------------------------------------------------
+# .npy headers
+
+
+@dataclass(frozen=True)
+class NpyInfo:
+    """What a ``.npy`` header says, plus where the data start in the file."""
+
+    path: str
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int      #: byte offset of the first element
+    file_size: int
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one row (all axes but the first), for a C-ordered array of 1+ dimensions."""
+        inner = 1
+        for d in self.shape[1:]:
+            inner *= d
+        return inner * self.dtype.itemsize
+
+    def describe(self) -> str:
+        dims = " x ".join(str(d) for d in self.shape) or "scalar"
+        return f"{dims} {self.dtype.name}"
+
+
+def _read_header(fp, version) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    fmt = np.lib.format
+    if version == (1, 0):
+        return fmt.read_array_header_1_0(fp)
+    if version == (2, 0):
+        return fmt.read_array_header_2_0(fp)
+    # Format 3.0 (utf-8 field names) has no public reader; use NumPy's own if it is there.
+    private = getattr(fmt, "_read_array_header", None)
+    if private is None:  # pragma: no cover - numpy without it
+        try:
+            from numpy.lib import _format_impl as impl
+            private = getattr(impl, "_read_array_header", None)
+        except ImportError:
+            private = None
+    if private is None:  # pragma: no cover
+        raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    return private(fp, version)
+
+
+def read_npy_header(path: str, role: str) -> NpyInfo:
+    """Parse the header of the ``.npy`` file ``path`` (``role`` names it in error messages).
+
+    Raises :class:`InputError` with a one-line message for a missing or unreadable file, a file
+    that is not ``.npy`` (or a ``.npz`` archive), a corrupt header, an object dtype, or data
+    shorter than the header announces.
+    """
+    label = f"{role} file {path!r}"
+    try:
+        fp = open(path, "rb")
+    except FileNotFoundError:
+        raise InputError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{label}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{label}: cannot open: {exc.strerror or exc}") from None
+    with fp:
+        try:
+            file_size = os.fstat(fp.fileno()).st_size
+            head = fp.read(6)
+            if head[:4] == b"PK\x03\x04":
+                raise InputError(f"{label}: is a .npz/zip archive, not a .npy file; "
+                                 "extract the array (np.load(path)[name]) and np.save it")
+            if head != np.lib.format.MAGIC_PREFIX:
+                raise InputError(f"{label}: not a .npy file (no NumPy magic string)")
+            fp.seek(0)
+            version = np.lib.format.read_magic(fp)
+            shape, fortran_order, dtype = _read_header(fp, version)
+            offset = fp.tell()
+        except InputError:
+            raise
+        except OSError as exc:
+            raise InputError(f"{label}: cannot read: {exc.strerror or exc}") from None
+        except Exception as exc:  # ValueError/SyntaxError/... from a corrupt header
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{label}: corrupt .npy header ({msg})") from None
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise InputError(f"{label}: holds Python objects (dtype {dtype}); expected numbers")
+    info = NpyInfo(path, tuple(int(d) for d in shape), dtype, bool(fortran_order), offset,
+                   file_size)
+    if offset + info.nbytes > file_size:
+        raise InputError(
+            f"{label}: truncated: the header announces {info.describe()} ({info.nbytes} bytes of "
+            f"data) but only {max(0, file_size - offset)} bytes follow the header")
+    return info
+
+
+def check_rows_contiguous(info: NpyInfo, role: str) -> None:
+    if info.fortran_order and len(info.shape) >= 2 and sum(d > 1 for d in info.shape) > 1:
+        raise InputError(
+            f"{role} file {info.path!r}: is Fortran-ordered, so its rows are not contiguous and "
+            "cannot be read in row blocks; re-save it C-ordered "
+            "(np.save(path, np.ascontiguousarray(a)))")
+
+
+def check_float(info: NpyInfo, role: str) -> None:
+    if info.dtype.kind != "f" or info.dtype.itemsize not in (2, 4, 8):
+        raise InputError(f"{role} file {info.path!r}: dtype {info.dtype} is not supported; "
+                         "expected float16, float32 or float64")
+
+
+def check_int(info: NpyInfo, role: str) -> None:
+    if info.dtype.kind not in "iu":
+        raise InputError(f"{role} file {info.path!r}: dtype {info.dtype} is not an integer dtype; "
+                         "targets must be integer class indices")
+
+
+# --------------------------------------------------------------------------------------------
+# row-block reading
+
+
+class RowBlockReader:
+    """Reads rows ``[r0, r1)`` of a C-ordered ``.npy`` array by mapping only their byte range.
+
+    Use :meth:`apply` (map, call, unmap) or :meth:`copy_rows` (map, copy, unmap); no mapping
+    outlives the call, so address space and resident memory stay bounded by one block.
+    """
+
+    def __init__(self, info: NpyInfo):
+        self.info = info
+        self.row_shape = info.shape[1:]
+        self.row_bytes = info.row_bytes
+        self.n_rows = info.shape[0] if info.shape else 1
+        self._fp = open(info.path, "rb")
+        self._fd = self._fp.fileno()
+        self._swapped = not info.dtype.isnative
+
+    def close(self) -> None:
+        self._fp.close()
+
+    def __enter__(self) -> "RowBlockReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _span(self, r0: int, r1: int) -> Tuple[int, int, int]:
+        """(aligned map offset, map length, offset of row r0 inside the map)."""
+        start = self.info.offset + r0 * self.row_bytes
+        end = self.info.offset + r1 * self.row_bytes
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        return aligned, end - aligned, start - aligned
+
+    def prefetch(self, r0: int, r1: int) -> None:
+        """Ask the kernel to start reading rows ``[r0, r1)`` into the page cache (no mapping)."""
+        if r1 <= r0 or not hasattr(os, "posix_fadvise"):
+            return
+        aligned, length, _ = self._span(r0, r1)
+        try:
+            os.posix_fadvise(self._fd, aligned, length, os.POSIX_FADV_WILLNEED)
+        except OSError:  # pragma: no cover - advisory only
+            pass
+
+    def apply(self, r0: int, r1: int, fn: Callable[[np.ndarray], object]) -> object:
+        """Map rows ``[r0, r1)``, return ``fn(rows)``, and unmap them before returning.
+
+        ``fn`` must not keep a reference to its argument (it is a view of the mapping).
+        """
+        n = r1 - r0
+        if n <= 0 or self.row_bytes == 0:
+            return fn(np.empty((max(n, 0),) + self.row_shape, self.info.dtype.newbyteorder("=")))
+        aligned, length, inner = self._span(r0, r1)
+        try:
+            mm = mmap.mmap(self._fd, length, offset=aligned, access=mmap.ACCESS_READ)
+        except (OSError, ValueError) as exc:
+            raise ReadError(
+                f"cannot map rows {r0}..{r1 - 1} of {self.info.path!r} ({length} bytes): "
+                f"{getattr(exc, 'strerror', None) or exc}; try a smaller --block-mb") from None
+        try:
+            rows = np.frombuffer(mm, dtype=self.info.dtype, count=n * (self.row_bytes //
+                                 self.info.dtype.itemsize), offset=inner)
+            rows = rows.reshape((n,) + self.row_shape)
+            if self._swapped:  # one native-order copy of this block
+                rows = rows.astype(self.info.dtype.newbyteorder("="))
+            try:
+                return fn(rows)
+            finally:
+                del rows
+        finally:
+            try:
+                mm.close()
+            except BufferError:  # pragma: no cover - fn kept a view; the GC unmaps it later
+                pass
+
+    def copy_rows(self, r0: int, r1: int, dtype=None) -> np.ndarray:
+        """Rows ``[r0, r1)`` as a new array (converted to ``dtype`` if given); nothing stays mapped."""
+        return self.apply(r0, r1, lambda a: np.array(a, dtype=dtype, copy=True))
+
+
+def block_bounds(n_rows: int, rows_per_block: int) -> Iterator[Tuple[int, int]]:
+    """``(r0, r1)`` for consecutive blocks of ``rows_per_block`` rows covering ``range(n_rows)``."""
+    for r0 in range(0, n_rows, rows_per_block):
+        yield r0, min(n_rows, r0 + rows_per_block)
+
+
+def rows_per_block(row_bytes: int, block_rows: Optional[int], block_mb: Optional[float]) -> int:
+    """Rows per block: ``block_rows`` if given, else as many rows as fit in ``block_mb`` MB
+    (at least one)."""
+    if block_rows is not None:
+        return block_rows
+    mb = DEFAULT_BLOCK_MB if block_mb is None else block_mb
+    return max(1, int(mb * 1024 * 1024) // max(1, row_bytes))

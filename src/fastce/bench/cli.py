@@ -1,0 +1,149 @@
+"""``fastce bench``: the options and the run (called by :mod:`fastce.cli`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any, Dict, List
+
+from .peers import PEER_NAMES, PEERS, get_peer
+from .plot import plot_sweep
+from .report import (ce_record, environment, format_environment, format_linear_table, format_table,
+                     json_text, linear_record)
+from .timing import BenchConfig, log, run, run_linear
+from .workloads import (DEFAULT_LINEAR_WORKLOADS, DEFAULT_WORKLOADS, FORWARD, LOSS_GRAD, PASSES,
+                        QUICK_LINEAR_WORKLOADS, QUICK_WORKLOADS, all_threads, parse_threads,
+                        select_sets, sweep_workloads)
+
+
+def add_arguments(parser) -> None:
+    """Add the ``fastce bench`` options to an argparse parser."""
+    parser.add_argument("--quick", action="store_true",
+                        help="reduced run: smaller workloads, shorter timing (well under a minute)")
+    parser.add_argument("--threads", default="1,all", metavar="LIST",
+                        help="comma-separated thread counts, 'all' = every available core (default: 1,all)")
+    parser.add_argument("--workload", "-w", action="append", metavar="NAME",
+                        help="only workloads whose name is/contains NAME (repeatable; see --list)")
+    parser.add_argument("--pass", dest="passes", choices=[FORWARD, LOSS_GRAD, "both"], default="both",
+                        help="which pass to time (default: both)")
+    parser.add_argument("--peers", default=None, metavar="LIST",
+                        help=f"comma-separated libraries (default: all installed of {','.join(PEER_NAMES)})")
+    parser.add_argument("--min-time", type=float, default=None, metavar="S",
+                        help="time each cell for at least S seconds (default 0.5; 0.1 with --quick)")
+    parser.add_argument("--min-repeats", type=int, default=None, metavar="K",
+                        help="at least K timed repeats per cell (default 3)")
+    parser.add_argument("--max-time", type=float, default=30.0, metavar="S",
+                        help="stop timing a cell after S seconds even below --min-repeats (default 30)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="time each library's repeats back to back instead of round-robin within a row")
+    parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                        help="write results as a JSON list of dicts to FILE ('-' or no FILE: stdout, no table)")
+    parser.add_argument("--plot", metavar="FILE.png", default=None,
+                        help="also sweep the number of classes (forward, all threads) and plot throughput")
+    parser.add_argument("--plot-only", action="store_true", help="with --plot: skip the main table")
+    parser.add_argument("--no-linear", action="store_true",
+                        help="skip the linear + cross-entropy (LM head) table (workloads lin-*)")
+    parser.add_argument("--list", action="store_true", help="list workloads and libraries, then exit")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
+
+
+def _list(workloads_all, linear_all, quick: bool) -> int:
+    print("workloads%s:" % (" (--quick)" if quick else ""))
+    for w in workloads_all:
+        print(f"  {w.name:20s} {w.describe()}")
+    for w in linear_all:
+        print(f"  {w.name:20s} linear + cross-entropy, {w.describe()}")
+    print("libraries:")
+    for p in PEERS:
+        why = p.unavailable()
+        print(f"  {p.name:14s} {'available' if why is None else why}")
+    return 0
+
+
+def main(args) -> int:
+    """Run ``fastce bench`` with parsed ``args``; returns an exit status."""
+    workloads_all = QUICK_WORKLOADS if args.quick else DEFAULT_WORKLOADS
+    linear_all = QUICK_LINEAR_WORKLOADS if args.quick else DEFAULT_LINEAR_WORKLOADS
+    if getattr(args, "no_linear", False):
+        linear_all = ()
+    if args.list:
+        return _list(workloads_all, linear_all, args.quick)
+    try:
+        workloads, linear_wls = select_sets((workloads_all, linear_all), args.workload)
+        threads = parse_threads(args.threads)
+        peers = list(PEER_NAMES) if args.peers is None else [s.strip() for s in args.peers.split(",") if s.strip()]
+        for name in peers:
+            get_peer(name)
+    except (ValueError, KeyError) as exc:
+        print(f"fastce bench: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("fastce bench: error: --plot needs matplotlib, which is not installed "
+                  "(pip install matplotlib)", file=sys.stderr)
+            return 2
+    cfg = BenchConfig(
+        workloads=workloads,
+        threads=threads,
+        passes=PASSES if args.passes == "both" else (args.passes,),
+        peers=peers,
+        min_time=args.min_time if args.min_time is not None else (0.1 if args.quick else 0.5),
+        min_repeats=args.min_repeats if args.min_repeats is not None else 3,
+        max_time=args.max_time,
+        interleave=not args.sequential,
+        verbose=not args.quiet,
+    )
+    to_stdout_json = args.json == "-"
+    env = environment()
+    missing = [f"{p}: {get_peer(p).unavailable()}" for p in peers if get_peer(p).unavailable()]
+    if missing:
+        log(cfg, "[bench] not available: " + "; ".join(missing))
+
+    t0 = time.perf_counter()
+    results: List[Dict[str, Any]] = []
+    text: List[str] = []
+    if not (args.plot and args.plot_only):
+        if workloads:
+            cells = run(cfg)
+            results += [ce_record(c, "table") for c in cells]
+            text.append(format_table(cells))
+        if linear_wls:
+            # BLAS-bound: timed once, at the largest thread count asked for
+            lcells = run_linear(cfg, linear_wls, max(threads), pause=0.1 if args.quick else 0.25,
+                                quick=args.quick)
+            results += [linear_record(c) for c in lcells]
+            text.append(format_linear_table(lcells))
+    if args.plot:
+        sweep_cfg = dataclasses.replace(
+            cfg,
+            workloads=sweep_workloads(),
+            threads=[all_threads()],
+            passes=(FORWARD,),
+            peers=[p for p in peers if not get_peer(p).loss_grad_only],  # forward-capable
+        )
+        log(cfg, "[bench] class-count sweep (forward, all threads)")
+        scells = run(sweep_cfg)
+        results += [ce_record(c, "sweep") for c in scells]
+        text.append(format_table(scells, title="class-count sweep (forward, all threads):",
+                                 notes=not text))
+        plot_sweep(scells, args.plot,
+                   title=f"softmax cross-entropy forward, {all_threads()} threads, {env.get('cpu', '')}")
+        text.append(f"plot written to {args.plot}")
+    elapsed = time.perf_counter() - t0
+
+    if args.json is not None:
+        if to_stdout_json:
+            print(json_text(results))
+        else:
+            with open(args.json, "w") as f:
+                f.write(json_text(results) + "\n")
+    if not to_stdout_json:
+        print(format_environment(env))
+        print("\n\n".join(text))
+        print(f"# total {elapsed:.0f} s")
+    else:
+        log(cfg, f"[bench] total {elapsed:.0f} s")
+    return 0

@@ -1,0 +1,315 @@
+"""Reporting: one fixed-width table writer (:func:`render`, columns given as :class:`Column`
+data) for both tables, their legends, the environment header and the ``--json`` records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .peers import NA, PEERS
+from .timing import Cell
+from .workloads import all_threads
+
+
+# --------------------------------------------------------------------------
+# The table writer
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One column: its header and the text it shows for one line of the table."""
+
+    header: str
+    text: Callable[[Any], str]
+    left: bool = False  # labels are left-aligned, numbers right-aligned
+
+
+def render(columns: Sequence[Column], lines: Sequence[Any],
+           blank_between: Optional[Callable[[Any, Any], bool]] = None) -> List[str]:
+    """Header, dashes, then one text line per item of ``lines`` (an empty line between two
+    items where ``blank_between(previous, item)``)."""
+    head = [c.header for c in columns]
+    table = [[c.text(line) for c in columns] for line in lines]
+    widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(head)]
+
+    def fmt(row):
+        return "  ".join(v.ljust(w) if c.left else v.rjust(w)
+                         for c, v, w in zip(columns, row, widths)).rstrip()
+
+    out = [fmt(head), "  ".join("-" * w for w in widths)]
+    for i, row in enumerate(table):
+        if blank_between is not None and i and blank_between(lines[i - 1], lines[i]):
+            out.append("")
+        out.append(fmt(row))
+    return out
+
+
+def _workloads(cells: Sequence[Cell]) -> List[Any]:
+    return list(dict.fromkeys(c.workload for c in cells))
+
+
+# --------------------------------------------------------------------------
+# Cross-entropy table: one line per (workload, threads, pass), one column per peer
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Row:
+    workload: Any
+    threads: int
+    pass_: str
+    cells: Dict[str, Cell]
+
+    @property
+    def label(self) -> str:
+        return f"{self.workload.name} {self.threads}T {self.pass_}"
+
+
+def rows(cells: Sequence[Cell]) -> List[Row]:
+    """The cells grouped by (workload, threads, pass), in first-seen order."""
+    out: Dict[Any, Row] = {}
+    for c in cells:
+        key = (c.workload.name, c.threads, c.pass_)
+        if key not in out:
+            out[key] = Row(c.workload, c.threads, c.pass_, {})
+        out[key].cells[c.name] = c
+    return list(out.values())
+
+
+def _loss_tol(dtype: str) -> float:
+    return 1e-8 if dtype == "float64" else 2e-4
+
+
+def _mismatch(row: Row, peer: str) -> Optional[str]:
+    """A line if ``peer``'s loss differs from fastce's on ``row``, else None."""
+    c, ref = row.cells.get(peer), row.cells.get("fastce")
+    if c is None or ref is None or c is ref or c.loss is None or ref.loss is None:
+        return None
+    if math.isclose(c.loss, ref.loss, rel_tol=_loss_tol(row.workload.dtype), abs_tol=1e-6):
+        return None
+    return f"{row.label}: {peer} loss {c.loss:.9g} vs fastce {ref.loss:.9g}"
+
+
+def _fmt_gps(cell: Optional[Cell]) -> str:
+    if cell is None:
+        return ""
+    if cell.gps is not None:
+        s = f"{cell.gps:.2f}" if cell.gps < 100 else f"{cell.gps:.1f}"
+        return "~" + s if cell.cut_short else s
+    if cell.skipped == NA:
+        return NA
+    return "err" if cell.error else "-"
+
+
+def _speedup(row: Row, peer: str) -> str:
+    ref, c = row.cells.get("fastce"), row.cells.get(peer)
+    if ref is not None and ref.gps and c is not None and c.gps:
+        return f"{ref.gps / c.gps:.2f}"
+    return ""
+
+
+def ce_columns(peers: Sequence[str]) -> List[Column]:
+    """workload, thr, pass; G logits/s of each peer (! = loss mismatch); x<peer> speedups."""
+    cols = [Column("workload", lambda r: r.workload.name, left=True),
+            Column("thr", lambda r: str(r.threads), left=True),
+            Column("pass", lambda r: r.pass_, left=True)]
+    cols += [Column(p, lambda r, p=p: _fmt_gps(r.cells.get(p)) + ("!" if _mismatch(r, p) else ""))
+             for p in peers]
+    if "fastce" in peers:
+        cols += [Column(f"x{p}", lambda r, p=p: _speedup(r, p))
+                 for p in peers if not p.startswith("fastce")]
+    return cols
+
+
+CE_LEGEND = (
+    "Throughput in G logits/s = numel(input) / median time / 1e9 (higher is better); "
+    "x<peer> = fastce throughput / peer throughput (>1: fastce faster).",
+    "Each cell: 1 warm-up call, then >= min-repeats calls and >= min-time s, median reported; the libraries "
+    "of a row are timed round-robin (not with --sequential).",
+    "n/a = not supported by that library/cell; - = skipped (memory/time); "
+    "~ = cut short by --max-time (fewer repeats); ! = loss differs from fastce's.",
+)
+
+
+def format_table(cells: Sequence[Cell], title: Optional[str] = None, notes: bool = True) -> str:
+    """Render cross-entropy ``cells`` as a fixed-width text table with footnotes."""
+    peers = [p for p in PEERS if any(c.name == p.name for c in cells)]
+    names = [p.name for p in peers]
+    lines = rows(cells)
+    grouped = len({r.workload.name for r in lines}) < len(lines)
+    out = [title] if title else []
+    out += render(ce_columns(names), lines,
+                  (lambda a, b: a.workload.name != b.workload.name) if grouped else None)
+    if not notes:
+        return "\n".join(out)
+    out.append("")
+    out += CE_LEGEND
+    out += [p.note for p in peers if p.note]
+    skipped = sorted({f"{r.label} {c.name}: {c.skipped}" for r in lines for c in r.cells.values()
+                      if c.skipped and c.skipped != NA and not c.reused})
+    if skipped:
+        out.append("skipped: " + "; ".join(skipped))
+    mismatches = [m for r in lines for m in map(lambda p: _mismatch(r, p), names) if m]
+    if mismatches:
+        out.append("loss mismatches:")
+        out.extend("  " + m for m in mismatches)
+    out += _errors([(r.label, r.cells[p]) for r in lines for p in names if p in r.cells])
+    return "\n".join(out)
+
+
+def _errors(labelled: Sequence[Any]) -> List[str]:
+    """``errors:`` and one line per (label, cell) whose cell failed; nothing if none did."""
+    lines = [f"  {label} {c.name}: {c.error}" for label, c in labelled if c.error]
+    return ["errors:"] + lines if lines else []
+
+
+# --------------------------------------------------------------------------
+# Linear + cross-entropy table: one block per workload, one line per case
+# --------------------------------------------------------------------------
+
+
+def _mb(n: Optional[int]) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f}"
+
+
+def _timed(fmt: Callable[[Cell], str]) -> Callable[[Cell], str]:
+    """A column that is empty for a cell with no times."""
+    return lambda c: fmt(c) if c.best is not None else ""
+
+
+def linear_columns(ref_loss: Optional[float]) -> List[Column]:
+    """pass, case (! = loss differs from ``ref_loss``), min and median s, x matmul, extra MB."""
+
+    def case(c: Cell) -> str:
+        if (c.best is not None and ref_loss is not None and c.loss is not None
+                and not math.isclose(c.loss, ref_loss, rel_tol=1e-3)):
+            return c.name + " !"
+        return c.name
+
+    return [
+        Column("pass", lambda c: c.pass_, left=True),
+        Column("case", case, left=True),
+        Column("min s", lambda c: f"{c.best:.3f}" if c.best is not None else "err" if c.error else "-"),
+        Column("median s", _timed(lambda c: f"{c.seconds:.3f}")),
+        Column("x matmul", _timed(lambda c: f"{c.ratio:.2f}" if c.ratio else "")),
+        Column("extra MB (traced)", _timed(lambda c: _mb(c.peak_traced))),
+        Column("extra MB (RSS)", _timed(lambda c: _mb(c.peak_rss))),
+    ]
+
+
+LINEAR_LEGEND = (
+    "x matmul = min time / min time of the pass's NumPy baseline: one matmul(x, W.T, out=) for "
+    "forward, the three matmuls of the gradients (logits, G @ W, G.T @ x; all out=) for loss+grad. "
+    "Cases timed round-robin, 0.25 s apart (0.1 s with --quick; BLAS/OpenMP workers spin after a call).",
+    "extra MB = peak memory during one call beyond its inputs and returned results (the grads): "
+    "traced = tracemalloc (NumPy allocations; not torch's), RSS = high-water mark (5 > /proc/self/clear_refs). "
+    "Full logits: {full}.",
+    "fastce.linear_cross_entropy*: default chunk_size (a ~32 MiB logits buffer) and num_threads (1 thread "
+    "for the CE step between BLAS calls); torch: options=None is linear + cross_entropy, options= is "
+    "torch.nn.LinearCrossEntropyOptions() (chunked); ! = loss differs from fastce's by > 1e-3.",
+)
+
+
+def format_linear_table(cells: Sequence[Cell]) -> str:
+    """One block per workload: min and median seconds, x baseline, peak extra memory."""
+    out: List[str] = []
+    for wl in _workloads(cells):
+        wc = [c for c in cells if c.workload == wl]
+        out.append(f"linear + cross-entropy (LM head) {wl.name}: {wl.describe()}, {wc[0].threads} threads")
+        ref = next((c.loss for c in wc if c.case.library == "fastce" and c.loss is not None), None)
+        out += render(linear_columns(ref), wc)
+        skipped = [f"{c.name}: {c.skipped}" for c in wc if c.best is None and c.skipped]
+        if skipped:
+            out.append("skipped: " + "; ".join(skipped))
+        out.append("")
+    full = ", ".join(f"{w.name} {w.logits_nbytes / 1e6:.0f} MB" for w in _workloads(cells))
+    out += [line.replace("{full}", full) for line in LINEAR_LEGEND]
+    out += _errors([(c.workload.name, c) for c in cells])
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# JSON records
+# --------------------------------------------------------------------------
+
+
+def _record(cell: Cell, section: str, fields: Dict[str, Any]) -> Dict[str, Any]:
+    return {"section": section, "workload": cell.workload.name, **cell.workload.json_fields(),
+            "threads": cell.threads, "pass": cell.pass_, **fields}
+
+
+def ce_record(cell: Cell, section: str = "table") -> Dict[str, Any]:
+    """A cross-entropy cell (section "table" or "sweep") as a JSON-ready dict."""
+    return _record(cell, section, {
+        "library": cell.name, "median_s": cell.seconds, "glogits_per_s": cell.gps,
+        "min_s": cell.best, "repeats": cell.repeats, "loss": cell.loss, "skipped": cell.skipped,
+        "error": cell.error, "reused_single_thread_measurement": cell.reused,
+        "cut_short": cell.cut_short,
+    })
+
+
+def linear_record(cell: Cell) -> Dict[str, Any]:
+    """A linear + cross-entropy cell as a JSON-ready dict."""
+    c = cell.case
+    return _record(cell, "linear", {
+        "case": c.name, "library": c.library, "median_s": cell.seconds, "min_s": cell.best,
+        "repeats": cell.repeats, "ratio_to_matmul": cell.ratio, "baseline": c.baseline,
+        "loss": cell.loss, "peak_extra_tracemalloc_bytes": cell.peak_traced,
+        "peak_extra_rss_bytes": cell.peak_rss, "full_logits_bytes": cell.workload.logits_nbytes,
+        "skipped": cell.skipped, "error": cell.error,
+    })
+
+
+def json_text(records: Sequence[Dict[str, Any]]) -> str:
+    """Valid JSON, one record per line."""
+    return "[\n" + ",\n".join(json.dumps(r) for r in records) + "\n]"
+
+
+# --------------------------------------------------------------------------
+# Environment header
+# --------------------------------------------------------------------------
+
+
+def environment() -> Dict[str, Any]:
+    env: Dict[str, Any] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cores_available": all_threads(),
+        "numpy": np.__version__,
+    }
+    for p in PEERS:
+        if p.name in ("fastce(out=)", "numpy"):
+            continue
+        env[p.name] = p.version() if p.unavailable() is None else None
+    try:
+        import fastce
+
+        cfg = fastce.get_config()
+        env["fastce_isa"] = cfg.get("isa")
+        env["fastce_openmp"] = cfg.get("openmp")
+        env["fastce_num_threads"] = cfg.get("num_threads")
+    except Exception:
+        pass
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def format_environment(env: Dict[str, Any]) -> str:
+    return "# " + ", ".join(f"{k}={'not installed' if v is None else v}" for k, v in env.items())
