@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._functional import _Problem
+from ._functional import _CrossEntropyCall
 
 __all__ = ["Score", "score", "score_linear"]
 
@@ -44,7 +44,8 @@ class Score:
     """Mergeable scoring sums over a set of tokens.
 
     nll_sum : float    sum over scored tokens of -log p(target) (float64 accumulation)
-    count   : int      scored tokens (targets equal to ignore_index are left out)
+    count   : int      scored tokens (targets equal to ignore_index are left out); also
+                       readable as `tokens`, the name as_dict() and the CLI use
     top_k   : tuple    the k of the accuracies, sorted, always including 1
     correct : dict     k -> number of scored tokens whose target ranks within the top k (ties
                        broken towards the lower class index, as argmax); rows whose loss is NaN
@@ -79,6 +80,12 @@ class Score:
     __add__ = merge
 
     @property
+    def tokens(self):
+        """Scored tokens (targets equal to ignore_index left out): the same number as `count`,
+        under the name that as_dict() and the CLI print. Read-only."""
+        return self.count
+
+    @property
     def mean_nll(self):
         """Mean negative log-likelihood per scored token, in nats (NaN with no tokens)."""
         return self.nll_sum / self.count if self.count else math.nan
@@ -111,7 +118,7 @@ class Score:
 
 
 def _score_problem(p, top_k):
-    """The Score of a _Problem run with need_rank (rank -1 marks ignored rows)."""
+    """The Score of a _CrossEntropyCall run with need_rank (rank -1 marks ignored rows)."""
     p.run()
     kept = p.row_rank >= 0
     loss = p.row_loss[kept]
@@ -146,7 +153,7 @@ def score(logits, target, *, ignore_index=-100, top_k=(1,), softcap=None, num_th
         raise ValueError(f"logits must have shape (N, V) or (V,), got shape {arr.shape}")
     V = arr.shape[-1]
     ks = _check_top_k(top_k, V if V > 0 else None)
-    p = _Problem(logits, target, None, ignore_index, "sum", 0.0, num_threads, softcap=softcap, need_rank=True)
+    p = _CrossEntropyCall(logits, target, None, ignore_index, "sum", 0.0, num_threads, softcap=softcap, need_rank=True)
     if p.kind != "index":
         raise TypeError(f"score takes class-index targets (integers), got dtype {np.asarray(target).dtype}")
     return _score_problem(p, ks)
@@ -173,7 +180,7 @@ def score_linear(hidden, linear_weight, target, *, linear_bias=None, ignore_inde
     t = t.reshape(-1)
     total = Score.empty(ks)
     for r0, r1, logits in iter_logit_chunks(hidden, linear_weight, linear_bias, chunk_size):
-        p = _Problem(logits, t[r0:r1], None, ignore_index, "sum", 0.0, num_threads, softcap=softcap,
+        p = _CrossEntropyCall(logits, t[r0:r1], None, ignore_index, "sum", 0.0, num_threads, softcap=softcap,
                      need_rank=True)
         if p.kind != "index":
             raise TypeError(f"score_linear takes class-index targets (integers), got dtype {t.dtype}")
