@@ -83,6 +83,28 @@ def assert_close(actual, expected, dtype, what, ctx="", kind="loss", scale=1.0):
     np.testing.assert_allclose(a, e, equal_nan=True, err_msg=f"{what}  [{ctx}]", **t)
 
 
+def close(actual, expected, rtol, atol=0.0, what=""):
+    """assert_allclose in float64 with explicit tolerances (NaN == NaN)."""
+    np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64),
+                               rtol=rtol, atol=atol, equal_nan=True, err_msg=what)
+
+
+def close_loss(loss, r, xmax, what=""):
+    """Per-element float32 losses: relative 1e-6, plus one float32 ulp of the largest logit
+    involved (`xmax`, broadcast against the losses), since a loss near 0 is a difference of
+    logits and float32 cannot do better (torch's own float32 error there is of that size or
+    larger)."""
+    loss = np.asarray(loss, np.float64)
+    r = np.asarray(r, np.float64)
+    err = np.abs(loss - r)
+    bound = 1e-6 * np.abs(r) + np.asarray(xmax, np.float64) * 2.0**-23
+    if not np.all(err <= bound):
+        excess = np.broadcast_to(err - bound, err.shape)
+        i = np.unravel_index(np.argmax(excess), err.shape)
+        raise AssertionError(f"{what}: {np.count_nonzero(excess > 0)} losses off; worst at {i}: "
+                             f"{loss[i]} vs reference {r[i]}, error {err[i]:.3g} > bound {np.broadcast_to(bound, err.shape)[i]:.3g}")
+
+
 def check_loss_type(loss, dtype, reduction, target_shape, ctx=""):
     """Spec: loss dtype == input dtype; mean/sum -> NumPy scalar; none -> target shape."""
     dtype = np.dtype(dtype)
@@ -179,14 +201,24 @@ def make_index_target(rng, tshape, C, ignore, int_dtype=np.int64):
 
 
 def make_case(shape_kind, C, dtype, target_kind, ignore="none", weighted=False,
-              reduction="mean", seed=0, shape=None, scale=2.0):
-    """Return dict(x, target, weight, ignore_index, grad_output, tshape)."""
+              reduction="mean", seed=0, shape=None, scale=2.0, int_dtype=np.int64):
+    """The test inputs of one case: dict(x, target, weight, ignore_index, grad_output, tshape).
+
+    This is the one generator of test inputs (with make_layout for memory layouts): the logits
+    (standard normal * scale), then the target (make_index_target or make_prob_target), then the
+    weight (uniform in [0.25, 1.75), when `weighted`), then grad_output (standard normal of the
+    target's shape for reduction 'none', else 0.75), all drawn in that order from one rng of
+    `seed`: two cases of the same seed and shape have the same logits whatever their targets.
+    `shape` overrides shape_for(shape_kind, C); C may then be None (read from the shape).
+    """
     rng = np.random.default_rng(seed)
-    shape = shape_for(shape_kind, C) if shape is None else shape
+    shape = shape_for(shape_kind, C) if shape is None else tuple(shape)
+    if C is None:
+        C = shape[class_axis(len(shape))]
     tshape = target_shape_of(shape)
     x = make_logits(rng, shape, dtype, scale)
     if target_kind == "index":
-        target, ignore_index = make_index_target(rng, tshape, C, ignore)
+        target, ignore_index = make_index_target(rng, tshape, C, ignore, int_dtype)
     else:
         target, ignore_index = make_prob_target(rng, shape, dtype), -100
     weight = (rng.random(C) * 1.5 + 0.25).astype(dtype) if weighted else None
@@ -200,6 +232,117 @@ def make_case(shape_kind, C, dtype, target_kind, ignore="none", weighted=False,
 
 
 # --------------------------------------------------------------------------
+# memory layouts
+# --------------------------------------------------------------------------
+
+LAYOUTS = ("contiguous", "sliced", "strided", "negative", "fortran", "fortran_unaligned",
+           "transposed", "permuted", "readonly", "memmap", "byteswapped", "unaligned")
+
+
+def _poison(dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return np.nan
+    return np.iinfo(dtype).max          # an out-of-range class: reading it would raise
+
+
+def applicable(layout, shape, dtype):
+    """False where the layout is meaningless (it would just repeat 'contiguous')."""
+    ndim = len(shape)
+    size = int(np.prod(shape, dtype=np.int64))
+    itemsize = np.dtype(dtype).itemsize
+    if layout in ("sliced", "strided", "negative") and ndim == 0:
+        return False
+    if layout in ("fortran", "fortran_unaligned", "transposed") and ndim < 2:
+        return False
+    if layout == "permuted" and ndim < 3:
+        return False
+    if layout == "memmap" and size == 0:     # a zero-length file cannot be mapped
+        return False
+    if layout in ("byteswapped", "unaligned", "fortran_unaligned") and itemsize == 1:
+        return False
+    if layout in ("unaligned", "fortran_unaligned") and size == 0:  # NumPy calls every empty array aligned
+        return False
+    return True
+
+
+def make_layout(a, layout, tmp_path=None, writeable=False, name="a", offset=1):
+    """A view with a's shape, dtype (up to byte order) and values, in `layout` (see LAYOUTS).
+
+    sliced: an interior window of a padded array; strided: every other element on every axis;
+    negative: every axis reversed; transposed: axes 0 and 1 stored swapped; permuted: the class
+    axis stored last; memmap: a file in tmp_path (writeable or read-only); byteswapped: the
+    non-native byte order; unaligned / fortran_unaligned: `offset` bytes into a uint8 buffer.
+    Padding holds NaN (floats) or an out-of-range class (integers), so a read outside the view
+    shows.
+    """
+    a = np.asarray(a)
+    if layout == "contiguous":
+        return a.copy()
+    if layout == "sliced":
+        lo, hi = 1, 2
+        big = np.full(tuple(s + lo + hi for s in a.shape), _poison(a.dtype), a.dtype)
+        window = tuple(slice(lo, lo + s) for s in a.shape)
+        big[window] = a
+        return big[window]
+    if layout == "strided":
+        big = np.full(tuple(2 * s + 1 for s in a.shape), _poison(a.dtype), a.dtype)
+        window = tuple(slice(1, 1 + 2 * s, 2) for s in a.shape)
+        big[window] = a
+        return big[window]
+    if layout == "negative":
+        return np.flip(np.flip(a).copy())
+    if layout == "fortran":
+        return np.asfortranarray(a.copy())
+    if layout in ("unaligned", "fortran_unaligned"):
+        buf = np.empty(a.nbytes + offset, np.uint8)
+        v = np.ndarray(a.shape, a.dtype, buf, offset=offset, order="F" if layout == "fortran_unaligned" else "C")
+        v[...] = a
+        return v
+    if layout == "transposed":
+        return np.swapaxes(np.ascontiguousarray(np.swapaxes(a, 0, 1)), 0, 1)
+    if layout == "permuted":
+        return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1)
+    if layout == "readonly":
+        c = a.copy()
+        c.flags.writeable = False
+        return c
+    if layout == "memmap":
+        fn = tmp_path / f"{name}.dat"
+        m = np.memmap(fn, dtype=a.dtype, mode="w+", shape=a.shape)
+        m[...] = a
+        m.flush()
+        del m
+        return np.memmap(fn, dtype=a.dtype, mode="r+" if writeable else "r", shape=a.shape)
+    if layout == "byteswapped":
+        return a.astype(a.dtype.newbyteorder(">" if a.dtype.byteorder != ">" and np.little_endian else "<"))
+    raise AssertionError(layout)
+
+
+def check_layout(v, layout, shape):
+    """The view really is in the layout it claims (so a layout cannot silently degrade)."""
+    assert v.shape == tuple(shape)
+    size = v.size
+    if layout in ("sliced", "strided", "negative", "transposed", "permuted", "fortran",
+                  "fortran_unaligned") and size > 1:
+        nontrivial = sum(d > 1 for d in v.shape)
+        if nontrivial > 1 or layout in ("strided", "negative"):
+            assert not v.flags.c_contiguous, (layout, v.strides)
+    if layout == "negative" and size > 1:
+        assert any(s < 0 for s, d in zip(v.strides, v.shape) if d > 1)
+    if layout == "readonly":
+        assert not v.flags.writeable
+    if layout == "memmap":
+        assert isinstance(v, np.memmap)
+    if layout == "byteswapped":
+        assert not v.dtype.isnative
+    if layout in ("unaligned", "fortran_unaligned"):
+        assert not v.flags.aligned
+    if layout in ("fortran", "fortran_unaligned"):
+        assert v.flags.f_contiguous
+
+
+# --------------------------------------------------------------------------
 # torch oracle
 # --------------------------------------------------------------------------
 
@@ -207,9 +350,20 @@ _torch = None
 
 
 def get_torch():
+    """torch (one thread), for the tests whose oracle it is.
+
+    Where torch is not installed at all the test is skipped (set FASTCE_REQUIRE_TORCH=1 to make
+    that a failure instead, as a CI that installs torch may); a torch that is installed but
+    fails to import is an error, never a skip.
+    """
     global _torch
     if _torch is None:
-        torch = pytest.importorskip("torch")
+        if importlib.util.find_spec("torch") is None:
+            if os.environ.get("FASTCE_REQUIRE_TORCH"):
+                pytest.fail("torch is not installed (FASTCE_REQUIRE_TORCH is set)")
+            pytest.skip("torch is not installed")
+        import torch
+
         torch.set_num_threads(1)
         _torch = torch
     return _torch

@@ -1,5 +1,6 @@
 """grad_output / out= / in-place / CrossEntropyLoss / nll_loss / softmax family /
-empty, all-ignored and non-finite inputs; each under every available ISA."""
+empty, all-ignored and non-finite inputs / extreme magnitudes (1e30, 1e300, rows -inf but for
+one place) and float32's relative accuracy; each under every available ISA."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 import fastce
-from _ce_testutil import (SHAPE_KINDS, assert_close, check_loss_type, make_case, ref,
-                          maybe_torch, seed_of, shape_id, torch_ce, torch_tensor)
+from _ce_testutil import (SHAPE_KINDS, assert_close, check_loss_type, close, close_loss, get_torch,
+                          make_case, maybe_torch, ref, seed_of, shape_id, torch_ce, torch_tensor)
 
 DTYPES = [np.float32, np.float64]
 dtype_ids = lambda d: np.dtype(d).name  # noqa: E731
@@ -188,7 +189,7 @@ def test_nll_loss(isa, shape_kind, ignore, weighted, reduction, dtype):
     ctx = f"isa={isa} shape={lp.shape} ignore={ignore} w={weighted} {reduction}"
     check_loss_type(out, dtype, reduction, case["tshape"], ctx)
     assert_close(out, ref.nll_loss(lp, case["target"], **kw), dtype, "nll_loss vs reference", ctx)
-    torch = pytest.importorskip("torch")
+    torch = get_torch()
     w = case["weight"]
     t_out = torch.nn.functional.nll_loss(
         torch_tensor(lp), torch_tensor(case["target"].astype(np.int64)),
@@ -236,7 +237,7 @@ def test_softmax_family(isa, shape, axis, dtype):
         assert val.shape == exp_shape[name], f"{name} shape {val.shape} [{ctx}]"
         assert_close(val, getattr(ref, name)(x, axis), dtype, f"{name} vs reference", ctx,
                      kind="grad" if name == "softmax" else "loss")
-    torch = pytest.importorskip("torch")
+    torch = get_torch()
     xt = torch_tensor(x.astype(np.float32) if dtype == np.float16 else x)
     t_vals = {"log_softmax": torch.log_softmax(xt, axis), "softmax": torch.softmax(xt, axis),
               "logsumexp": torch.logsumexp(xt, axis)}
@@ -663,3 +664,127 @@ def test_large_common_offset(isa, dtype, offset, spread, target_kind, eps):
         if torch is not None:
             assert_close(got, getattr(torch, name)(torch_tensor(x), 1).numpy(), dtype,
                          f"{name} vs torch", ctx, kind=kind)
+
+
+# --------------------------------------------------------------------------
+# huge magnitudes
+# --------------------------------------------------------------------------
+
+MAGNITUDES = [(np.float32, 1e30), (np.float64, 1e300)]
+LOSS_RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
+
+
+@pytest.mark.parametrize("dtype,scale", MAGNITUDES, ids=["float32-1e30", "float64-1e300"])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_huge_magnitude_logits(isa, dtype, scale, eps):
+    rng = np.random.default_rng(30)
+    N, C = 40, 301
+    x = (rng.standard_normal((N, C)) * scale).astype(dtype)
+    t = rng.integers(0, C, N)
+    am = x.argmax(axis=1)
+    t[::4] = am[::4]                              # target is the maximum: loss 0
+    x[1, :] = x[1].max()                          # a whole row tied: loss log(C)
+    x[2, 5] = x[2, 6] = np.abs(x[2]).max() * 1.5  # a tie at the maximum: loss log 2 (or large)
+    t[2] = 5
+    w = (rng.random(C) + 0.5).astype(dtype)
+    rt = LOSS_RTOL[np.dtype(dtype)]
+    ctx = f"isa={isa} {np.dtype(dtype).name} scale={scale:g} eps={eps}"
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # no overflow on fastce's NumPy side
+        for kw in (dict(), dict(weight=w)):
+            for red in ("none", "sum", "mean"):
+                loss, grad = fastce.cross_entropy_with_grad(x, t, reduction=red, label_smoothing=eps, **kw)
+                with np.errstate(all="ignore"):
+                    r_loss, r_grad = ref.cross_entropy_with_grad(x, t, reduction=red, label_smoothing=eps, **kw)
+                assert np.all(np.isfinite(loss)), ctx
+                # relative on large losses; the exact zeros and log(2), log(C) at an absolute 1e-6
+                close(loss, r_loss, rt, 1e-6, what=f"loss {red} {list(kw)} [{ctx}]")
+                close(grad, r_grad, 1e-5, 1e-6, what=f"grad {red} {list(kw)} [{ctx}]")
+        assert abs(float(fastce.cross_entropy(x, t, reduction="none")[1]) - np.log(C)) < 1e-5, ctx
+        lse = fastce.logsumexp(x, axis=1)
+        with np.errstate(all="ignore"):
+            close(lse, ref.logsumexp(x, 1), rt, what=f"logsumexp [{ctx}]")
+            close(fastce.log_softmax(x, axis=1), ref.log_softmax(x, 1), rt, 1e-6, what=f"log_softmax [{ctx}]")
+            close(fastce.softmax(x, axis=1), ref.softmax(x, 1), 1e-6, 1e-7, what=f"softmax [{ctx}]")
+        y = ref.softmax(rng.standard_normal((N, C)), 1).astype(dtype)
+        loss, grad = fastce.cross_entropy_with_grad(x, y, reduction="none", label_smoothing=eps)
+        with np.errstate(all="ignore"):
+            r_loss, r_grad = ref.cross_entropy_with_grad(x, y, reduction="none", label_smoothing=eps)
+        close(loss, r_loss, rt, what=f"prob loss [{ctx}]")
+        close(grad, r_grad, 1e-5, 1e-6, what=f"prob grad [{ctx}]")
+
+
+# --------------------------------------------------------------------------
+# rows that are -inf everywhere but one place
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("C", [1, 7, 37, 300])
+@pytest.mark.parametrize("layout", ["NC", "kdim", "fortran"])
+def test_rows_minus_inf_but_one(isa, dtype, C, layout):
+    """Row i is -inf except at class i % C (value 3 or 1e30 or -1e30). Target at that class:
+    loss 0, gradient 0. Target elsewhere: loss +inf, gradient e_k - e_t. With label smoothing,
+    loss +inf and a finite gradient. All against torch (the authority) and the reference."""
+    torch = maybe_torch()
+    n = 2 * C + 2
+    x = np.full((n, C), -np.inf, dtype)
+    k = np.arange(n) % C
+    vals = np.array([3.0, 1e30, -1e30, 0.0])[np.arange(n) % 4]
+    x[np.arange(n), k] = vals
+    other = (k + 1 + (np.arange(n) // 2) % max(C - 1, 1)) % C      # != k when C > 1
+    t = np.where(np.arange(n) % 2 == 0, k, other)
+    if layout == "kdim":      # the same rows as positions s of a (1, C, n) input
+        xin, tin = np.ascontiguousarray(x.T)[None], t[None]
+    elif layout == "fortran":
+        xin, tin = np.asfortranarray(x), t
+    else:
+        xin, tin = x, t
+    ctx = f"isa={isa} C={C} layout={layout} {np.dtype(dtype).name}"
+    for eps in (0.0, 0.2):
+        for red in ("none", "sum"):
+            kw = dict(reduction=red, label_smoothing=eps)
+            loss, grad = fastce.cross_entropy_with_grad(xin, tin, **kw)
+            with np.errstate(all="ignore"):
+                r_loss, r_grad = ref.cross_entropy_with_grad(xin, tin, **kw)
+            close(loss, r_loss, 1e-6, 1e-7, what=f"loss vs reference {kw} [{ctx}]")
+            close(grad, r_grad, 1e-6, 1e-7, what=f"grad vs reference {kw} [{ctx}]")
+            if torch is not None:
+                t_loss, t_grad = torch_ce(xin, tin, **kw)
+                # torch's float32 gradient is itself off by a few ulp here (the reference is exact)
+                close(loss, t_loss, 1e-6, 1e-7, what=f"loss vs torch {kw} [{ctx}]")
+                close(grad, t_grad, 2e-5, 4e-6, what=f"grad vs torch {kw} [{ctx}]")
+    if C > 1:  # the index-target losses, row by row
+        loss = fastce.cross_entropy(xin, tin, reduction="none").reshape(-1)
+        assert np.all(loss[::2] == 0), ctx
+        assert np.all(np.isposinf(loss[1::2])), ctx
+
+
+# --------------------------------------------------------------------------
+# finite input: loss within relative 1e-6 of the float64 reference
+# --------------------------------------------------------------------------
+
+ACCURACY_CASES = [  # shape, spread (std of the logits), offset
+    ((64, 1000), 1.0, 0.0), ((64, 1000), 20.0, 0.0), ((64, 1000), 2.0, 1e4),
+    ((4, 50000), 3.0, -50.0), ((500, 10), 5.0, 0.0), ((16, 33, 8), 4.0, 10.0), ((1000,), 30.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("shape,spread,offset", ACCURACY_CASES,
+                         ids=[f"{'x'.join(map(str, s))}-std{sp:g}-off{o:g}" for s, sp, o in ACCURACY_CASES])
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+def test_float32_loss_relative_1e6(isa, shape, spread, offset, target_kind):
+    rng = np.random.default_rng(abs(int(spread * 10 + offset)) + len(shape))
+    x = (rng.standard_normal(shape) * spread + offset).astype(np.float32)
+    cax = 0 if len(shape) == 1 else 1
+    C = shape[cax]
+    if target_kind == "index":
+        t = rng.integers(0, C, shape[:cax] + shape[cax + 1:])
+    else:
+        t = ref.softmax(rng.standard_normal(shape) * 2, cax).astype(np.float32)
+    for eps in (0.0, 0.1):
+        for red in ("none", "sum", "mean"):
+            loss = fastce.cross_entropy(x, t, reduction=red, label_smoothing=eps)
+            r = ref.cross_entropy(x, t, reduction=red, label_smoothing=eps)
+            if red != "none":
+                close(loss, r, 1e-6, what=f"isa={isa} {red} eps={eps}")
+                continue
+            close_loss(loss, r, np.max(np.abs(x), axis=cax), what=f"isa={isa} none eps={eps}")

@@ -1,7 +1,8 @@
 """fastce.cross_entropy / cross_entropy_with_grad vs the reference and vs torch.
 
 Option grid: class count × shape kind × target kind × ignore × weight ×
-reduction × label_smoothing × dtype, each run under every available ISA.
+reduction × label_smoothing × dtype, each run under every available ISA; 32000 classes, and
+C = 262144 (few long rows, split across threads).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 
 import fastce
-from _ce_testutil import (INT_DTYPES, SHAPE_KINDS, Cache, assert_close, check_loss_type,
-                          make_case, maybe_torch, ref, seed_of, torch_ce)
+from _ce_testutil import (INT_DTYPES, SHAPE_KINDS, Cache, assert_close, check_loss_type, close,
+                          get_torch, make_case, maybe_torch, ref, seed_of, torch_ce)
 
 CLASS_COUNTS = (1, 7, 17, 423)
 
@@ -129,7 +130,7 @@ def test_vs_reference(isa, C, shape_kind, target_kind, ignore, weighted, reducti
 
 @pytest.mark.parametrize(GRID_ARGS, MAIN_GRID)
 def test_vs_torch(isa, C, shape_kind, target_kind, ignore, weighted, reduction, eps, dtype):
-    pytest.importorskip("torch")
+    get_torch()
     _check_vs_torch(isa, (C, shape_kind, target_kind, ignore, weighted, reduction, eps, dtype))
 
 
@@ -145,7 +146,7 @@ def test_32000_classes_vs_torch(isa, C, shape_kind, target_kind, ignore, weighte
     """torch's own float32 path sums 32000 class terms in float32 (its label-smoothing
     gradient is off by up to ~3e-4 relative), so float32 is checked tightly against
     torch evaluated in float64 and loosely against torch's float32 result."""
-    pytest.importorskip("torch")
+    get_torch()
     key = (C, shape_kind, target_kind, ignore, weighted, reduction, eps, dtype)
     if dtype == np.float32:
         _check_vs_torch(isa, key, compute_dtype=np.float64)
@@ -164,7 +165,7 @@ def test_float16_vs_reference(isa, C, shape_kind, target_kind, ignore, weighted,
 def test_float16_vs_torch(isa, C, shape_kind, target_kind, ignore, weighted,
                           reduction, eps, dtype):
     """float16 is computed in float32 and rounded: compare with torch in float32, rounded."""
-    pytest.importorskip("torch")
+    get_torch()
     key = (C, shape_kind, target_kind, ignore, weighted, reduction, eps, dtype)
     _check_vs_torch(isa, key, compute_dtype=np.float32)
 
@@ -173,9 +174,42 @@ def test_float16_vs_torch(isa, C, shape_kind, target_kind, ignore, weighted,
 def test_float16_vs_torch_native_half(isa, C, shape_kind, target_kind, ignore, weighted,
                                       reduction, eps, dtype):
     """torch's own float16 path rounds intermediates to half: loose tolerance."""
-    pytest.importorskip("torch")
+    get_torch()
     key = (C, shape_kind, target_kind, ignore, weighted, reduction, eps, dtype)
     _check_vs_torch(isa, key, scale=10.0)
+
+
+# --------------------------------------------------------------------------
+# C = 262144
+# --------------------------------------------------------------------------
+
+_C_REF = {}
+
+
+@pytest.mark.parametrize("shape", [(262144,), (1, 262144), (3, 262144), (8, 262144)],
+                         ids=["unbatched", "N1", "N3", "N8"])
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_c_262144(isa, shape, num_threads):
+    C = 262144
+    rng = np.random.default_rng(262144)
+    x64 = rng.standard_normal(shape) * 4
+    x = x64.astype(np.float32)
+    t = rng.integers(0, C, shape[:1]) if len(shape) == 2 else np.array(C - 1)
+    w = (rng.random(C) + 0.5).astype(np.float32)
+    ctx = f"isa={isa} shape={shape} threads={num_threads}"
+    for kw in (dict(), dict(weight=w, label_smoothing=0.1)):
+        for red in ("none", "mean"):
+            loss, grad = fastce.cross_entropy_with_grad(x, t, reduction=red, num_threads=num_threads, **kw)
+            key = (shape, red, len(kw))
+            if key not in _C_REF:
+                _C_REF[key] = ref.cross_entropy_with_grad(x, t, reduction=red, **kw)
+            r_loss, r_grad = _C_REF[key]
+            close(loss, r_loss, 1e-6, what=f"loss {red} {list(kw)} [{ctx}]")
+            close(grad, r_grad, 1e-5, 1e-10, what=f"grad {red} {list(kw)} [{ctx}]")
+    close(fastce.logsumexp(x, num_threads=num_threads), ref.logsumexp(x, -1), 1e-6, what=f"logsumexp [{ctx}]")
+    # float64 at float64 accuracy
+    loss = fastce.cross_entropy(x64, t, reduction="none", label_smoothing=0.1, num_threads=num_threads)
+    close(loss, ref.cross_entropy(x64, t, reduction="none", label_smoothing=0.1), 1e-12, what=f"float64 [{ctx}]")
 
 
 # --------------------------------------------------------------------------

@@ -5,7 +5,11 @@ written before the arguments are known to be good).
 
 The table is the single parametrized test below; its ids make the number of cases visible
 (`pytest tests/test_hostile_input.py --collect-only -q`). Each case builds fresh arrays, so
-cases cannot affect one another.
+cases cannot affect one another. The cases marked every_isa (target range, reduction,
+label_smoothing, non-floating input, the common shape errors) run under every available ISA,
+the others under the default one. Two tests at the end check the good calls next to the bad
+ones: ignored targets are not range-checked, and the block-wise target check's weighted-mean
+denominator does not depend on the thread count.
 
 Entry points (column `fn`):
   ce    fastce.cross_entropy                 ceg   fastce.cross_entropy_with_grad
@@ -16,12 +20,14 @@ Entry points (column `fn`):
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
 import pytest
 
 import fastce
+from _ce_testutil import make_case, ref
 
 # --------------------------------------------------------------------------
 # entry points: each takes the same keyword spelling (input=, target=, options)
@@ -55,28 +61,31 @@ SOFTMAX_FNS = ("lsm", "sm", "lse")
 
 
 # --------------------------------------------------------------------------
-# fresh arrays for each case (fixed seed: a failure reproduces)
+# fresh arrays for each case, from the shared generator (make_case, fixed seed: a failure
+# reproduces); what is hostile is in the explicit target values (T) and in the arguments' kinds
 # --------------------------------------------------------------------------
 
-def _rng():
-    return np.random.default_rng(1234)
+SEED = 1234
 
 
 def X(shape=(3, 5), dtype=np.float32):
-    return (_rng().standard_normal(shape) * 3).astype(dtype)
+    """Logits of `shape` (class axis 1, or 0 when 1-D)."""
+    return make_case(None, None, dtype, "index", shape=shape, seed=SEED, scale=3.0)["x"]
 
 
 def T(values=(0, 1, 2), dtype=np.int64):
+    """Class-index targets of exactly these values."""
     return np.array(values, dtype=dtype)
 
 
 def P(shape=(3, 5), dtype=np.float32):
-    y = _rng().random(shape) + 0.1
-    return (y / y.sum(axis=1 if len(shape) > 1 else 0, keepdims=True)).astype(dtype)
+    """Class-probability targets of `shape`."""
+    return make_case(None, None, dtype, "prob", shape=shape, seed=SEED)["target"]
 
 
 def W(n=5, dtype=np.float32):
-    return (np.arange(n) * 0.25 + 0.5).astype(dtype)
+    """n class weights."""
+    return make_case(None, n, dtype, "index", weighted=True, shape=(1, n), seed=SEED)["weight"]
 
 
 def OUT(shape=(3, 5), dtype=np.float32):
@@ -160,33 +169,39 @@ THREADS_MSG = r"num_threads"
 
 
 class Case:
-    def __init__(self, id, fn, build, exc, match):
+    """One bad call. every_isa: run it under each ISA of fastce.available_isas() (id suffix
+    -scalar, -avx2, ...), else once under the default ISA."""
+
+    def __init__(self, id, fn, build, exc, match, every_isa=False):
         self.id, self.fn, self.build, self.exc, self.match = id, fn, build, exc, match
+        self.every_isa = every_isa
 
 
 CASES: list[Case] = []
 
 
-def case(id, fn, build, exc, match):
-    CASES.append(Case(f"{fn}-{id}", fn, build, exc, match))
+def case(id, fn, build, exc, match, every_isa=False):
+    CASES.append(Case(f"{fn}-{id}", fn, build, exc, match, every_isa))
 
 
-def each(fns, id, build, exc, match):
+def each(fns, id, build, exc, match, every_isa=False):
     for fn in fns:
-        case(id, fn, build, exc, match)
+        case(id, fn, build, exc, match, every_isa)
 
 
 # --- wrong ndim or shape -------------------------------------------------
 each(LOSS_FNS, "input-0d", lambda: dict(input=np.array(1.5, np.float32), target=np.array(0)),
-     ValueError, r"at least 1 dimension")
+     ValueError, r"at least 1 dimension", every_isa=True)
+each(("ce",), "input-numpy-scalar", lambda: dict(input=np.float32(1.0), target=np.array(0)),
+     (TypeError, ValueError), r".", every_isa=True)
 each(LOSS_FNS, "target-batch-mismatch", lambda: dict(input=X(), target=T([0, 1])),
-     ValueError, SHAPE_MSG)
+     ValueError, SHAPE_MSG, every_isa=True)
 each(LOSS_FNS, "target-keeps-class-axis", lambda: dict(input=X(), target=np.zeros((3, 1), np.int64)),
-     ValueError, SHAPE_MSG)
+     ValueError, SHAPE_MSG, every_isa=True)
 each(LOSS_FNS, "target-too-long", lambda: dict(input=X(), target=T([0, 1, 2, 3])),
      ValueError, SHAPE_MSG)
 each(("ce", "ceg", "nll"), "unbatched-1d-target", lambda: dict(input=X((5,)), target=T([1])),
-     ValueError, SHAPE_MSG)
+     ValueError, SHAPE_MSG, every_isa=True)
 each(("ce", "ceg", "nll"), "kdim-target-mismatch",
      lambda: dict(input=X((2, 5, 4)), target=np.zeros((2, 3), np.int64)), ValueError, SHAPE_MSG)
 each(("ce", "ceg", "nll"), "kdim-target-transposed",
@@ -194,7 +209,7 @@ each(("ce", "ceg", "nll"), "kdim-target-transposed",
 each(("ce", "ceg", "mod"), "kdim-target-missing-dim",
      lambda: dict(input=X((2, 5, 4, 3)), target=np.zeros((2, 4), np.int64)), ValueError, SHAPE_MSG)
 each(("ce", "ceg", "mod"), "prob-target-wrong-shape",
-     lambda: dict(input=X(), target=P((3, 4))), ValueError, SHAPE_MSG)
+     lambda: dict(input=X(), target=P((3, 4))), ValueError, SHAPE_MSG, every_isa=True)
 each(("ce", "ceg"), "prob-target-transposed",
      lambda: dict(input=X(), target=P((5, 3))), ValueError, SHAPE_MSG)
 each(("ce",), "input-list-ragged", lambda: dict(input=[[1.0, 2.0], [3.0]], target=T([0, 1])),
@@ -205,35 +220,38 @@ for _dt, _name in ((np.int64, "int64"), (np.int32, "int32"), (np.uint8, "uint8")
                    (np.bool_, "bool"), (np.complex64, "complex64"), (np.complex128, "complex128"),
                    (object, "object"), (np.longdouble, "longdouble")):
     _xs = (lambda dt: lambda: X().astype(dt))(_dt)
+    _all_isas = _name in ("int64", "int32", "uint8", "bool", "complex128")
     each(LOSS_FNS if _name in ("int64", "bool", "complex128", "object") else ("ce", "ceg"),
          f"input-{_name}", (lambda xs: lambda: dict(input=xs(), target=T()))(_xs),
-         TypeError, r"floating")
-    if _name in ("int64", "bool", "complex128", "object"):
+         TypeError, r"floating", every_isa=_all_isas)
+    if _name in ("int64", "int32", "uint8", "bool", "complex128", "object"):
         each(SOFTMAX_FNS, f"input-{_name}", (lambda xs: lambda: dict(input=xs()))(_xs),
-             TypeError, r"floating")
+             TypeError, r"floating", every_isa=_all_isas)
 each(("ce", "lse"), "input-str", lambda: dict(input=np.array(["a", "b"]), target=T([0])),
      TypeError, r"floating")
 
 # --- target dtype ----------------------------------------------------------
 for _dt, _name in ((np.float32, "float32"), (np.float64, "float64")):
     each(LOSS_FNS, f"index-target-{_name}",
-         (lambda dt: lambda: dict(input=X(), target=T().astype(dt)))(_dt), TypeError, r"(?i)integer")
+         (lambda dt: lambda: dict(input=X(), target=T().astype(dt)))(_dt), TypeError, r"(?i)integer",
+         every_isa=True)
 for _dt, _name in ((np.bool_, "bool"), (np.complex128, "complex128"), (object, "object"),
                    (np.str_, "str")):
     each(("ce", "ceg", "mod", "nll"), f"index-target-{_name}",
          (lambda dt: lambda: dict(input=X(), target=T().astype(dt)))(_dt), TypeError, r".")
 
 # --- target out of range -----------------------------------------------------
-each(LOSS_FNS, "target-7", lambda: dict(input=X(), target=T([0, 7, 1])), IndexError, OOB.format(7))
-each(LOSS_FNS, "target-5-eq-C", lambda: dict(input=X(), target=T([0, 1, 5])), IndexError, OOB.format(5))
-each(LOSS_FNS, "target-neg1", lambda: dict(input=X(), target=T([0, -1, 1])), IndexError, OOB.format(-1))
+for _vals, _bad, _name in (([0, 7, 1], 7, "7"), ([0, 1, 5], 5, "5-eq-C"), ([0, -1, 1], -1, "neg1"),
+                           ([0, -99, 1], -99, "neg99"), ([0, 1000, 1], 1000, "1000")):
+    each(LOSS_FNS, f"target-{_name}", (lambda v: lambda: dict(input=X(), target=T(v)))(_vals),
+         IndexError, OOB.format(_bad), every_isa=True)
+    each(("ce", "ceg"), f"target-{_name}-smoothing-none",
+         (lambda v: lambda: dict(input=X(), target=T(v), label_smoothing=0.3, reduction="none"))(_vals),
+         IndexError, OOB.format(_bad), every_isa=True)
 each(("ce", "ceg", "nll"), "target-neg100-ignore-neg1",
      lambda: dict(input=X(), target=T([0, -100, 1]), ignore_index=-1), IndexError, OOB.format(-100))
 each(("ce", "ceg"), "target-7-ignore-in-range",
      lambda: dict(input=X(), target=T([1, 7, 1]), ignore_index=1), IndexError, OOB.format(7))
-each(("ce", "ceg"), "target-7-smoothing-none",
-     lambda: dict(input=X(), target=T([0, 7, 1]), label_smoothing=0.3, reduction="none"),
-     IndexError, OOB.format(7))
 each(("ce", "ceg"), "target-7-weighted",
      lambda: dict(input=X(), target=T([0, 7, 1]), weight=W()), IndexError, OOB.format(7))
 each(("ce", "ceg", "nll"), "target-uint8-200",
@@ -249,12 +267,37 @@ each(("ce", "ceg", "nll"), "kdim-target-oob",
      lambda: dict(input=X((2, 5, 3)), target=np.array([[0, 1, 2], [3, 4, 5]])), IndexError, OOB.format(5))
 each(("ce", "ceg", "nll"), "unbatched-target-oob",
      lambda: dict(input=X((5,)), target=np.array(9)), IndexError, OOB.format(9))
+each(("ce",), "kdim-float64-target-4",
+     lambda: dict(input=X((2, 4, 3), np.float64), target=np.array([[0, 1, 2], [3, 0, 4]])),
+     IndexError, OOB.format(4), every_isa=True)
+each(("ceg",), "unbatched-float64-target-9", lambda: dict(input=X((4,), np.float64), target=np.array(9)),
+     IndexError, OOB.format(9), every_isa=True)
+each(("ce",), "target-uint8-200-float64", lambda: dict(input=X((2, 5), np.float64), target=T([1, 200], np.uint8)),
+     IndexError, OOB.format(200), every_isa=True)
 case("target-7-with-out", "ceg", lambda: dict(input=X(), target=T([0, 7, 1]), out=OUT()),
-     IndexError, OOB.format(7))
+     IndexError, OOB.format(7), every_isa=True)
 case("target-7-with-out", "modg", lambda: dict(input=X(), target=T([0, 7, 1]), out=OUT()),
      IndexError, OOB.format(7))
 case("target-7-out-is-input", "ceg", lambda: (lambda x: dict(input=x, target=T([0, 7, 1]), out=x))(X()),
      IndexError, OOB.format(7))
+
+CHECK_BLOCK = 65536   # the target check runs in blocks of this many targets, on up to num_threads threads
+
+
+def _bad_targets_in_two_blocks(tdtype, num_threads):
+    """5 blocks and a tail of (N, 7) targets, bad ones in blocks 4 (9) and 1 (8): the first bad
+    target in order (8) is reported, whichever block a thread reached first."""
+    c = make_case(None, None, np.float32, "index", shape=(5 * CHECK_BLOCK + 123, 7), seed=7, int_dtype=tdtype)
+    t = c["target"]
+    t[4 * CHECK_BLOCK + 5] = 9
+    t[CHECK_BLOCK + 17] = 8
+    return dict(input=c["x"], target=t, num_threads=num_threads)
+
+
+for _tdt in (np.int64, np.int32, np.uint8, np.uint64):
+    for _nt in (1, 2):
+        case(f"target-first-bad-of-blocks-{np.dtype(_tdt).name}-threads{_nt}", "ce",
+             (lambda tdt, nt: lambda: _bad_targets_in_two_blocks(tdt, nt))(_tdt, _nt), IndexError, OOB.format(8))
 
 # --- weight of wrong shape or kind ----------------------------------------------
 for _w, _name, _exc in ((lambda: W(4), "short", ValueError), (lambda: W(6), "long", ValueError),
@@ -267,17 +310,19 @@ for _w, _name, _exc in ((lambda: W(4), "short", ValueError), (lambda: W(6), "lon
                         (lambda: np.array(list("abcde")), "str", TypeError)):
     _fns = LOSS_FNS if _name in ("short", "int64", "object") else ("ce", "ceg")
     each(_fns, f"weight-{_name}", (lambda w: lambda: dict(input=X(), target=T(), weight=w()))(_w),
-         _exc, r"weight")
+         _exc, r"weight", every_isa=_name == "short")
 each(("ce", "ceg"), "weight-kdim-short",
      lambda: dict(input=X((2, 5, 3)), target=np.zeros((2, 3), np.int64), weight=W(3)), ValueError, r"weight")
 each(("ce", "ceg"), "weight-prob-target-short",
      lambda: dict(input=X(), target=P(), weight=W(4)), ValueError, r"weight")
 
 # --- label_smoothing outside [0, 1], NaN, not a number -------------------------------
-for _eps, _name in ((-0.1, "neg0.1"), (-1e-12, "neg1e-12"), (1.0000001, "1+1e-7"), (1.5, "1.5"),
-                    (float("nan"), "nan"), (float("inf"), "inf"), (-float("inf"), "-inf")):
+for _eps, _name in ((-0.1, "neg0.1"), (-1e-12, "neg1e-12"), (1.0000001, "1+1e-7"), (1.0001, "1.0001"),
+                    (1.5, "1.5"), (2.0, "2"), (float("nan"), "nan"), (float("inf"), "inf"),
+                    (-float("inf"), "-inf")):
     each(("ce", "ceg", "mod", "modg"), f"label_smoothing-{_name}",
-         (lambda e: lambda: dict(input=X(), target=T(), label_smoothing=e))(_eps), ValueError, SMOOTH_MSG)
+         (lambda e: lambda: dict(input=X(), target=T(), label_smoothing=e))(_eps), ValueError, SMOOTH_MSG,
+         every_isa=True)
 each(("ce", "ceg"), "label_smoothing-nan-prob",
      lambda: dict(input=X(), target=P(), label_smoothing=float("nan")), ValueError, SMOOTH_MSG)
 for _eps, _name in (("0.1", "str"), (None, "None"), (np.array([0.1, 0.2]), "array"), (0.1j, "complex")):
@@ -289,7 +334,8 @@ for _eps, _name in (("0.1", "str"), (None, "None"), (np.array([0.1, 0.2]), "arra
 for _red, _name in (("avg", "avg"), ("MEAN", "MEAN"), ("", "empty"), ("elementwise_mean", "elementwise_mean"),
                    (" mean", "space-mean"), (None, "None"), (1, "int1"), (b"mean", "bytes-mean")):
     each(LOSS_FNS, f"reduction-{_name}",
-         (lambda r: lambda: dict(input=X(), target=T(), reduction=r))(_red), ValueError, REDUCTION_MSG)
+         (lambda r: lambda: dict(input=X(), target=T(), reduction=r))(_red), ValueError, REDUCTION_MSG,
+         every_isa=True)
 
 # --- probability targets ---------------------------------------------------------
 for _dt, _name in ((np.int64, "int64"), (np.int32, "int32"), (np.uint8, "uint8"), (np.bool_, "bool"),
@@ -388,7 +434,7 @@ for _g, _name, _red in ((lambda: np.ones(3, np.float32), "array-for-mean", "mean
                         (lambda: np.ones((3, 5), np.float32), "input-shape-for-none", "none")):
     each(GRAD_FNS, f"grad_output-{_name}",
          (lambda g, r: lambda: dict(input=X(), target=T(), reduction=r, grad_output=g(), out=OUT()))(_g, _red),
-         ValueError, r"grad_output")
+         ValueError, r"grad_output", every_isa=_name == "len4-for-none")
 case("grad_output-kdim-wrong", "ceg",
      lambda: dict(input=X((2, 5, 3)), target=np.zeros((2, 3), np.int64), reduction="none",
                   grad_output=np.ones((3, 2), np.float32)), ValueError, r"grad_output")
@@ -442,12 +488,17 @@ def _snapshot(arrays):
     return [(a.shape, a.dtype, a.tobytes()) for a in arrays]
 
 
-@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
-def test_hostile_input(c):
+ISAS = tuple(fastce.available_isas())
+PARAMS = [pytest.param(c, isa, id=f"{c.id}-{isa}" if isa else c.id)
+          for c in CASES for isa in (ISAS if c.every_isa else (None,))]
+
+
+@pytest.mark.parametrize("c,isa", PARAMS)
+def test_hostile_input(c, isa):
     kwargs = c.build()
     watched = _arrays(kwargs, [])
     before = _snapshot(watched)
-    with pytest.raises(c.exc) as info:
+    with fastce.use_isa(isa) if isa else contextlib.nullcontext(), pytest.raises(c.exc) as info:
         FNS[c.fn](**kwargs)
     # a clear exception: of the documented kinds, with a message that says what is wrong
     assert isinstance(info.value, (ValueError, TypeError, IndexError)), \
@@ -459,3 +510,30 @@ def test_hostile_input(c):
     after = _snapshot(watched)
     for i, (b, a) in enumerate(zip(before, after)):
         assert b == a, f"argument array #{i} (shape {b[0]}, dtype {b[1]}) was modified by a call that raised"
+
+
+# --------------------------------------------------------------------------
+# the good calls beside the bad ones: what the checks must let through
+# --------------------------------------------------------------------------
+
+def test_ignored_target_is_not_range_checked(isa):
+    """An ignored target may hold any value; only the kept targets are range-checked."""
+    x = X((2, 5), np.float64)
+    for ii in (7, 1000, -5):
+        t = T([1, ii])
+        np.testing.assert_allclose(fastce.cross_entropy(x, t, ignore_index=ii),
+                                   ref.cross_entropy(x, t, ignore_index=ii), rtol=1e-12)
+
+
+@pytest.mark.parametrize("tdtype", [np.int64, np.int32, np.uint8, np.uint64], ids=lambda d: np.dtype(d).name)
+def test_target_check_blocks_weighted_mean(tdtype):
+    """The weighted mean's denominator, summed block by block by the target check, is the same
+    on 1 and 2 threads and equals the kept targets' weights summed in float64."""
+    c = make_case(None, None, np.float32, "index", weighted=True, shape=(5 * CHECK_BLOCK + 123, 7), seed=7,
+                  int_dtype=tdtype)
+    x, t, w = c["x"], c["target"], c["weight"]
+    means = [fastce.cross_entropy(x, t, weight=w, num_threads=nt) for nt in (1, 2)]
+    assert means[0] == means[1], means
+    w_t = w.astype(np.float64)[t.astype(np.int64)]
+    per_row = fastce.cross_entropy(x, t, weight=w, reduction="none")
+    np.testing.assert_allclose(means[0], per_row.astype(np.float64).sum() / w_t.sum(), rtol=1e-5)

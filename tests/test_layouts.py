@@ -30,115 +30,8 @@ import numpy as np
 import pytest
 
 import fastce
-from _ce_testutil import assert_close, ref, seed_of, shape_id
-
-# --------------------------------------------------------------------------
-# layouts
-# --------------------------------------------------------------------------
-
-LAYOUTS = ("contiguous", "sliced", "strided", "negative", "fortran", "fortran_unaligned",
-           "transposed", "permuted", "readonly", "memmap", "byteswapped", "unaligned")
-
-
-def _poison(dtype):
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return np.nan
-    return np.iinfo(dtype).max          # an out-of-range class: reading it would raise
-
-
-def applicable(layout, shape, dtype):
-    """False where the layout is meaningless (it would just repeat 'contiguous')."""
-    ndim = len(shape)
-    size = int(np.prod(shape, dtype=np.int64))
-    itemsize = np.dtype(dtype).itemsize
-    if layout in ("sliced", "strided", "negative") and ndim == 0:
-        return False
-    if layout in ("fortran", "fortran_unaligned", "transposed") and ndim < 2:
-        return False
-    if layout == "permuted" and ndim < 3:
-        return False
-    if layout == "memmap" and size == 0:     # a zero-length file cannot be mapped
-        return False
-    if layout in ("byteswapped", "unaligned", "fortran_unaligned") and itemsize == 1:
-        return False
-    if layout in ("unaligned", "fortran_unaligned") and size == 0:  # NumPy calls every empty array aligned
-        return False
-    return True
-
-
-def make_layout(a, layout, tmp_path=None, writeable=False, name="a"):
-    """A view with a's shape, dtype (up to byte order) and values, in `layout`."""
-    a = np.asarray(a)
-    if layout == "contiguous":
-        return a.copy()
-    if layout == "sliced":
-        lo, hi = 1, 2
-        big = np.full(tuple(s + lo + hi for s in a.shape), _poison(a.dtype), a.dtype)
-        window = tuple(slice(lo, lo + s) for s in a.shape)
-        big[window] = a
-        return big[window]
-    if layout == "strided":
-        big = np.full(tuple(2 * s + 1 for s in a.shape), _poison(a.dtype), a.dtype)
-        window = tuple(slice(1, 1 + 2 * s, 2) for s in a.shape)
-        big[window] = a
-        return big[window]
-    if layout == "negative":
-        return np.flip(np.flip(a).copy())
-    if layout == "fortran":
-        return np.asfortranarray(a.copy())
-    if layout == "fortran_unaligned":
-        buf = np.empty(a.nbytes + 1, np.uint8)
-        v = np.ndarray(a.shape, a.dtype, buf, offset=1, order="F")
-        v[...] = a
-        return v
-    if layout == "transposed":
-        return np.swapaxes(np.ascontiguousarray(np.swapaxes(a, 0, 1)), 0, 1)
-    if layout == "permuted":
-        return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1)
-    if layout == "readonly":
-        c = a.copy()
-        c.flags.writeable = False
-        return c
-    if layout == "memmap":
-        fn = tmp_path / f"{name}.dat"
-        m = np.memmap(fn, dtype=a.dtype, mode="w+", shape=a.shape)
-        m[...] = a
-        m.flush()
-        del m
-        return np.memmap(fn, dtype=a.dtype, mode="r+" if writeable else "r", shape=a.shape)
-    if layout == "byteswapped":
-        return a.astype(a.dtype.newbyteorder(">" if a.dtype.byteorder != ">" and np.little_endian else "<"))
-    if layout == "unaligned":
-        buf = np.empty(a.nbytes + 1, np.uint8)
-        v = buf[1:].view(a.dtype).reshape(a.shape)
-        v[...] = a
-        return v
-    raise AssertionError(layout)
-
-
-def check_layout(v, layout, shape):
-    """The view really is in the layout it claims (so a layout cannot silently degrade)."""
-    assert v.shape == tuple(shape)
-    size = v.size
-    if layout in ("sliced", "strided", "negative", "transposed", "permuted", "fortran",
-                  "fortran_unaligned") and size > 1:
-        nontrivial = sum(d > 1 for d in v.shape)
-        if nontrivial > 1 or layout in ("strided", "negative"):
-            assert not v.flags.c_contiguous, (layout, v.strides)
-    if layout == "negative" and size > 1:
-        assert any(s < 0 for s, d in zip(v.strides, v.shape) if d > 1)
-    if layout == "readonly":
-        assert not v.flags.writeable
-    if layout == "memmap":
-        assert isinstance(v, np.memmap)
-    if layout == "byteswapped":
-        assert not v.dtype.isnative
-    if layout in ("unaligned", "fortran_unaligned"):
-        assert not v.flags.aligned
-    if layout in ("fortran", "fortran_unaligned"):
-        assert v.flags.f_contiguous
-
+from _ce_testutil import (LAYOUTS, applicable, assert_close, check_layout, class_axis, make_case, make_layout,
+                          ref, seed_of, shape_id, target_shape_of)
 
 # --------------------------------------------------------------------------
 # cases
@@ -156,33 +49,18 @@ SHAPES = {
 }
 FLOATS = (np.float32, np.float64)
 EPS = 0.1
-
-
-def _class_axis(shape):
-    return 0 if len(shape) == 1 else 1
-
-
-def _tshape(shape):
-    cax = _class_axis(shape)
-    return shape[:cax] + shape[cax + 1:]
+IGNORE = 1     # the cases' ignore_index: make_case(ignore='cls') with C > 1
 
 
 def base_case(shape, dtype, tdtype=np.int64):
-    """Contiguous arrays for a case: logits, index target (some == ignore_index 1), probability
-    target, weight, grad_output."""
-    rng = np.random.default_rng(seed_of("layout", shape, np.dtype(dtype).name))
-    C = shape[_class_axis(shape)]
-    ts = _tshape(shape)
-    x = (rng.standard_normal(shape) * 2).astype(dtype)
-    t = rng.integers(0, C, ts)
-    if t.ndim and t.size:
-        t.flat[::3] = 1                           # ignored (ignore_index=1)
-    t = np.asarray(t).astype(tdtype)
-    y = rng.random(shape) + 0.05
-    y = (y / y.sum(axis=_class_axis(shape), keepdims=True)).astype(dtype)
-    w = (rng.random(C) + 0.5).astype(dtype)
-    g = rng.standard_normal(ts).astype(dtype)
-    return dict(x=x, t=t, y=y, w=w, g=g)
+    """Contiguous arrays for a case, from the shared generator: logits, index target (some ==
+    ignore_index 1), probability target (same seed: same logits), weight, grad_output."""
+    seed = seed_of("layout", shape, np.dtype(dtype).name)
+    c = make_case(None, None, dtype, "index", "cls", weighted=True, reduction="none", seed=seed,
+                  shape=shape, int_dtype=tdtype)
+    assert c["ignore_index"] == IGNORE
+    y = make_case(None, None, dtype, "prob", seed=seed, shape=shape)["target"]
+    return dict(x=c["x"], t=c["target"], y=y, w=c["weight"], g=c["grad_output"])
 
 
 _REF = {}
@@ -209,8 +87,8 @@ def _params(roles, dtypes_of, layouts=LAYOUTS, shapes=SHAPES):
                     if not _keep(sk, dt):
                         continue
                     arr_shape = {"input": shape, "prob": shape, "out": shape, "inplace": shape,
-                                 "target": _tshape(shape), "grad_output": _tshape(shape),
-                                 "weight": (shape[_class_axis(shape)],)}[role]
+                                 "target": target_shape_of(shape), "grad_output": target_shape_of(shape),
+                                 "weight": (shape[class_axis(len(shape))],)}[role]
                     if not applicable(layout, arr_shape, dt):
                         continue
                     pid = f"{role}-{layout}-{sk}-{np.dtype(dt).name}"
@@ -266,7 +144,7 @@ def test_layout_read(request, role, layout, shape, dtype):
     Y = v if role == "prob" else y
     Wt = v if role == "weight" else w
     G = v if role == "grad_output" else g
-    cax = _class_axis(shape)
+    cax = class_axis(len(shape))
     ctx = f"role={role} layout={layout} shape={shape} dtype={np.dtype(dtype).name} strides={v.strides}"
     kd = np.dtype(fdt)
     args = [X, Tg, Y, Wt, G]
@@ -274,8 +152,8 @@ def test_layout_read(request, role, layout, shape, dtype):
     xr = _ref_float(x)                                    # reference operands
     key = (shape, kd.name, np.dtype(tdt).name)
 
-    index_kw = dict(weight=Wt, ignore_index=1, label_smoothing=EPS)
-    rkw = dict(weight=w, ignore_index=1, label_smoothing=EPS)
+    index_kw = dict(weight=Wt, ignore_index=IGNORE, label_smoothing=EPS)
+    rkw = dict(weight=w, ignore_index=IGNORE, label_smoothing=EPS)
     results = []   # (what, got, expected, kind)
 
     if role in ("input", "target", "weight", "grad_output"):
@@ -291,8 +169,8 @@ def test_layout_read(request, role, layout, shape, dtype):
     if role in ("input", "target", "weight"):
         lp = reference(key + ("lp",), lambda: ref.log_softmax(xr, cax).astype(kd))
         LP = make_layout(lp, layout, tmp, name="lp") if role == "input" else lp
-        r_nll = reference(key + ("nll",), lambda: ref.nll_loss(lp, t, weight=w, ignore_index=1, reduction="none"))
-        results.append(("nll none", fastce.nll_loss(LP, Tg, weight=Wt, ignore_index=1, reduction="none"),
+        r_nll = reference(key + ("nll",), lambda: ref.nll_loss(lp, t, weight=w, ignore_index=IGNORE, reduction="none"))
+        results.append(("nll none", fastce.nll_loss(LP, Tg, weight=Wt, ignore_index=IGNORE, reduction="none"),
                         r_nll, "loss"))
     if role == "input":
         results.append(("ce none", fastce.cross_entropy(X, t, reduction="none", **rkw), r_none[0], "loss"))
@@ -328,7 +206,7 @@ def test_layout_out(request, role, layout, shape, dtype):
     tmp = request.getfixturevalue("tmp_path") if layout == "memmap" else None
     b = base_case(shape, dtype)
     x, t, w, g = b["x"], b["t"], b["w"], b["g"]
-    kw = dict(weight=w, ignore_index=1, label_smoothing=EPS, reduction="none", grad_output=g)
+    kw = dict(weight=w, ignore_index=IGNORE, label_smoothing=EPS, reduction="none", grad_output=g)
     r_loss, r_grad = reference((shape, np.dtype(dtype).name, "int64", "idx-none"),
                                lambda: ref.cross_entropy_with_grad(x, t, **kw))
     ctx = f"role={role} layout={layout} shape={shape} dtype={np.dtype(dtype).name}"
@@ -362,9 +240,9 @@ def test_layout_out(request, role, layout, shape, dtype):
 @pytest.mark.parametrize("shape", [(6, 37), (3, 7, 5), (37,), (0, 7)], ids=shape_id)
 def test_layout_broadcast(shape, dtype):
     rng = np.random.default_rng(7)
-    cax = _class_axis(shape)
+    cax = class_axis(len(shape))
     C = shape[cax]
-    ts = _tshape(shape)
+    ts = target_shape_of(shape)
     row_shape = [1] * len(shape)
     row_shape[cax] = C
     xb = np.broadcast_to(rng.standard_normal(row_shape).astype(dtype), shape)   # stride 0 on N, d
@@ -404,19 +282,14 @@ def test_unaligned_every_isa(isa, shape, dtype):
     (and write, out=) them in place, at every offset within a vector."""
     b = base_case(shape, dtype)
     x, t, y, w, g = b["x"], b["t"], b["y"], b["w"], b["g"]
-    kw = dict(ignore_index=1, label_smoothing=EPS, reduction="none")
+    kw = dict(ignore_index=IGNORE, label_smoothing=EPS, reduction="none")
     r = reference((shape, np.dtype(dtype).name, "unal"), lambda: ref.cross_entropy_with_grad(
         x, t, weight=w, grad_output=g, **kw))
     rp = reference((shape, np.dtype(dtype).name, "unal-prob"), lambda: ref.cross_entropy_with_grad(
         x, y, weight=w, reduction="sum", label_smoothing=EPS))
     for off in (1, 3, np.dtype(dtype).itemsize + 1):
-        def un(a):
-            buf = np.empty(a.nbytes + off, np.uint8)
-            v = buf[off:].view(a.dtype).reshape(a.shape)
-            v[...] = a
-            return v
-        X, Tg, Y, Wt, G = un(x), un(t.astype(np.int32)), un(y), un(w), un(g)
-        O = un(np.full_like(x, np.nan))
+        X, Tg, Y, Wt, G, O = (make_layout(a, "unaligned", offset=off)
+                              for a in (x, t.astype(np.int32), y, w, g, np.full_like(x, np.nan)))
         ctx = f"isa={isa} shape={shape} offset={off}"
         loss, grad = fastce.cross_entropy_with_grad(X, Tg, weight=Wt, grad_output=G, out=O, **kw)
         assert grad is O

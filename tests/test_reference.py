@@ -1,8 +1,10 @@
-"""Validate the oracle itself: fastce.reference (float64) vs torch (float64)."""
+"""Validate the oracle itself: fastce.reference (float64) vs torch (float64), and reference.score
+vs a brute-force definition (row by row, top-k membership from a sort in argmax order)."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -215,3 +217,135 @@ def test_reference_vs_torch_32000_classes(shape, target_kind, reduction, eps):
                                              grad_output=case["grad_output"], **kw)
     assert_close(loss, t_loss, F64, "loss")
     assert_close(grad, t_grad, F64, "grad", kind="grad")
+
+
+# --------------------------------------------------------------------------
+# reference.score against a brute-force definition
+# --------------------------------------------------------------------------
+
+def _brute_score(x, t, ignore_index=-100, top_k=(1,), softcap=None):
+    """Row by row in Python floats: the NLL from its formula, and the top-k membership from a
+    sort of the classes by (logit descending, index ascending), argmax's order."""
+    x = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
+    t = [int(v) for v in np.asarray(t).reshape(-1)]
+    ks = sorted({1, *top_k})
+    nll_sum, tokens, correct = 0.0, 0, dict.fromkeys(ks, 0)
+    for row, ti in zip(x, t):
+        if ti == ignore_index:
+            continue
+        tokens += 1
+        v = [float(a) for a in row]
+        if softcap is not None:
+            v = [softcap * math.tanh(a / softcap) for a in v]
+        if any(math.isnan(a) for a in v):
+            nll = math.nan
+        else:
+            m = max(v)
+            lse = m if math.isinf(m) else m + math.log(sum(math.exp(a - m) for a in v))
+            nll = lse - v[ti]             # inf - inf (a +inf target, an all -inf row) is NaN
+        nll_sum += nll
+        if math.isnan(nll):
+            continue                       # a NaN-loss row is incorrect for every k
+        order = sorted(range(len(v)), key=lambda c: (-v[c], c))
+        for k in ks:
+            correct[k] += order.index(ti) < k
+    return nll_sum, tokens, correct
+
+
+def _score_case(seed):
+    """Small logits with many ties (integers), some -inf / +inf / NaN, some ignored rows."""
+    rng = np.random.default_rng(seed)
+    N, V = int(rng.integers(1, 9)), int(rng.integers(1, 7))
+    x = rng.integers(-2, 3, (N, V)).astype(np.float64)
+    if seed % 2:
+        x += rng.standard_normal((N, V)) * 0.5 * (rng.random((N, V)) < 0.5)   # some ties broken
+    special = rng.random((N, V))
+    x[special < 0.12] = -np.inf
+    if seed % 3 == 0:
+        x[special > 0.97] = np.nan
+    if seed % 4 == 0:
+        x[(special > 0.93) & (special <= 0.97)] = np.inf
+    ignore_index = -100 if seed % 5 else min(2, V - 1)
+    t = rng.integers(0, V, N)
+    t[rng.random(N) < 0.25] = ignore_index
+    ks = tuple(int(k) for k in rng.integers(1, V + 2, 2))
+    return x, t, ignore_index, ks
+
+
+def _assert_score_equal(got, want, what=""):
+    nll, tokens, correct = want
+    assert got.tokens == tokens, what
+    assert got.correct == correct, (what, got.correct, correct)
+    if math.isnan(nll):
+        assert math.isnan(got.nll_sum), (what, got.nll_sum)
+    else:
+        assert math.isclose(got.nll_sum, nll, rel_tol=1e-12, abs_tol=1e-12), (what, got.nll_sum, nll)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_reference_score_vs_brute_force(seed):
+    x, t, ii, ks = _score_case(seed)
+    _assert_score_equal(ref.score(x, t, ignore_index=ii, top_k=ks),
+                        _brute_score(x, t, ignore_index=ii, top_k=ks), f"seed {seed}")
+    _assert_score_equal(ref.score(x, t, ignore_index=ii, top_k=ks, softcap=1.5),
+                        _brute_score(x, t, ignore_index=ii, top_k=ks, softcap=1.5), f"seed {seed} softcap")
+
+
+def test_reference_score_ties_nan_inf_and_ignored_rows():
+    """One row of each kind the definition singles out, each with its own expected rank."""
+    inf, nan = np.inf, np.nan
+    x = np.array([[1.0, 1.0, 1.0, 1.0],       # all tied: the target ranks by its index
+                  [1.0, 1.0, 1.0, 1.0],
+                  [0.0, 3.0, 3.0, -1.0],      # a tie at the top, target the later one
+                  [0.0, 2.0, nan, 5.0],       # NaN elsewhere: NaN loss, incorrect
+                  [0.0, -inf, 1.0, 2.0],      # -inf target: infinite loss, ranked last
+                  [-inf, -inf, -inf, -inf],   # all -inf: NaN loss, incorrect
+                  [inf, 0.0, 1.0, 2.0],       # +inf target: NaN loss (inf - inf), incorrect
+                  [9.0, 9.0, 9.0, 9.0]])      # ignored
+    t = np.array([0, 3, 2, 3, 1, 0, 0, -100])
+    got = ref.score(x, t, top_k=(2, 4))
+    _assert_score_equal(got, _brute_score(x, t, top_k=(2, 4)))
+    assert got.tokens == 7 and math.isnan(got.nll_sum)
+    finite = [0, 1, 2, 4]
+    nll_finite = ref.score(x[finite], t[finite], top_k=(2, 4))
+    assert nll_finite.nll_sum == np.inf
+    # in the top 1: row 0; top 2: + row 2; top 4: + rows 1 and 4 (NaN rows never count)
+    assert got.correct == {1: 1, 2: 2, 4: 4}
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 0, 3])
+def test_reference_score_nll_is_cross_entropy_sum(ignore_index):
+    rng = np.random.default_rng(ignore_index + 200)
+    x = rng.standard_normal((40, 9)) * 3
+    t = rng.integers(0, 9, 40)
+    t[::4] = ignore_index
+    s = ref.score(x, t, ignore_index=ignore_index, top_k=9)
+    np.testing.assert_allclose(s.nll_sum, ref.cross_entropy(x, t, ignore_index=ignore_index, reduction="sum"),
+                               rtol=1e-12)
+    assert s.tokens == int(np.count_nonzero(t != ignore_index))
+    assert s.correct[9] == s.tokens          # every target is within the top V
+    assert s.correct[1] == int(np.count_nonzero((x.argmax(axis=1) == t) & (t != ignore_index)))
+
+
+def test_reference_score_unbatched_empty_and_errors():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 6))
+    t = np.array([5, 0, 2])
+    one = ref.score(x[1], t[1], top_k=(1, 3))
+    _assert_score_equal(one, _brute_score(x[1:2], t[1:2], top_k=(1, 3)))
+    assert one.tokens == 1
+    for xe, te in ((np.zeros((0, 6)), np.zeros(0, np.int64)), (x, np.full(3, -100))):
+        e = ref.score(xe, te, top_k=2)
+        assert (e.nll_sum, e.tokens, e.correct) == (0.0, 0, {1: 0, 2: 0})
+    with pytest.raises(IndexError, match=r"^Target 6 is out of bounds\.$"):
+        ref.score(x, np.array([0, 6, 1]))
+    with pytest.raises(TypeError):
+        ref.score(x, t.astype(np.float64))
+    with pytest.raises(TypeError):
+        ref.score(x.astype(np.int64), t)
+    with pytest.raises(ValueError):
+        ref.score(x, t[:2])
+    with pytest.raises(ValueError):
+        ref.score(x[None], t[None])
+    with pytest.raises(ValueError):
+        ref.score(x, t, top_k=0)

@@ -1,4 +1,5 @@
-"""fastce.score / score_linear / Score against a float64 reference written from the definitions:
+"""fastce.score / score_linear / Score against the float64 reference (fastce.reference.score,
+itself tested against a brute-force definition in test_reference.py):
 
     nll_i = logsumexp(x_i) - x_i[t_i]
     rank_i = #{c : x_ic > x_it} + #{c < t_i : x_ic == x_it}     (argmax's tie order)
@@ -14,25 +15,7 @@ import numpy as np
 import pytest
 
 import fastce
-from _ce_testutil import ref as REF
-
-
-def reference_score(x, t, ignore_index=-100, top_k=(1,), softcap=None):
-    x = np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
-    t = np.asarray(t).reshape(-1).astype(np.int64)
-    if softcap is not None:
-        x = softcap * np.tanh(x / softcap)
-    keep = t != ignore_index
-    x, t = x[keep], t[keep]
-    with np.errstate(invalid="ignore", over="ignore"):
-        lse = REF.logsumexp(x, axis=1)
-        xt = x[np.arange(len(t)), t]
-        nll = lse - xt
-        cls = np.arange(x.shape[1])
-        rank = ((x > xt[:, None]) | ((x == xt[:, None]) & (cls[None, :] < t[:, None]))).sum(1)
-    ks = tuple(sorted({1, *((top_k,) if isinstance(top_k, int) else top_k)}))
-    correct = {k: int(((rank < k) & ~np.isnan(nll)).sum()) for k in ks}
-    return float(nll.sum()), int(keep.sum()), correct
+from _ce_testutil import make_layout, ref
 
 
 def make_logits(rng, N, V, dtype, signal=2.0):
@@ -44,8 +27,8 @@ def make_logits(rng, N, V, dtype, signal=2.0):
 
 
 def check(s, x, t, rtol, **kw):
-    nll, count, correct = reference_score(x, t, **kw)
-    assert s.count == count
+    nll, count, correct = ref.score(x, t, **kw)
+    assert s.count == s.tokens == count
     assert s.correct == correct, (s.correct, correct)
     np.testing.assert_allclose(s.nll_sum, nll, rtol=rtol, atol=1e-9 * max(count, 1))
     if count:
@@ -98,7 +81,7 @@ def test_nonfinite_rows(isa):
     x[2, 3] = np.inf                     # +inf target: NaN loss (torch's inf - inf), incorrect
     x[3, 4] = -np.inf                    # -inf target: inf loss, ranked last
     s = fastce.score(x, t, top_k=(1, V))
-    nll, count, correct = reference_score(x, t, top_k=(1, V))
+    nll, count, correct = ref.score(x, t, top_k=(1, V))
     assert s.count == count == 5
     assert math.isnan(s.nll_sum) and math.isnan(nll)
     assert s.correct == correct
@@ -109,11 +92,8 @@ def test_unbatched_and_layouts(isa):
     rng = np.random.default_rng(3)
     x, t = make_logits(rng, 30, 77, np.float64)
     s_c = fastce.score(x, t, top_k=(1, 3))
-    s_f = fastce.score(np.asfortranarray(x), t, top_k=(1, 3))
-    s_strided = fastce.score(np.repeat(x, 2, axis=1)[:, ::2], t, top_k=(1, 3))
-    s_sw = fastce.score(x.astype(x.dtype.newbyteorder()), t, top_k=(1, 3))
-    for s in (s_f, s_strided, s_sw):
-        assert s == s_c
+    for layout in ("fortran", "strided", "byteswapped"):
+        assert fastce.score(make_layout(x, layout), t, top_k=(1, 3)) == s_c, layout
     one = fastce.score(x[4], t[4], top_k=(1, 3))
     check(one, x[4:5], t[4:5], 1e-12, top_k=(1, 3))
 
@@ -152,6 +132,22 @@ def test_streaming_merge_equals_one_batch():
     d = acc.as_dict()
     assert set(d) == {"tokens", "nll_sum", "mean_nll", "perplexity", "accuracy"}
     assert set(d["accuracy"]) == {"top1", "top5", "top10"}
+
+
+def test_tokens_is_the_scored_row_count():
+    """Score.tokens: the number of scored rows, the figure as_dict() and the CLI call "tokens"."""
+    rng = np.random.default_rng(10)
+    x, t = make_logits(rng, 300, 40, np.float32)
+    t[rng.random(300) < 0.3] = -100
+    s = fastce.score(x, t, top_k=(1, 5))
+    assert s.tokens == s.count == ref.score(x, t).tokens == int(np.count_nonzero(t != -100))
+    assert s.as_dict()["tokens"] == s.tokens
+    half = fastce.score(x[:150], t[:150], top_k=(1, 5))
+    assert (half + fastce.score(x[150:], t[150:], top_k=(1, 5))).tokens == s.tokens
+    assert fastce.Score.empty().tokens == 0
+    with pytest.raises(AttributeError):
+        s.tokens = 1          # read-only: the count is the one field
+    assert s.tokens == s.count
 
 
 def test_empty_and_all_ignored():

@@ -1,7 +1,7 @@
 """`fastce score`: the command-line scorer of .npy files read in memory-mapped row blocks.
 
-* Numbers: the CLI equals ``fastce.score`` on the same arrays, and a float64 NumPy reference
-  written from the formulas (nll = logsumexp(x) - x[t]; correct@k when fewer than k classes rank
+* Numbers: the CLI equals ``fastce.score`` on the same arrays, and the float64 NumPy reference
+  ``fastce.reference.score`` (nll = logsumexp(x) - x[t]; correct@k when fewer than k classes rank
   above the target: strictly greater logits, or equal logits at a lower class index).
 * Blocks: block sizes smaller than N and not dividing it give the one-batch result (up to
   summation order); the linear form (--hidden/--weight/--bias) equals the logits form.
@@ -26,32 +26,14 @@ import numpy as np
 import pytest
 
 import fastce
+from _ce_testutil import ref
 from fastce import _score_cli, cli
 
 N, V = 1000, 50
 
 
 # ------------------------------------------------------------------------------------------
-# reference and helpers
-
-
-def reference(x, t, ignore_index=-100, top_k=(1,), softcap=None):
-    """float64 NumPy reference: (count, nll_sum, {k: correct}) from the formulas."""
-    x = np.asarray(x, dtype=np.float64)
-    t = np.asarray(t).astype(np.int64)
-    keep = t != ignore_index
-    x, t = x[keep], t[keep]
-    rank_x = x                    # softcap is monotonic: the ranking is that of the raw logits
-    if softcap is not None:
-        x = softcap * np.tanh(x / softcap)
-    m = x.max(axis=1, keepdims=True) if len(x) else np.zeros((0, 1))
-    lse = m[:, 0] + np.log(np.exp(x - m).sum(axis=1))
-    rows = np.arange(len(t))
-    nll = lse - x[rows, t]
-    xt = rank_x[rows, t][:, None]
-    cls = np.arange(rank_x.shape[1])[None, :]
-    above = ((rank_x > xt) | ((rank_x == xt) & (cls < t[:, None]))).sum(axis=1)
-    return len(t), float(nll.sum()), {k: int((above < k).sum()) for k in top_k}
+# helpers (the reference is fastce.reference.score, `ref.score`)
 
 
 def run_cli(argv, capsys):
@@ -71,7 +53,9 @@ def run_json(argv, capsys):
     return json.loads(out)
 
 
-def assert_matches(d, count, nll_sum, correct, rel):
+def assert_matches(d, r, rel):
+    """The CLI's JSON `d` against ref.score's sums `r` (nll_sum, tokens, correct)."""
+    nll_sum, count, correct = r
     assert d["tokens"] == count
     assert math.isclose(d["nll_sum"], nll_sum, rel_tol=rel, abs_tol=rel)
     if count:
@@ -119,7 +103,7 @@ def test_equals_score_and_reference(files, capsys, dtype, rel):
     assert d["nll_sum"] == pytest.approx(api.nll_sum, rel=1e-12)
     assert d["accuracy"] == {f"top{k}": pytest.approx(v, abs=1e-15)
                              for k, v in api.top_k_accuracy.items()}
-    assert_matches(d, *reference(x, t, top_k=(1, 3, 5, 10)), rel=rel)
+    assert_matches(d, ref.score(x, t, top_k=(1, 3, 5, 10)), rel=rel)
 
 
 def test_ties_rank_lower_class_first(files, capsys):
@@ -129,7 +113,7 @@ def test_ties_rank_lower_class_first(files, capsys):
     t = rng.integers(0, 12, 400)
     p = files(x=x, t=t)
     d = run_json([p["x"], p["t"], "--top-k", "2,5", "--block-rows", "33"], capsys)
-    assert_matches(d, *reference(x, t, top_k=(1, 2, 5)), rel=1e-5)
+    assert_matches(d, ref.score(x, t, top_k=(1, 2, 5)), rel=1e-5)
 
 
 def test_table_output(files, capsys):
@@ -137,7 +121,7 @@ def test_table_output(files, capsys):
     p = files(x=x, t=t)
     rc, out, err = run_cli([p["x"], p["t"], "--top-k", "5"], capsys)
     assert rc == 0 and err == ""
-    count, nll_sum, correct = reference(x, t, top_k=(1, 5))
+    nll_sum, count, correct = ref.score(x, t, top_k=(1, 5))
     rows = {}
     for line in out.splitlines():
         label, value = line[:12].strip(), line[12:].split()
@@ -179,7 +163,7 @@ def test_ignore_index_and_unusual_target_dtypes(files, capsys):
     for tt in (t.astype(np.uint8), t.astype(np.int32), t.astype(">i8"), t.astype(np.uint64)):
         p = files(x=x, t=tt)
         d = run_json([p["x"], p["t"], "--ignore-index", "7"], capsys)
-        assert_matches(d, *reference(x, t, ignore_index=7), rel=1e-5)
+        assert_matches(d, ref.score(x, t, ignore_index=7), rel=1e-5)
         assert d["ignored"] == int((t == 7).sum())
 
 
@@ -187,7 +171,7 @@ def test_byte_swapped_logits(files, capsys):
     x, t = make_data(seed=4)
     p = files(x=x.astype(">f4"), t=t)
     d = run_json([p["x"], p["t"], "--block-rows", "100"], capsys)
-    assert_matches(d, *reference(x, t), rel=1e-5)
+    assert_matches(d, ref.score(x, t), rel=1e-5)
 
 
 def test_softcap(files, capsys):
@@ -198,7 +182,7 @@ def test_softcap(files, capsys):
     api = fastce.score(x, t, top_k=(1, 5), softcap=15.0)
     assert d["nll_sum"] == pytest.approx(api.nll_sum, rel=1e-12)
     assert d["accuracy"]["top5"] == api.top_k_accuracy[5]
-    count, nll_sum, _ = reference(x, t, softcap=15.0)
+    nll_sum, count, _ = ref.score(x, t, softcap=15.0)
     assert d["tokens"] == count and d["nll_sum"] == pytest.approx(nll_sum, rel=1e-5)
 
 
@@ -224,10 +208,10 @@ def test_linear_form_equals_logits_form(files, capsys):
     full = run_json([p["x"], p["t"], "--top-k", "5"], capsys)
     assert lin["tokens"] == full["tokens"] and lin["accuracy"] == full["accuracy"]
     assert lin["nll_sum"] == pytest.approx(full["nll_sum"], rel=1e-10)
-    assert_matches(lin, *reference(logits, t, top_k=(1, 5)), rel=1e-10)
+    assert_matches(lin, ref.score(logits, t, top_k=(1, 5)), rel=1e-10)
     nobias = run_json(["--hidden", p["h"], "--weight", p["w"], p["t"], "--block-mb", "0.01"],
                       capsys)
-    assert_matches(nobias, *reference(h @ w.T, t), rel=1e-10)
+    assert_matches(nobias, ref.score(h @ w.T, t), rel=1e-10)
 
 
 def test_linear_form_float32(files, capsys):
@@ -240,7 +224,7 @@ def test_linear_form_float32(files, capsys):
     api = fastce.score_linear(h, w, t)
     assert d["tokens"] == api.count
     assert d["nll_sum"] == pytest.approx(api.nll_sum, rel=1e-5)
-    count, nll_sum, _ = reference(h.astype(np.float64) @ w.T.astype(np.float64), t)
+    nll_sum, count, _ = ref.score(h.astype(np.float64) @ w.T.astype(np.float64), t)
     assert d["nll_sum"] == pytest.approx(nll_sum, rel=1e-4)
 
 
@@ -268,7 +252,7 @@ def test_subprocess_python_m_fastce_is_quiet(files):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stderr == ""
-    assert_matches(json.loads(res.stdout), *reference(x, t, top_k=(1, 5)), rel=1e-5)
+    assert_matches(json.loads(res.stdout), ref.score(x, t, top_k=(1, 5)), rel=1e-5)
 
 
 def test_subprocess_error_has_no_traceback(tmp_path):
@@ -318,7 +302,7 @@ def test_npy_format_versions(tmp_path, capsys):
         with open(path, "wb") as f:
             np.lib.format.write_array(f, x, version=version)
         d = run_json([path, str(_save(tmp_path, "t", t))], capsys)
-        assert_matches(d, *reference(x, t), rel=1e-5)
+        assert_matches(d, ref.score(x, t), rel=1e-5)
 
 
 def _save(tmp_path, name, a):

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 import fastce
-from _ce_testutil import assert_close, ref
+from _ce_testutil import assert_close, get_torch, ref
 
 TIMEOUT = 120  # seconds: a deadlock fails the test instead of hanging CI
 
@@ -239,7 +239,7 @@ def test_thread_pool_and_nested_pools(configs):
 
 def test_beside_torch_openmp_threads(configs):
     """fastce's OpenMP teams and torch's (its own OpenMP runtime) running at the same time."""
-    torch = pytest.importorskip("torch")
+    torch = get_torch()
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     stop = threading.Event()

@@ -44,9 +44,19 @@ Probability targets ``y`` (floating, same shape as the input)::
 Reductions: "none" returns the per-element array (target shape, 0-d for an
 unbatched input), "sum" returns ``sum_i loss_i`` and "mean" the mean described
 above; both as ``numpy.float64`` scalars.
+
+Scoring (:func:`score`, the oracle of ``fastce.score``): logits ``(N, V)`` or
+``(V,)``, index targets; rows with ``t_i == ignore_index`` are not scored::
+
+    nll_i     = logsumexp(x_i) - x_i[t_i]
+    above_i   = #{c : x_ic > x_it} + #{c < t_i : x_ic == x_it}   (argmax's tie order)
+    correct@k = #{i scored : above_i < k and nll_i is not NaN}
 """
 
 from __future__ import annotations
+
+import numbers
+from collections import namedtuple
 
 import numpy as np
 
@@ -57,6 +67,8 @@ __all__ = [
     "nll_loss",
     "cross_entropy",
     "cross_entropy_with_grad",
+    "score",
+    "ScoreSums",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -369,3 +381,59 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
     loss, grad, lse = _forward_backward(input, target, weight, ignore_index, reduction,
                                         label_smoothing, grad_output, True, z_loss, softcap)
     return (loss, grad, lse) if return_lse else (loss, grad)
+
+
+# --------------------------------------------------------------------------
+# score
+# --------------------------------------------------------------------------
+
+ScoreSums = namedtuple("ScoreSums", "nll_sum tokens correct")
+ScoreSums.__doc__ = """score's result: nll_sum (float), tokens (int: scored rows), correct ({k: int})."""
+
+
+def score(logits, target, *, ignore_index=-100, top_k=(1,), softcap=None):
+    """Scoring sums of class-index targets, from the definitions, in float64.
+
+    ``logits`` (N, V) with ``target`` (N,), or one unbatched row (V,) with a 0-d target.
+    Rows whose target equals ``ignore_index`` are not scored (their logits are not read).
+    With ``softcap`` the logits are first replaced by ``cap * tanh(logits / cap)`` (for the
+    NLL and for the ranking). For each scored row i::
+
+        nll_i     = logsumexp(x_i) - x_i[t_i]
+        above_i   = #{c : x_ic > x_it} + #{c < t_i : x_ic == x_it}
+        correct@k = #{i : above_i < k and nll_i is not NaN}
+
+    ``above_i`` counts the classes that argmax-style tie breaking (the lower index first) puts
+    above the target, so the target is in the top k exactly when above_i < k. A NaN logit makes
+    the row's loss NaN, and such a row counts as incorrect for every k.
+
+    Returns ``ScoreSums(nll_sum, tokens, correct)``: the float64 sum of nll_i over the scored
+    rows (0.0 with none), the number of scored rows, and ``{k: correct@k}`` for every k of
+    ``top_k`` (an int or a sequence of ints >= 1) and k = 1, which is always included (as in
+    ``fastce.Score``).
+    """
+    x = _as_float64_input(logits, "logits")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"logits must have shape (N, V) or (V,), got shape {x.shape}")
+    target = np.asarray(target)
+    if target.shape != x.shape[:-1]:
+        raise ValueError(f"target must have shape {x.shape[:-1]}, got {target.shape}")
+    ks = (top_k,) if isinstance(top_k, numbers.Integral) else tuple(top_k)
+    if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in ks):
+        raise ValueError(f"top_k values must be integers >= 1, got {top_k!r}")
+    ks = sorted({1, *(int(k) for k in ks)})
+    V = x.shape[-1]
+    x = x.reshape(x.shape[0] if x.ndim == 2 else 1, V)
+    t, kept = _index_target_int64(target.reshape(-1), V, ignore_index)
+    x, t = x[kept], t[kept]
+    rows = np.arange(len(t))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if softcap is not None:
+            x = softcap * np.tanh(x / softcap)
+        x_t = x[rows, t]
+        nll = logsumexp(x, axis=1) - x_t
+        cls = np.arange(V)
+        above = np.count_nonzero((x > x_t[:, None]) | ((x == x_t[:, None]) & (cls < t[:, None])), axis=1)
+    counted = ~np.isnan(nll)
+    correct = {k: int(np.count_nonzero(counted & (above < k))) for k in ks}
+    return ScoreSums(float(np.sum(nll, dtype=np.float64)), int(len(t)), correct)
