@@ -7,6 +7,8 @@ every case it claims, and decline everything else so that the general path raise
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -187,10 +189,17 @@ def test_inputs_are_not_modified_and_results_are_fresh():
     assert grad.flags.c_contiguous and grad.flags.owndata and loss.dtype == np.float64
 
 
-def test_sum_f64_is_compensated_and_keeps_infinities():
-    v = np.array([1e16, 1.0, -1e16] * 1000 + [0.5])
-    assert _kernels.sum_f64(v) == 1000.5  # a plain left-to-right sum loses every 1.0
+def test_sum_f64_is_pairwise_and_keeps_infinities():
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 7, 8, 9, 127, 128, 129, 1000, 100003):
+        v = rng.standard_normal(n) * 10 ** rng.uniform(-3, 3, n)
+        exact = math.fsum(v)
+        # pairwise: error bounded by ~log2(n) ulps of sum|v| (a plain loop's grows with n)
+        assert abs(_kernels.sum_f64(v) - exact) <= 4 * max(1, math.log2(max(n, 2))) * np.finfo(float).eps * np.abs(v).sum()
+        assert _kernels.sum_f64(v) == _kernels.sum_f64(v.copy())  # a fixed order
+    ints = rng.integers(-1000, 1000, 5000).astype(np.float64)
+    assert _kernels.sum_f64(ints) == ints.sum()  # exact on integers
     assert _kernels.sum_f64(np.array([1.0, np.inf, 2.0])) == np.inf
     assert np.isnan(_kernels.sum_f64(np.array([np.inf, -np.inf])))
-    assert np.isnan(_kernels.sum_f64(np.array([1.0, np.nan])))
+    assert np.isnan(_kernels.sum_f64(np.array([1.0, np.nan] * 100)))
     assert _kernels.sum_f64(np.array([])) == 0.0

@@ -19,6 +19,6 @@ int fastce_omp_max_threads(void);
 int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C,
                              int64_t ignore_index, const void *weight, int wdouble, int nthreads,
                              double *weight_sum, int64_t *kept);
-/* Compensated sum of n doubles in a fixed order (the reduction of per-row losses). */
+/* Pairwise sum of n doubles in a fixed order (the reduction of per-row losses). */
 double fastce_sum_f64(const double *v, int64_t n);
 #endif

@@ -125,7 +125,7 @@ def check_targets(cnp.ndarray target, int ttype, int64_t C, int64_t ignore_index
     return bad, wsum, kept
 
 def sum_f64(a):
-    """The sum of a float64 array's values, compensated and in a fixed order: the one reduction
+    """The sum of a float64 array's values, pairwise and in a fixed order: the one reduction
     of per-row losses (the general path and the small-call path give the same bits)."""
     cdef cnp.ndarray arr = np.ascontiguousarray(a, dtype=np.float64)
     return fastce_sum_f64(<const double *>cnp.PyArray_DATA(arr), arr.size)
