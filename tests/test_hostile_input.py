@@ -408,6 +408,11 @@ case("out-overlaps-grad_output", "ceg", _out_over_grad_output_contig, ValueError
 case("out-overlaps-grad_output-strided", "ceg", _out_over_grad_output_strided, ValueError,
      r"overlaps grad_output")
 
+# --- grad_output: a real scalar for 'mean' / 'sum' (one rule, shared with the linear variants)
+for _g, _name in (("2", "str"), (b"2", "bytes"), (1 + 2j, "complex"), (np.array(True), "bool-0d")):
+    each(GRAD_FNS, f"grad_output-{_name}",
+         (lambda g: lambda: dict(input=X(), target=T(), grad_output=g))(_g), TypeError, r"grad_output")
+
 # --- num_threads ----------------------------------------------------------------------
 _BAD_THREADS = ((0, "0", ValueError), (-1, "neg1", ValueError), (-(2**40), "neg2p40", ValueError),
                 (2.0, "float", TypeError), (np.float64(2.0), "np-float64", TypeError),

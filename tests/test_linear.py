@@ -530,3 +530,21 @@ def test_fuzz_small_shapes_vs_torch():
                 assert g is None
             else:
                 close(g, e, np.float64, f"case {i} {what} n={n} h={h} v={v} cs={cs} {kw}")
+
+
+def test_options_beyond_torch_accept_0d_arrays_like_cross_entropy():
+    """z_loss and softcap given as 0-d arrays (as cross_entropy takes them) work in the linear
+    variants too, and give the same loss as plain floats; a non-real grad_output is refused."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((N, H)).astype(np.float64)
+    W = rng.standard_normal((V, H)).astype(np.float64)
+    t = rng.integers(0, V, N)
+    plain = fastce.linear_cross_entropy(x, W, t, z_loss=0.1, softcap=5.0)
+    arrays = fastce.linear_cross_entropy(x, W, t, z_loss=np.array(0.1), softcap=np.array(5.0))
+    assert plain == arrays
+    g_plain = fastce.linear_cross_entropy_with_grad(x, W, t, z_loss=0.1)
+    g_arrays = fastce.linear_cross_entropy_with_grad(x, W, t, z_loss=np.array(0.1))
+    for a, b in zip(g_plain, g_arrays):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="grad_output"):
+        fastce.linear_cross_entropy_with_grad(x, W, t, grad_output="2")
