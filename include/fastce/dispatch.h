@@ -21,4 +21,8 @@ int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C
                              double *weight_sum, int64_t *kept);
 /* Pairwise sum of n doubles in a fixed order (the reduction of per-row losses). */
 double fastce_sum_f64(const double *v, int64_t n);
+/* Roofline probes (fastce bench): a streaming read of n floats (returns their sum) and a
+   read + write pass dst = src, on nthreads threads. */
+double fastce_probe_read(const float *x, int64_t n, int nthreads);
+void fastce_probe_copy(const float *src, float *dst, int64_t n, int nthreads);
 #endif

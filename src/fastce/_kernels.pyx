@@ -72,6 +72,8 @@ cdef extern from "fastce/dispatch.h" nogil:
                                  int64_t ignore_index, const void *weight, int wdouble,
                                  int nthreads, double *weight_sum, int64_t *kept)
     double fastce_sum_f64(const double *v, int64_t n)
+    double fastce_probe_read(const float *x, int64_t n, int nthreads)
+    void fastce_probe_copy(const float *src, float *dst, int64_t n, int nthreads)
 
 # Below this many logits a call runs on one thread: a parallel region costs more than it saves.
 cdef int64_t MIN_PARALLEL_WORK = 32768
@@ -123,6 +125,30 @@ def check_targets(cnp.ndarray target, int ttype, int64_t C, int64_t ignore_index
     with nogil:
         bad = fastce_check_targets(t, ttype, n, C, ignore_index, w, wdouble, nthreads, &wsum, &kept)
     return bad, wsum, kept
+
+def probe_read(cnp.ndarray x not None, int nthreads=1):
+    """Roofline probe for fastce bench: one streaming read of a C-contiguous float32 array on
+    nthreads threads (GIL released); returns the sum of its values."""
+    if x.dtype != np.float32 or not x.flags.c_contiguous:
+        raise TypeError("probe_read takes a C-contiguous float32 array")
+    cdef const float *p = <const float *>cnp.PyArray_DATA(x)
+    cdef int64_t n = x.size
+    cdef double r
+    with nogil:
+        r = fastce_probe_read(p, n, nthreads)
+    return r
+
+def probe_copy(cnp.ndarray src not None, cnp.ndarray dst not None, int nthreads=1):
+    """Roofline probe for fastce bench: dst[...] = src, ordinary loads and stores, nthreads
+    threads (GIL released); both C-contiguous float32 of one size."""
+    if (src.dtype != np.float32 or dst.dtype != np.float32 or not src.flags.c_contiguous
+            or not dst.flags.c_contiguous or src.size != dst.size or not dst.flags.writeable):
+        raise TypeError("probe_copy takes two C-contiguous float32 arrays of one size")
+    cdef const float *s = <const float *>cnp.PyArray_DATA(src)
+    cdef float *d = <float *>cnp.PyArray_DATA(dst)
+    cdef int64_t n = src.size
+    with nogil:
+        fastce_probe_copy(s, d, n, nthreads)
 
 def sum_f64(a):
     """The sum of a float64 array's values, pairwise and in a fixed order: the one reduction
