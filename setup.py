@@ -6,7 +6,7 @@ compiled for the baseline, so the extension imports and runs on any x86-64 CPU a
 best kernels at run time (fastce.get_isa()). setuptools' Extension has one flag set for all its
 sources, so the kernel objects are compiled here and linked in as extra objects.
 
-Build time: src/fastce/_isa/kernels.c is compiled once per (ISA, dtype), six objects, on every
+Build time: src/fastce/_isa/kernels.c is compiled once per (ISA, dtype), twelve objects, on every
 core at once (a thread pool; each compile is its own gcc process) while the Cython module
 compiles. Debug info is off (-g0): Python's CFLAGS add -g, which nearly doubled the time of the
 heavily inlined kernels.
@@ -41,10 +41,12 @@ BASE_FLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-g0"]
 # (name, code in include/fastce/common.h, flags, macro set when it builds), biggest first. The
 # scalar kernels are always built.
 X86_ISAS = [
-    ("avx512", "FASTCE_ISA_AVX512", ["-mavx512f", "-mavx512dq", "-mavx2", "-mfma"], "FASTCE_HAVE_AVX512"),
-    ("avx2", "FASTCE_ISA_AVX2", ["-mavx2", "-mfma"], "FASTCE_HAVE_AVX2"),
+    ("avx512", "FASTCE_ISA_AVX512", ["-mavx512f", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"], "FASTCE_HAVE_AVX512"),
+    ("avx2", "FASTCE_ISA_AVX2", ["-mavx2", "-mfma", "-mf16c"], "FASTCE_HAVE_AVX2"),
 ]
 SCALAR_ISA = ("scalar", "FASTCE_ISA_SCALAR", [], None)
+# Storage dtypes of the logits (FASTCE_DT_* in common.h), biggest objects first.
+DTYPES = [("f32", "FASTCE_DT_F32"), ("f16", "FASTCE_DT_F16"), ("bf16", "FASTCE_DT_BF16"), ("f64", "FASTCE_DT_F64")]
 
 
 def _is_x86():
@@ -113,10 +115,10 @@ class BuildExt(build_ext):
 
         for ext in self.extensions:
             # The kernel objects compile in the background; the link waits for them.
-            units = [(isa, f64) for f64 in (0, 1) for isa in isas]
+            units = [(isa, dt) for dt in DTYPES for isa in isas]
             jobs = int(os.environ.get("FASTCE_BUILD_JOBS", "0")) or os.cpu_count() or 1
             pool = ThreadPoolExecutor(max_workers=max(1, jobs))
-            futures = [pool.submit(self._compile_kernels, isa, f64, native) for isa, f64 in units]
+            futures = [pool.submit(self._compile_kernels, isa, dt, native) for isa, dt in units]
             link = compiler.link_shared_object
 
             def link_after_kernels(objects, *args, **kwargs):
@@ -133,15 +135,15 @@ class BuildExt(build_ext):
                 compiler.link_shared_object = link
                 pool.shutdown(wait=True)
 
-    def _compile_kernels(self, isa, f64, native):
+    def _compile_kernels(self, isa, dtype, native):
         """Compiles kernels.c for one (ISA, dtype) into its own folder; returns the object list."""
         name, code, flags, _ = isa
-        tag = f"{name}_{'f64' if f64 else 'f32'}"
+        tag = f"{name}_{dtype[0]}"
         t0 = time.perf_counter()
         objects = self.compiler.compile(
             [KERNEL_SOURCE],
             output_dir=os.path.join(self.build_temp, "kernels", tag),
-            macros=[("FASTCE_BUILD_ISA", code), ("FASTCE_BUILD_F64", str(f64))],
+            macros=[("FASTCE_BUILD_ISA", code), ("FASTCE_BUILD_DTYPE", dtype[1])],
             include_dirs=[INCLUDE],
             extra_postargs=BASE_FLAGS + flags + native + ["-fPIC"],
             depends=HEADERS,

@@ -119,17 +119,19 @@ wants() { case ",$ISAS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 UNITS=()      # "name|source|flags": kernels.c once per (ISA, dtype), as setup.py builds it
 DEFS=""
 kernel_units() {  # name, code in common.h, flags
-    UNITS+=("$1_f32|src/fastce/_isa/kernels.c|-DFASTCE_BUILD_ISA=$2 -DFASTCE_BUILD_F64=0 $3")
-    UNITS+=("$1_f64|src/fastce/_isa/kernels.c|-DFASTCE_BUILD_ISA=$2 -DFASTCE_BUILD_F64=1 $3")
+    local dt
+    for dt in F32 F64 F16 BF16; do
+        UNITS+=("$1_${dt}|src/fastce/_isa/kernels.c|-DFASTCE_BUILD_ISA=$2 -DFASTCE_BUILD_DTYPE=FASTCE_DT_${dt} $3")
+    done
 }
 if wants avx512 && is_x86; then
-    if try_flags "-mavx512f -mavx512dq -mavx2 -mfma"; then
-        kernel_units avx512 FASTCE_ISA_AVX512 "-mavx512f -mavx512dq -mavx2 -mfma"; DEFS="$DEFS -DFASTCE_HAVE_AVX512=1"
+    if try_flags "-mavx512f -mavx512dq -mavx2 -mfma -mf16c"; then
+        kernel_units avx512 FASTCE_ISA_AVX512 "-mavx512f -mavx512dq -mavx2 -mfma -mf16c"; DEFS="$DEFS -DFASTCE_HAVE_AVX512=1"
     else say "the compiler cannot build avx512 kernels; skipping them"; fi
 fi
 if wants avx2 && is_x86; then
-    if try_flags "-mavx2 -mfma"; then
-        kernel_units avx2 FASTCE_ISA_AVX2 "-mavx2 -mfma"; DEFS="$DEFS -DFASTCE_HAVE_AVX2=1"
+    if try_flags "-mavx2 -mfma -mf16c"; then
+        kernel_units avx2 FASTCE_ISA_AVX2 "-mavx2 -mfma -mf16c"; DEFS="$DEFS -DFASTCE_HAVE_AVX2=1"
     else say "the compiler cannot build avx2 kernels; skipping them"; fi
 fi
 # The scalar kernels are always linked (dispatch.c refers to them unconditionally).

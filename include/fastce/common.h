@@ -36,6 +36,14 @@
 #define FASTCE_ISA_AVX512 2
 #define FASTCE_ISA_COUNT 3
 
+/* Storage dtypes of the logits (and of the output): one kernel table each. float16 and
+   bfloat16 are computed in float. */
+#define FASTCE_DT_F32 0
+#define FASTCE_DT_F64 1
+#define FASTCE_DT_F16 2
+#define FASTCE_DT_BF16 3
+#define FASTCE_DT_COUNT 4
+
 /* Integer dtypes of index targets (read in place, never converted). */
 enum {
     FASTCE_I8 = 0, FASTCE_I16, FASTCE_I32, FASTCE_I64,
@@ -63,11 +71,11 @@ typedef struct {
 
 typedef struct {
     int64_t N, C, S;          /* logical (N, C, S) view of x, C-contiguous */
-    const void *x;            /* logits, float or double */
+    const void *x;            /* logits, of the table's storage dtype (FASTCE_DT_*) */
     const void *target;       /* index targets, N*S integers of type ttype (KIND_INDEX) */
     int ttype;
-    const void *prob;         /* probability targets, same layout and dtype as x (KIND_PROB) */
-    const void *weight;       /* class weights (C,), x's dtype, or NULL */
+    const void *prob;         /* probability targets, x's layout, compute dtype (KIND_PROB) */
+    const void *weight;       /* class weights (C,), compute dtype (float for f16/bf16), or NULL */
     double wsum;              /* W = sum_c w_c, or C without weights */
     int64_t ignore_index;
     double eps;               /* label smoothing */
@@ -76,7 +84,7 @@ typedef struct {
     double *row_lse;          /* per row: lse, ignored rows included (CE kinds); may be NULL */
     double *row_rank;         /* per row: the state's gt (score_rows only; -1 for ignored rows) */
     double zloss;             /* z: adds w_row * z * lse^2 to each row's loss (PaLM's z-loss) */
-    void *out;                /* second-pass output, x's layout and dtype; may alias x */
+    void *out;                /* second-pass output, x's layout and storage dtype; may alias x */
     int stream_out;           /* write `out` with non-temporal stores (large, not aliasing x) */
     const double *gout;       /* per-row grad_output (reduction 'none'), or NULL */
     double gscale;            /* grad_output / D for mean and sum; 1 for 'none' */
@@ -106,7 +114,8 @@ typedef struct {
 
 typedef struct {
     const char *name;
-    const ce_kernels *f32, *f64;  /* each built in its own translation unit (src/fastce/_isa/kernels.c) */
+    /* by FASTCE_DT_*, each built in its own translation unit (src/fastce/_isa/kernels.c) */
+    const ce_kernels *kernels[FASTCE_DT_COUNT];
 } ce_isa_table;
 
 #endif

@@ -1,10 +1,14 @@
 /* fastce/instantiate.h: one (ISA, dtype) kernel table from kernel_impl.h.
  *
  * Included by src/fastce/_isa/kernels.c after the ISA's vector header, with FASTCE_ISA_TAG
- * (avx512, avx2 or scalar) and FASTCE_BUILD_F64 (0: float, 1: double) defined. Defines
- * `const ce_kernels fastce_kernels_<tag>_<f32|f64>`; everything else stays static.
+ * (avx512, avx2 or scalar) and FASTCE_BUILD_DTYPE (a FASTCE_DT_* code of common.h) defined.
+ * Defines `const ce_kernels fastce_kernels_<tag>_<f32|f64|f16|bf16>`; everything else stays
+ * static. float16 and bfloat16 logits are computed in float, widened in the loads and narrowed
+ * in the stores (XLOAD ... XPUT below); their probability targets go through float32 blocks
+ * in the Python layer, so their kernels leave that kind out.
  */
 #include <string.h>
+#include "fastce/half.h"
 #include "fastce/row_math.h"
 
 /* ---- option specialization ----
@@ -46,7 +50,7 @@
             if (!((a)->eps > 0.0)) OUTS(FN, a, i0, i1, w_, FASTCE_KIND_INDEX, 0);               \
             else if (w_) OUTS(FN, a, i0, i1, 1, FASTCE_KIND_INDEX, 1);                          \
             else OUTS(FN, a, i0, i1, 0, FASTCE_KIND_INDEX, 1);                                  \
-        } else if ((a)->kind == FASTCE_KIND_PROB) {                                             \
+        } else if (FASTCE_WITH_PROB && (a)->kind == FASTCE_KIND_PROB) {                         \
             if (w_) OUTS(FN, a, i0, i1, 1, FASTCE_KIND_PROB, 0);                                \
             else OUTS(FN, a, i0, i1, 0, FASTCE_KIND_PROB, 0);                                   \
         } else {                                                                                \
@@ -57,21 +61,53 @@
 #define FASTCE_CAT3_(a, b, c) a##b##c
 #define FASTCE_CAT3(a, b, c) FASTCE_CAT3_(a, b, c)
 
-#if FASTCE_BUILD_F64
+#if FASTCE_BUILD_DTYPE == FASTCE_DT_F64
 #define REAL double
 #define V vd_t
 #define VW VD_W
 #define VOP(op) vd_##op
 #define KFN(name) name##_f64
-#define FASTCE_KERNELS_NAME FASTCE_CAT3(fastce_kernels_, FASTCE_ISA_TAG, _f64)
+#define FASTCE_DT_TAG _f64
 #else
 #define REAL float
 #define V vf_t
 #define VW VF_W
 #define VOP(op) vf_##op
-#define KFN(name) name##_f32
-#define FASTCE_KERNELS_NAME FASTCE_CAT3(fastce_kernels_, FASTCE_ISA_TAG, _f32)
 #endif
+
+#if FASTCE_BUILD_DTYPE == FASTCE_DT_F16 || FASTCE_BUILD_DTYPE == FASTCE_DT_BF16
+#define XT uint16_t
+#define FASTCE_WITH_PROB 0
+#if FASTCE_BUILD_DTYPE == FASTCE_DT_F16
+#define KFN(name) name##_f16
+#define FASTCE_DT_TAG _f16
+#define XOP(op) vh_##op
+#define XGET(p) fastce_f16_to_f32(*(p))
+#define XPUT(p, v) (*(p) = fastce_f32_to_f16(v))
+#else
+#define KFN(name) name##_bf16
+#define FASTCE_DT_TAG _bf16
+#define XOP(op) vb_##op
+#define XGET(p) fastce_bf16_to_f32(*(p))
+#define XPUT(p, v) (*(p) = fastce_f32_to_bf16(v))
+#endif
+#else /* stored as computed */
+#define XT REAL
+#define FASTCE_WITH_PROB 1
+#define XOP(op) VOP(op)
+#define XGET(p) (*(p))
+#define XPUT(p, v) (*(p) = (v))
+#if FASTCE_BUILD_DTYPE == FASTCE_DT_F32
+#define KFN(name) name##_f32
+#define FASTCE_DT_TAG _f32
+#endif
+#endif
+#define XLOAD XOP(load)
+#define XLOAD_TAIL XOP(load_tail)
+#define XSTORE XOP(store)
+#define XSTORE_TAIL XOP(store_tail)
+#define XSTREAM XOP(stream)
+#define FASTCE_KERNELS_NAME FASTCE_CAT3(fastce_kernels_, FASTCE_ISA_TAG, FASTCE_DT_TAG)
 
 #include "fastce/kernel_impl.h"
 

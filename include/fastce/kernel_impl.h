@@ -3,6 +3,10 @@
  * Included by instantiate.h once per dtype, with these macros defined:
  *   REAL   float or double          V     the vector type          VW   lanes per vector
  *   VOP(op) the vector function op  (vf_op or vd_op)               KFN(name) a dtype-unique name
+ *   XT     how the logits and the output are stored: REAL, or uint16_t for float16 / bfloat16,
+ *          computed in float. XLOAD / XLOAD_TAIL widen a vector of them, XSTORE / XSTORE_TAIL /
+ *          XSTREAM narrow one (round to nearest even), XGET / XPUT one element. Class weights
+ *          and probability targets are always REAL.
  *
  * Passes over one row (C classes):
  *   pass 1 (seg_pass1): online max / sum-exp, in L1-sized chunks (CHUNK_ELEMS). One sweep per
@@ -64,17 +68,17 @@ FASTCE_INLINE void KFN(linear_step)(V xv, V wv, V yv, const KFN(lin) *l, const i
 
 /* Sum of exp(x - shift) over one chunk (from L1: the chunk was just read). Out of line: it has
    no options, and runs only for a row's first chunk and after a large jump of the max. */
-static __attribute__((noinline)) double KFN(sweep_exp)(const REAL *xc, int64_t len, V shift) {
+static __attribute__((noinline)) double KFN(sweep_exp)(const XT *xc, int64_t len, V shift) {
     V e[UNROLL];
     for (int u = 0; u < UNROLL; u++) e[u] = VOP(set1)((REAL)0);
     int64_t i = 0;
     for (; i + UNROLL * VW <= len; i += UNROLL * VW)
         for (int u = 0; u < UNROLL; u++)
-            e[u] = VOP(add)(e[u], VOP(exp)(VOP(sub)(VOP(load)(xc + i + u * VW), shift)));
+            e[u] = VOP(add)(e[u], VOP(exp)(VOP(sub)(XLOAD(xc + i + u * VW), shift)));
     for (; i + VW <= len; i += VW)
-        e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(VOP(load)(xc + i), shift)));
+        e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(XLOAD(xc + i), shift)));
     if (i < len)
-        e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(VOP(load_tail)(xc + i, len - i, (REAL)-INFINITY), shift)));
+        e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(XLOAD_TAIL(xc + i, len - i, (REAL)-INFINITY), shift)));
     for (int u = 1; u < UNROLL; u++) e[0] = VOP(add)(e[0], e[u]);
     return VOP(hsum)(e[0]);
 }
@@ -90,7 +94,7 @@ static __attribute__((noinline)) double KFN(sweep_exp)(const REAL *xc, int64_t l
 /* One sweep over a chunk from memory: its max, the linear sums of the options, and, when
    with_exp, the sum of exp(x - shift) against a shift fixed before the sweep. With `rank`, it
    also counts the logits above `thr` into st->gt (the scoring kernel's rank of the target). */
-FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL *yc, int64_t len,
+FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *yc, int64_t len,
                                      const KFN(lin) *l, const int has_w, const int kind,
                                      const int smooth, const int with_exp, V shift, double *esum,
                                      const int rank, V thr, ce_state *st) {
@@ -102,11 +106,11 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
     }
     int64_t i = 0;
     for (; i + UNROLL * VW <= len; i += UNROLL * VW) {
-        for (int b = 0; b < UNROLL * VW * (int)sizeof(REAL); b += 64)
+        for (int b = 0; b < UNROLL * VW * (int)sizeof(XT); b += 64)
             __builtin_prefetch((const char *)(xc + i) + b + ROW_PREFETCH_BYTES);
         for (int u = 0; u < UNROLL; u++) {
             const int64_t k = i + u * VW;
-            V xv = VOP(load)(xc + k);
+            V xv = XLOAD(xc + k);
             mx[u] = VOP(max)(mx[u], xv);
             if (rank) gt[u] = VOP(count_gt)(gt[u], xv, thr);
             if (with_exp) e[u] = VOP(add)(e[u], VOP(exp)(VOP(sub)(xv, shift)));
@@ -116,7 +120,7 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
         }
     }
     for (; i + VW <= len; i += VW) {
-        V xv = VOP(load)(xc + i);
+        V xv = XLOAD(xc + i);
         mx[0] = VOP(max)(mx[0], xv);
         if (rank) gt[0] = VOP(count_gt)(gt[0], xv, thr);
         if (with_exp) e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(xv, shift)));
@@ -126,12 +130,12 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
     }
     if (i < len) { /* tail: max and exp see -inf, the sums see 0 in the missing lanes */
         const int64_t rem = len - i;
-        V xm = VOP(load_tail)(xc + i, rem, (REAL)-INFINITY);
+        V xm = XLOAD_TAIL(xc + i, rem, (REAL)-INFINITY);
         mx[0] = VOP(max)(mx[0], xm);
         if (rank) gt[0] = VOP(count_gt)(gt[0], xm, thr); /* -inf fill is never above thr */
         if (with_exp) e[0] = VOP(add)(e[0], VOP(exp)(VOP(sub)(xm, shift)));
         if (smooth || kind == FASTCE_KIND_PROB) /* the weight (or a 0/1 mask) zeroes missing lanes */
-            KFN(linear_step)(VOP(load_tail)(xc + i, rem, 0),
+            KFN(linear_step)(XLOAD_TAIL(xc + i, rem, 0),
                              VOP(load_tail)(has_w ? wc + i : KFN(ones), rem, 0),
                              kind == FASTCE_KIND_PROB ? VOP(load_tail)(yc + i, rem, 0) : zero,
                              l, 1, kind, smooth, &sx[0], &swy[0], &swyx[0]);
@@ -159,14 +163,15 @@ FASTCE_INLINE double KFN(sweep_main)(const REAL *xc, const REAL *wc, const REAL 
  * exceeds the running max by more than MAX_JUMP (rare: the first large logits), the exps are
  * redone from L1 against the new max. Either way the running sum is rescaled once per chunk
  * (Milakov & Gimelshein 2018) and every logit is read from memory once. */
-FASTCE_INLINE void KFN(seg_pass1)(const ce_args *a, const REAL *x, const REAL *w, const REAL *y,
+FASTCE_INLINE void KFN(seg_pass1)(const ce_args *a, const XT *x, const REAL *w, const REAL *y,
                                   int64_t n, const int has_w, const int kind, const int smooth,
                                   const int rank, REAL thr, ce_state *st) {
     const KFN(lin) l = KFN(lin_make)(a, VOP(set1)((REAL)st->ref));
     const V thr_v = VOP(set1)(thr);
     for (int64_t c0 = 0; c0 < n; c0 += CHUNK_ELEMS) {
         const int64_t len = n - c0 < CHUNK_ELEMS ? n - c0 : CHUNK_ELEMS;
-        const REAL *xc = x + c0, *wc = has_w ? w + c0 : NULL, *yc = y ? y + c0 : NULL;
+        const XT *xc = x + c0;
+        const REAL *wc = has_w ? w + c0 : NULL, *yc = y ? y + c0 : NULL;
         double esum = 0.0;
         if (st->m == -INFINITY) {
             const double m_new = fmax(st->m, KFN(sweep_main)(xc, wc, yc, len, &l, has_w, kind, smooth, 0,
@@ -213,35 +218,55 @@ FASTCE_INLINE V KFN(out_value)(V xv, V wv, V yv, V shift, V logs, V A, V B1, V B
  * With `stream`, the whole vectors from out's first 64-byte boundary on are written with
  * non-temporal stores: a large gradient then costs one DRAM write per element instead of a
  * read-for-ownership plus a write. The caller fences (fastce_store_fence) before out is read. */
-FASTCE_INLINE void KFN(seg_pass2)(const REAL *x, REAL *out, const REAL *w, const REAL *y, int64_t n,
+FASTCE_INLINE void KFN(seg_pass2)(const XT *x, XT *out, const REAL *w, const REAL *y, int64_t n,
                                   const int outmode, const int has_w, const int kind, const int smooth,
                                   const ce_row *r, const int stream) {
     const V shift = VOP(set1)((REAL)r->shift), logs = VOP(set1)((REAL)r->logs), A = VOP(set1)((REAL)r->A);
     const V B1 = VOP(set1)((REAL)r->B1), B0 = VOP(set1)((REAL)r->B0), zero = VOP(set1)((REAL)0);
     const int need_w = has_w && (kind == FASTCE_KIND_PROB || smooth) && outmode == FASTCE_OUT_GRAD;
     const int need_y = kind == FASTCE_KIND_PROB && outmode == FASTCE_OUT_GRAD;
-#define OUT_FULL(i) KFN(out_value)(VOP(load)(x + (i)), need_w ? VOP(load)(w + (i)) : zero,          \
+#define OUT_FULL(i) KFN(out_value)(XLOAD(x + (i)), need_w ? VOP(load)(w + (i)) : zero,          \
                                    need_y ? VOP(load)(y + (i)) : zero, shift, logs, A, B1, B0,     \
                                    outmode, has_w, kind, smooth)
-#define OUT_PART(i, m) KFN(out_value)(VOP(load_tail)(x + (i), m, 0),                                 \
+#define OUT_PART(i, m) KFN(out_value)(XLOAD_TAIL(x + (i), m, 0),                                 \
                                       need_w ? VOP(load_tail)(w + (i), m, 0) : zero,               \
                                       need_y ? VOP(load_tail)(y + (i), m, 0) : zero, shift, logs,  \
                                       A, B1, B0, outmode, has_w, kind, smooth)
     int64_t i = 0;
-    if (stream && (uintptr_t)out % sizeof(REAL) == 0) {
-        int64_t head = (int64_t)((64 - (uintptr_t)out % 64) % 64 / sizeof(REAL));
+    if (stream && (uintptr_t)out % sizeof(XT) == 0) {
+        int64_t head = (int64_t)((64 - (uintptr_t)out % 64) % 64 / sizeof(XT));
         if (head > n) head = n;
         while (i < head) { /* up to the 64-byte boundary: ordinary (masked) stores */
             const int64_t m = head - i < VW ? head - i : VW;
-            VOP(store_tail)(out + i, OUT_PART(i, m), m);
+            XSTORE_TAIL(out + i, OUT_PART(i, m), m);
             i += m;
         }
-        for (; i + VW <= n; i += VW) VOP(stream)(out + i, OUT_FULL(i));
+        for (; i + VW <= n; i += VW) XSTREAM(out + i, OUT_FULL(i));
     }
-    for (; i + VW <= n; i += VW) VOP(store)(out + i, OUT_FULL(i));
-    if (i < n) VOP(store_tail)(out + i, OUT_PART(i, n - i), n - i);
+    for (; i + VW <= n; i += VW) XSTORE(out + i, OUT_FULL(i));
+    if (i < n) XSTORE_TAIL(out + i, OUT_PART(i, n - i), n - i);
 #undef OUT_FULL
 #undef OUT_PART
+}
+
+/* The target's gradient: pass 2 wrote A p_t - ..., the target also takes -fix (row_math.h).
+   Stored as REAL, that is one more rounding, as it always was. Stored as float16 / bfloat16,
+   subtracting from the narrowed value would round twice (and lose everything when p_t is near
+   1), so g_t is computed again in float from x_t (the row state's xt: the logit may already
+   be overwritten, with out = x) by the same vector code as pass 2, and narrowed once. */
+FASTCE_INLINE void KFN(fix_target)(XT *out_t, double xt, const REAL *w_t, const ce_row *r,
+                                   const int outmode, const int has_w, const int kind, const int smooth) {
+    if (sizeof(XT) == sizeof(REAL)) {
+        XPUT(out_t, XGET(out_t) - (REAL)r->fix);
+        return;
+    }
+    const V zero = VOP(set1)((REAL)0);
+    const V g = KFN(out_value)(VOP(set1)((REAL)xt), has_w && smooth ? VOP(set1)(*w_t) : zero, zero,
+                               VOP(set1)((REAL)r->shift), VOP(set1)((REAL)r->logs), VOP(set1)((REAL)r->A),
+                               VOP(set1)((REAL)r->B1), VOP(set1)((REAL)r->B0), outmode, has_w, kind, smooth);
+    REAL lanes[VW];
+    VOP(store)(lanes, g);
+    XPUT(out_t, lanes[0] - (REAL)r->fix);
 }
 
 /* log(s) of n rows' states. Short rows are processed ROW_BATCH at a time so that their logs run
@@ -278,21 +303,22 @@ FASTCE_INLINE void KFN(rows_core)(const ce_args *a, int64_t r0, int64_t r1, cons
         double w_t[ROW_BATCH], logs[ROW_BATCH];
         for (int64_t j = 0; j < nb; j++) {
             const int64_t r = rb + j;
-            const REAL *xr = (const REAL *)a->x + r * C;
-            ce_state_init(&st[j], ce_ref(xr[0]));
+            const XT *xr = (const XT *)a->x + r * C;
+            ce_state_init(&st[j], ce_ref(XGET(xr)));
             t[j] = 0;
             w_t[j] = 1.0;
             const int ignored = kind == FASTCE_KIND_INDEX && (t[j] = ce_target_at(a->target, a->ttype, r)) == a->ignore_index;
             if (ignored && !a->row_lse) { st[j].s = 1.0; continue; } /* skipped below */
             if (kind == FASTCE_KIND_INDEX && !ignored) {
-                st[j].xt = xr[t[j]];
+                st[j].xt = XGET(xr + t[j]);
                 if (has_w) w_t[j] = w[t[j]];
             }
             if (rank && !ignored) {
                 const int64_t tt = t[j];
-                KFN(seg_pass1)(a, xr, w, NULL, tt, has_w, kind, smooth, 1, KFN(next_below)(xr[tt]), &st[j]);
+                const REAL x_t = XGET(xr + tt);
+                KFN(seg_pass1)(a, xr, w, NULL, tt, has_w, kind, smooth, 1, KFN(next_below)(x_t), &st[j]);
                 KFN(seg_pass1)(a, xr + tt, has_w ? w + tt : NULL, NULL, C - tt, has_w, kind, smooth, 1,
-                               xr[tt], &st[j]);
+                               x_t, &st[j]);
             } else {
                 KFN(seg_pass1)(a, xr, w, kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL, C,
                                has_w, kind, smooth, 0, 0, &st[j]);
@@ -302,12 +328,12 @@ FASTCE_INLINE void KFN(rows_core)(const ce_args *a, int64_t r0, int64_t r1, cons
         else KFN(logs_batch)(st, logs, nb);
         for (int64_t j = 0; j < nb; j++) {
             const int64_t r = rb + j;
-            REAL *outr = outmode ? (REAL *)a->out + r * C : NULL;
+            XT *outr = outmode ? (XT *)a->out + r * C : NULL;
             if (kind == FASTCE_KIND_INDEX && t[j] == a->ignore_index) {
                 if (a->row_out) a->row_out[r] = 0.0;
                 if (a->row_lse) a->row_lse[r] = ce_shift(st[j].m) + logs[j];
                 if (rank) a->row_rank[r] = -1.0;
-                if (outmode) memset(outr, 0, (size_t)C * sizeof(REAL));
+                if (outmode) memset(outr, 0, (size_t)C * sizeof(XT));
                 continue;
             }
             const ce_row rr = ce_finish(a, &st[j], logs[j], w_t[j], ce_coef(a, r));
@@ -315,12 +341,12 @@ FASTCE_INLINE void KFN(rows_core)(const ce_args *a, int64_t r0, int64_t r1, cons
             if (a->row_lse) a->row_lse[r] = rr.lse;
             if (rank) a->row_rank[r] = st[j].gt;
             if (outmode) {
-                KFN(seg_pass2)((const REAL *)a->x + r * C, outr, w,
+                KFN(seg_pass2)((const XT *)a->x + r * C, outr, w,
                                kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * C : NULL, C,
                                outmode, has_w, kind, smooth, &rr, a->stream_out);
                 if (kind == FASTCE_KIND_INDEX) {
                     if (a->stream_out) fastce_store_fence(); /* the target's line may be streamed */
-                    outr[t[j]] -= (REAL)rr.fix;
+                    KFN(fix_target)(outr + t[j], st[j].xt, has_w ? w + t[j] : NULL, &rr, outmode, has_w, kind, smooth);
                 }
             }
         }
@@ -347,14 +373,14 @@ FASTCE_INLINE void KFN(seg_stats_spec)(const ce_args *a, int64_t i0, int64_t i1,
     for (int64_t i = i0; i < i1; i++) {
         int64_t r, c0, c1;
         KFN(seg_bounds)(a, i, &r, &c0, &c1);
-        const REAL *xr = (const REAL *)a->x + r * a->C;
+        const XT *xr = (const XT *)a->x + r * a->C;
         const REAL *yr = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * a->C : NULL;
         ce_state *st = &a->states[i];
-        ce_state_init(st, ce_ref(xr[0])); /* the row's ref, shared by all its segments */
+        ce_state_init(st, ce_ref(XGET(xr))); /* the row's ref, shared by all its segments */
         if (kind == FASTCE_KIND_INDEX) {
             const int64_t t = ce_target_at(a->target, a->ttype, r);
             if (t == a->ignore_index) { if (!a->row_lse) continue; } /* else: its lse only */
-            else if (t >= c0 && t < c1) st->xt = xr[t];
+            else if (t >= c0 && t < c1) st->xt = XGET(xr + t);
         }
         KFN(seg_pass1)(a, xr + c0, has_w ? w + c0 : NULL, yr ? yr + c0 : NULL, c1 - c0, has_w, kind,
                        smooth, 0, 0, st);
@@ -392,14 +418,14 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
     for (int64_t i = i0; i < i1; i++) {
         int64_t r, c0, c1;
         KFN(seg_bounds)(a, i, &r, &c0, &c1);
-        const REAL *xr = (const REAL *)a->x + r * a->C;
-        REAL *outr = (REAL *)a->out + r * a->C;
+        const XT *xr = (const XT *)a->x + r * a->C;
+        XT *outr = (XT *)a->out + r * a->C;
         const REAL *yr = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + r * a->C : NULL;
         int64_t t = 0;
         if (kind == FASTCE_KIND_INDEX) {
             t = ce_target_at(a->target, a->ttype, r);
             if (t == a->ignore_index) {
-                memset(outr + c0, 0, (size_t)(c1 - c0) * sizeof(REAL));
+                memset(outr + c0, 0, (size_t)(c1 - c0) * sizeof(XT));
                 continue;
             }
         }
@@ -408,7 +434,8 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
         KFN(seg_pass2)(xr + c0, outr + c0, has_w ? w + c0 : NULL, yr ? yr + c0 : NULL, c1 - c0,
                        outmode, has_w, kind, smooth, &rr, a->stream_out);
         if (a->stream_out) fastce_store_fence();
-        if (kind == FASTCE_KIND_INDEX && t >= c0 && t < c1) outr[t] -= (REAL)rr.fix;
+        if (kind == FASTCE_KIND_INDEX && t >= c0 && t < c1)
+            KFN(fix_target)(outr + t, st->xt, has_w ? w + t : NULL, &rr, outmode, has_w, kind, smooth);
     }
 }
 
@@ -433,16 +460,20 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
 FASTCE_INLINE V KFN(load_tile)(const REAL *p, int v, int nv, int64_t lanes, const int full) {
     return full || v < nv - 1 ? VOP(load)(p) : VOP(load_tail)(p, lanes, 0);
 }
+FASTCE_INLINE V KFN(load_tile_x)(const XT *p, int v, int nv, int64_t lanes, const int full) {
+    return full || v < nv - 1 ? XLOAD(p) : XLOAD_TAIL(p, lanes, 0);
+}
 #define TILE_LOAD(p, v) KFN(load_tile)((p) + (v) * VW, v, nv, lanes, full)
+#define TILE_LOAD_X(p, v) KFN(load_tile_x)((p) + (v) * VW, v, nv, lanes, full)
 
-FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL *yb, REAL *ob,
+FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *yb, XT *ob,
                                    int64_t cstride, int64_t pos0, const int nv, int64_t lanes,
                                    const int full, const int prefetch, const int has_w,
                                    const int kind, const int smooth, const int outmode) {
     const int64_t C = a->C, S = cstride;
     const REAL *w = (const REAL *)a->weight;
     const V zero = VOP(set1)((REAL)0), jump = VOP(set1)((REAL)MAX_JUMP);
-    const int line_v = VW * (int)sizeof(REAL) >= 64 ? 1 : 64 / (VW * (int)sizeof(REAL)); /* vectors per line */
+    const int line_v = VW * (int)sizeof(XT) >= 64 ? 1 : 64 / (VW * (int)sizeof(XT)); /* vectors per line */
 
     /* Pass A, one read of the tile: per-lane max, linear sums (relative to each lane's first
        logit x0), and e = sum_c exp(x_c - m) against a lazily raised reference m. m starts at
@@ -454,17 +485,17 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
     V x0[TILE_V], mx[TILE_V], m[TILE_V], e[TILE_V], sx[TILE_V], swy[TILE_V], swyx[TILE_V];
     KFN(lin) lin[TILE_V];
     for (int v = 0; v < nv; v++) {
-        x0[v] = m[v] = TILE_LOAD(xb, v);
+        x0[v] = m[v] = TILE_LOAD_X(xb, v);
         lin[v] = KFN(lin_make)(a, VOP(finite_or_zero)(x0[v]));
         mx[v] = VOP(set1)((REAL)-INFINITY);
         e[v] = sx[v] = swy[v] = swyx[v] = zero;
     }
     for (int64_t c = 0; c < C; c++) {
-        const REAL *xc = xb + c * S;
+        const XT *xc = xb + c * S;
         if (prefetch)
             for (int v = 0; v < nv; v += line_v) __builtin_prefetch((const char *)(xc + v * VW) + PREFETCH_BYTES);
         for (int v = 0; v < nv; v++) {
-            const V xv = TILE_LOAD(xc, v);
+            const V xv = TILE_LOAD_X(xc, v);
             mx[v] = VOP(max)(mx[v], xv);
             KFN(linear_step)(xv, has_w ? VOP(set1)(w[c]) : zero,
                              kind == FASTCE_KIND_PROB ? TILE_LOAD(yb + c * S, v) : zero,
@@ -484,7 +515,8 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
        coefficients (row_math.h). */
     REAL mb[TILE_V * VW], refb[TILE_V * VW], logs_b[TILE_V * VW], sxb[TILE_V * VW];
     REAL swyb[TILE_V * VW], swyxb[TILE_V * VW], A_b[TILE_V * VW], B1_b[TILE_V * VW], B0_b[TILE_V * VW];
-    double fix_b[TILE_V * VW];
+    ce_row row_b[TILE_V * VW]; /* per lane, for the target's gradient (fix_target) */
+    double xt_b[TILE_V * VW];
     int64_t t_b[TILE_V * VW];
     V shift[TILE_V];
     for (int v = 0; v < nv; v++) {
@@ -494,7 +526,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
         } else { /* Pass B: this vector's sum of exp(x - shift) */
             e[v] = zero;
             for (int64_t c = 0; c < C; c++)
-                e[v] = VOP(add)(e[v], VOP(exp)(VOP(sub)(TILE_LOAD(xb + c * S, v), shift[v])));
+                e[v] = VOP(add)(e[v], VOP(exp)(VOP(sub)(TILE_LOAD_X(xb + c * S, v), shift[v])));
         }
         VOP(store)(mb + v * VW, mx[v]); VOP(store)(refb + v * VW, lin[v].ref);
         VOP(store)(logs_b + v * VW, VOP(log)(e[v]));
@@ -503,7 +535,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
     const int64_t nl = (nv - 1) * VW + lanes;
     for (int64_t l = 0; l < nv * VW; l++) {
         ce_state st = {mb[l], 0.0, 0.0, refb[l], sxb[l], swyb[l], swyxb[l], 0.0};
-        A_b[l] = B1_b[l] = B0_b[l] = 0; fix_b[l] = 0; t_b[l] = -1;
+        A_b[l] = B1_b[l] = B0_b[l] = 0; t_b[l] = -1;
         if (l >= nl) continue;
         const int64_t pos = pos0 + l;
         double w_t = 1.0;
@@ -515,14 +547,14 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
                 continue;
             }
             t_b[l] = t;
-            st.xt = xb[t * S + l];
+            st.xt = xt_b[l] = XGET(xb + t * S + l);
             if (has_w) w_t = w[t];
         }
         const ce_row rr = ce_finish(a, &st, logs_b[l], w_t, ce_coef(a, pos));
         if (a->row_out) a->row_out[pos] = rr.loss;
         if (a->row_lse) a->row_lse[pos] = rr.lse;
         A_b[l] = (REAL)rr.A; B1_b[l] = (REAL)rr.B1; B0_b[l] = (REAL)rr.B0;
-        fix_b[l] = rr.fix;
+        row_b[l] = rr;
     }
     if (!outmode) return;
 
@@ -539,17 +571,20 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const REAL *xb, const REAL 
             for (int v = 0; v < nv; v += line_v) __builtin_prefetch((char *)(ob + c * S + v * VW) + PREFETCH_BYTES, 1);
         for (int v = 0; v < nv; v++) {
             const V yv = kind == FASTCE_KIND_PROB ? TILE_LOAD(yb + c * S, v) : zero;
-            const V r = KFN(out_value)(TILE_LOAD(xb + c * S, v), wv, yv, shift[v], logs[v], A[v],
+            const V r = KFN(out_value)(TILE_LOAD_X(xb + c * S, v), wv, yv, shift[v], logs[v], A[v],
                                        B1[v], B0[v], outmode, has_w, kind, smooth);
-            if (full || v < nv - 1) VOP(store)(ob + c * S + v * VW, r);
-            else VOP(store_tail)(ob + c * S + v * VW, r, lanes);
+            if (full || v < nv - 1) XSTORE(ob + c * S + v * VW, r);
+            else XSTORE_TAIL(ob + c * S + v * VW, r, lanes);
         }
     }
     if (kind == FASTCE_KIND_INDEX)
         for (int64_t l = 0; l < nl; l++)
-            if (t_b[l] >= 0) ob[t_b[l] * S + l] -= (REAL)fix_b[l];
+            if (t_b[l] >= 0)
+                KFN(fix_target)(ob + t_b[l] * S + l, xt_b[l], has_w ? w + t_b[l] : NULL, &row_b[l], outmode,
+                                has_w, kind, smooth);
 }
 #undef TILE_LOAD
+#undef TILE_LOAD_X
 
 /* S > 1: item = (n, group of VW positions), in place, classes strided by S. Runs of TILE_V
    whole vectors of one n go through one tile; the rest a vector at a time. */
@@ -558,9 +593,9 @@ FASTCE_INLINE void KFN(tiles_spec)(const ce_args *a, int64_t i0, int64_t i1, con
     const int64_t C = a->C, S = a->S, groups = (S + VW - 1) / VW;
     for (int64_t i = i0; i < i1;) {
         const int64_t n = i / groups, p0 = (i % groups) * VW, offset = n * C * S + p0;
-        const REAL *xb = (const REAL *)a->x + offset;
+        const XT *xb = (const XT *)a->x + offset;
         const REAL *yb = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + offset : NULL;
-        REAL *ob = outmode ? (REAL *)a->out + offset : NULL;
+        XT *ob = outmode ? (XT *)a->out + offset : NULL;
         if (TILE_V > 1 && i + TILE_V <= i1 && p0 + TILE_V * VW <= S) { /* (dead code when TILE_V is 1) */
             KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, TILE_V, VW, 1, 1, has_w, kind, smooth, outmode);
             i += TILE_V;
@@ -578,28 +613,33 @@ FASTCE_INLINE void KFN(tiles_spec)(const ce_args *a, int64_t i0, int64_t i1, con
    (C x VW, on the stack), so a 10-class row costs no reductions and 1/VW of a log. A last tile
    of fewer rows is padded with zeros (finite logits, probability 0), so every tile is read
    whole and one inlined tile_group serves them all; only its `lanes` rows are reported. */
-FASTCE_INLINE void KFN(transpose)(const REAL *src, REAL *dst, int64_t rows, int64_t cols,
-                                  int64_t src_stride, int64_t dst_stride) {
-    for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < cols; j++) dst[j * dst_stride + i] = src[i * src_stride + j];
-}
-FASTCE_INLINE void KFN(transpose_padded)(const REAL *src, REAL *tile, int64_t rows, int64_t C) {
-    KFN(transpose)(src, tile, rows, C, C, VW);
-    if (rows < VW)
-        for (int64_t j = 0; j < C; j++)
-            for (int64_t i = rows; i < VW; i++) tile[j * VW + i] = 0;
-}
+#define FASTCE_TRANSPOSE_DEF(NAME, T)                                                              \
+    FASTCE_INLINE void KFN(NAME)(const T *src, T *dst, int64_t rows, int64_t cols, int64_t src_stride, \
+                                 int64_t dst_stride) {                                            \
+        for (int64_t i = 0; i < rows; i++)                                                        \
+            for (int64_t j = 0; j < cols; j++) dst[j * dst_stride + i] = src[i * src_stride + j];  \
+    }                                                                                             \
+    FASTCE_INLINE void KFN(NAME##_padded)(const T *src, T *tile, int64_t rows, int64_t C) {      \
+        KFN(NAME)(src, tile, rows, C, C, VW);                                                     \
+        if (rows < VW)                                                                            \
+            for (int64_t j = 0; j < C; j++)                                                       \
+                for (int64_t i = rows; i < VW; i++) tile[j * VW + i] = 0; /* 0.0 in every XT */   \
+    }
+FASTCE_TRANSPOSE_DEF(transpose, REAL)  /* probability targets */
+FASTCE_TRANSPOSE_DEF(transpose_x, XT)  /* logits and output, as stored (no conversion) */
+#undef FASTCE_TRANSPOSE_DEF
 
 FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1, const int has_w,
                                         const int kind, const int smooth, const int outmode) {
     const int64_t C = a->C;
-    REAL bx[FASTCE_SMALL_C * VW], by[FASTCE_SMALL_C * VW], bo[FASTCE_SMALL_C * VW];
+    XT bx[FASTCE_SMALL_C * VW], bo[FASTCE_SMALL_C * VW];
+    REAL by[FASTCE_SMALL_C * VW];
     for (int64_t r = i0; r < i1; r += VW) {
         const int64_t lanes = i1 - r < VW ? i1 - r : VW;
-        KFN(transpose_padded)((const REAL *)a->x + r * C, bx, lanes, C);
+        KFN(transpose_x_padded)((const XT *)a->x + r * C, bx, lanes, C);
         if (kind == FASTCE_KIND_PROB) KFN(transpose_padded)((const REAL *)a->prob + r * C, by, lanes, C);
         KFN(tile_group)(a, bx, by, bo, VW, r, 1, lanes, 1, 0, has_w, kind, smooth, outmode);
-        if (outmode) KFN(transpose)(bo, (REAL *)a->out + r * C, C, lanes, VW, C);
+        if (outmode) KFN(transpose_x)(bo, (XT *)a->out + r * C, C, lanes, VW, C);
     }
 }
 

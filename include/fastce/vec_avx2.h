@@ -148,6 +148,42 @@ static inline vf_t vf_log(vf_t x) {
     return r;
 }
 
+/* ---------------- float16 (vh_) and bfloat16 (vb_) storage ----------------
+ * 8 values widened to a float vector on load (F16C's VCVTPH2PS; bfloat16: zero-extend and shift
+ * left 16) and narrowed on store, rounding to nearest even (VCVTPS2PH with imm 0; bfloat16: the
+ * integer rounding of fastce/half.h, NaN kept quiet). Tails go through a stack buffer: AVX2 has
+ * no 16-bit masked loads or stores. Needs -mf16c. */
+#include <string.h>
+static inline vf_t vh_load(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+static inline __m128i vh_bits_(vf_t v) { return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT); }
+static inline vf_t vb_load(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+static inline __m128i vb_bits_(vf_t v) {
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+    r = _mm256_blendv_epi8(r, quiet, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    /* 32 -> 16 bits: packus works per 128-bit lane (r0-3 r0-3 | r4-7 r4-7); qwords 0 and 2 */
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+}
+#define FASTCE_VEC_DEFINE_HALF_AVX2(P)                                                            \
+    static inline void P##_store(uint16_t *p, vf_t v) { _mm_storeu_si128((__m128i *)p, P##_bits_(v)); } \
+    static inline void P##_stream(uint16_t *p, vf_t v) { _mm_stream_si128((__m128i *)p, P##_bits_(v)); } \
+    static inline vf_t P##_load_tail(const uint16_t *p, int64_t n, float fill) {                  \
+        uint16_t b[8] = {0};                                                                      \
+        memcpy(b, p, (size_t)n * 2);                                                              \
+        return _mm256_blendv_ps(_mm256_set1_ps(fill), P##_load(b), _mm256_castsi256_ps(vf_tail_mask(n))); \
+    }                                                                                             \
+    static inline void P##_store_tail(uint16_t *p, vf_t v, int64_t n) {                          \
+        uint16_t b[8];                                                                            \
+        P##_store(b, v);                                                                          \
+        memcpy(p, b, (size_t)n * 2);                                                              \
+    }
+FASTCE_VEC_DEFINE_HALF_AVX2(vh)
+FASTCE_VEC_DEFINE_HALF_AVX2(vb)
+
 /* ---------------- double ---------------- */
 typedef __m256d vd_t;
 #define VD_W 4

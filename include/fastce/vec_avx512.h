@@ -93,6 +93,41 @@ static inline vf_t vf_log(vf_t x) {
     return r;
 }
 
+/* ---------------- float16 (vh_) and bfloat16 (vb_) storage ----------------
+ * 16 values widened on load (VCVTPH2PS; bfloat16: zero-extend, shift left 16) and narrowed on
+ * store, rounding to nearest even (VCVTPS2PH imm 0; bfloat16: the integer rounding of
+ * fastce/half.h, NaN kept quiet, then VPMOVDW). Tails through a stack buffer (16-bit masked
+ * moves would need AVX512BW). */
+#include <string.h>
+static inline vf_t vh_load(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+static inline __m256i vh_bits_(vf_t v) { return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT); }
+static inline vf_t vb_load(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+static inline __m256i vb_bits_(vf_t v) {
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), quiet);
+    return _mm512_cvtepi32_epi16(r);
+}
+#define FASTCE_VEC_DEFINE_HALF_AVX512(P)                                                          \
+    static inline void P##_store(uint16_t *p, vf_t v) { _mm256_storeu_si256((__m256i *)p, P##_bits_(v)); } \
+    static inline void P##_stream(uint16_t *p, vf_t v) { _mm256_stream_si256((__m256i *)p, P##_bits_(v)); } \
+    static inline vf_t P##_load_tail(const uint16_t *p, int64_t n, float fill) {                  \
+        uint16_t b[16] = {0};                                                                     \
+        memcpy(b, p, (size_t)n * 2);                                                              \
+        return _mm512_mask_blend_ps(vf_tail_mask(n), _mm512_set1_ps(fill), P##_load(b));         \
+    }                                                                                             \
+    static inline void P##_store_tail(uint16_t *p, vf_t v, int64_t n) {                          \
+        uint16_t b[16];                                                                           \
+        P##_store(b, v);                                                                          \
+        memcpy(p, b, (size_t)n * 2);                                                              \
+    }
+FASTCE_VEC_DEFINE_HALF_AVX512(vh)
+FASTCE_VEC_DEFINE_HALF_AVX512(vb)
+
 /* ---------------- double ---------------- */
 typedef __m512d vd_t;
 #define VD_W 8

@@ -34,4 +34,16 @@ FASTCE_VEC_DEFINE_SCALAR(vd, double, exp, log)
 static inline void fastce_store_fence(void) {}
 #define VD_W 1
 
+/* float16 (vh_) and bfloat16 (vb_) storage, widened to float on load, narrowed (nearest even)
+   on store: one element, through fastce/half.h. */
+#include "fastce/half.h"
+#define FASTCE_VEC_DEFINE_HALF_SCALAR(P, TO_F32, FROM_F32)                                        \
+    static inline vf_t P##_load(const uint16_t *p) { return TO_F32(*p); }                         \
+    static inline vf_t P##_load_tail(const uint16_t *p, int64_t n, float fill) { return n > 0 ? TO_F32(*p) : fill; } \
+    static inline void P##_store(uint16_t *p, vf_t v) { *p = FROM_F32(v); }                       \
+    static inline void P##_store_tail(uint16_t *p, vf_t v, int64_t n) { if (n > 0) *p = FROM_F32(v); } \
+    static inline void P##_stream(uint16_t *p, vf_t v) { *p = FROM_F32(v); }
+FASTCE_VEC_DEFINE_HALF_SCALAR(vh, fastce_f16_to_f32, fastce_f32_to_f16)
+FASTCE_VEC_DEFINE_HALF_SCALAR(vb, fastce_bf16_to_f32, fastce_f32_to_bf16)
+
 #endif

@@ -17,6 +17,7 @@ from ._validate import (
     Layout,
     as_compute,
     as_floating,
+    is_half,
     check_label_smoothing,
     check_out,
     check_softcap,
@@ -70,11 +71,15 @@ class _CrossEntropyCall:
         input is, unchanged, a C-ordered (C, N): the kernels take it as kN = 1, kS = N, each row
         a position of the strided-class (tile) path, with no copy at all."""
         x, lay = self.x_user, self.layout
-        # float16 and softcap convert the logits block by block (_run_blocks), from any layout.
-        self.blockwise = self.dtype == np.float16 or self.softcap is not None
+        # The kernels read float16 / bfloat16 logits as they are (widening in the load) and write
+        # the gradient in the same dtype. softcap, and probability targets of 2-byte logits,
+        # convert the logits to float32 block by block instead (_run_blocks), from any layout.
+        half = is_half(self.dtype)
+        self.kdtype = self.cdtype if not half or self.softcap is not None or prob is not None else self.dtype
+        self.blockwise = self.softcap is not None or (half and prob is not None)
         self.fortran = (
             x.ndim == 2 and not x.flags.c_contiguous and x.flags.f_contiguous and x.flags.aligned
-            and x.dtype == self.cdtype and x.dtype.isnative and lay.N > 1
+            and x.dtype == self.kdtype and x.dtype.isnative and lay.N > 1
             and not self.blockwise and not self.need_rank  # the rank is counted by whole rows only
         )
         if self.fortran:
@@ -84,13 +89,13 @@ class _CrossEntropyCall:
         else:
             self.kN, self.kS = lay.N, lay.S
             # Blockwise input stays as it is here; _run_blocks converts it block by block.
-            self.xk = x if self.blockwise else as_compute(x, self.cdtype)
+            self.xk = x if self.blockwise else as_compute(x, self.kdtype)
             self.prob = None if prob is None else as_compute(prob, self.cdtype)
 
     def _direct_out(self, out):
         """`out` (input's shape) as the kernels' output array if they can write it in place, else None."""
         cand = out.T if self.fortran else out
-        ok = cand.flags.c_contiguous and cand.flags.aligned and cand.dtype == self.cdtype and cand.dtype.isnative
+        ok = cand.flags.c_contiguous and cand.flags.aligned and cand.dtype == self.kdtype and cand.dtype.isnative
         return cand if ok else None
 
     def run(self, outmode=OUT_NONE, out=None, gout=None, gscale=1.0):
@@ -106,15 +111,15 @@ class _CrossEntropyCall:
         kout = None if out is None else self._direct_out(out)
         via_temporary = out is not None and kout is None
         if via_temporary:  # out's layout or dtype is not the kernels': one temporary, copied back
-            kout = np.empty(self.xk.shape, dtype=self.cdtype)
+            kout = np.empty(self.xk.shape, dtype=self.kdtype)
         self._run_block(0, self.kN, self.xk, outmode, kout, row_loss, gout, gscale)
         if via_temporary:
             out[...] = kout.T if self.fortran else kout.reshape(out.shape)
         return self.reduce(row_loss)
 
     def _run_blocks(self, outmode, out, row_loss, gout, gscale):
-        """Whole outer rows (n) at a time, each block copied into the compute dtype (float16 ->
-        float32) and, with softcap, capped in place: x' = cap * tanh(x / cap). The gradient
+        """Whole outer rows (n) at a time, each block copied into float32 (from float16 /
+        bfloat16) or the compute dtype and, with softcap, capped in place: x' = cap * tanh(x / cap). The gradient
         then follows the chain rule, dL/dx = dL/dx' * (1 - tanh^2) = dL/dx' * (1 - (x'/cap)^2)."""
         lay, cap = self.layout, self.softcap
         x_b = self.xk if not lay.unbatched else self.xk[None]
@@ -137,6 +142,10 @@ class _CrossEntropyCall:
                 np.square(xb, out=xb)
                 np.subtract(1.0, xb, out=xb)
                 np.multiply(block_out, xb, out=block_out)
+            if is_half(out_b.dtype):  # NumPy's float32 -> float16 is slow on tiny (subnormal) values
+                narrowed = np.empty(block_out.shape, dtype=out_b.dtype.newbyteorder("="))
+                _kernels.narrow(block_out, narrowed)
+                block_out = narrowed
             out_b[n0:n1] = block_out
 
     def _run_block(self, n0, n1, x, outmode, out, row_loss, gout, gscale):
@@ -304,7 +313,7 @@ def _softmax_family(x, axis, outmode, num_threads):
     C = shape[ax]
     S = int(np.prod(shape[ax + 1:], dtype=np.int64))
     reduced_shape = arr.shape[:ax] + arr.shape[ax + 1:] if arr.ndim else ()
-    cdt = compute_dtype(arr.dtype)
+    cdt = arr.dtype.newbyteorder("=")  # the kernels read and write every float dtype as it is
     if C == 0:  # logsumexp of nothing is log(0) = -inf; softmax of nothing is empty
         if outmode == OUT_NONE:
             return np.full(reduced_shape, -np.inf, dtype=dtype)

@@ -18,7 +18,7 @@ here (ISA_NAMES, KIND_*, OUT_*, TARGET_*), so the Python layer never copies them
 cimport cython
 from cython.parallel cimport prange
 from libc.math cimport NAN
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
 cimport numpy as cnp
 import numpy as np
 
@@ -56,13 +56,13 @@ cdef extern from "fastce/dispatch.h" nogil:
         void (*log_array)(const void *x, void *y, int64_t n) noexcept nogil
     ctypedef struct ce_isa_table:
         const char *name
-        const ce_kernels *f32
-        const ce_kernels *f64
+        const ce_kernels *kernels[4]
     enum:
         FASTCE_ISA_SCALAR, FASTCE_ISA_AVX2, FASTCE_ISA_AVX512, FASTCE_ISA_COUNT
         FASTCE_I8, FASTCE_I16, FASTCE_I32, FASTCE_I64, FASTCE_U8, FASTCE_U16, FASTCE_U32, FASTCE_U64
         FASTCE_KIND_LSE, FASTCE_KIND_INDEX, FASTCE_KIND_PROB
         FASTCE_OUT_NONE, FASTCE_OUT_GRAD, FASTCE_OUT_SOFTMAX, FASTCE_OUT_LOGSOFTMAX
+        FASTCE_DT_F32, FASTCE_DT_F64, FASTCE_DT_F16, FASTCE_DT_BF16, FASTCE_DT_COUNT
     const ce_isa_table *fastce_isa_table(int isa)
     int fastce_isa_runnable(int isa)
     int fastce_openmp_enabled()
@@ -150,6 +150,28 @@ def probe_copy(cnp.ndarray src not None, cnp.ndarray dst not None, int nthreads=
     with nogil:
         fastce_probe_copy(s, d, n, nthreads)
 
+cdef extern from "fastce/half.h" nogil:
+    uint16_t fastce_f32_to_f16(float f)
+    uint16_t fastce_f32_to_bf16(float f)
+
+def narrow(cnp.ndarray src not None, cnp.ndarray dst not None):
+    """dst[...] = src, float32 to float16 or bfloat16, rounding to nearest even (NaN kept, no
+    slow path for subnormals). Both C-contiguous, one size."""
+    cdef int code = storage_code(dst.dtype)
+    if (src.dtype != np.float32 or not src.flags.c_contiguous or not dst.flags.c_contiguous
+            or src.size != dst.size or code not in (FASTCE_DT_F16, FASTCE_DT_BF16)):
+        raise TypeError("narrow takes a C-contiguous float32 array and a float16 / bfloat16 one of its size")
+    cdef const float *s = <const float *>cnp.PyArray_DATA(src)
+    cdef uint16_t *d = <uint16_t *>cnp.PyArray_DATA(dst)
+    cdef int64_t i, n = src.size
+    with nogil:
+        if code == FASTCE_DT_F16:
+            for i in range(n):
+                d[i] = fastce_f32_to_f16(s[i])
+        else:
+            for i in range(n):
+                d[i] = fastce_f32_to_bf16(s[i])
+
 def sum_f64(a):
     """The sum of a float64 array's values, pairwise and in a fixed order: the one reduction
     of per-row losses (the general path and the small-call path give the same bits)."""
@@ -201,13 +223,23 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
     a.gout = <const double *>_ptr(gout)
     a.gscale = gscale
     a.parts = 1; a.seg = C; a.states = NULL
-    _run(fastce_isa_table(isa), &a, x.dtype.itemsize == 8, nthreads)
+    _run(fastce_isa_table(isa), &a, storage_code(x.dtype), nthreads)
 
 
-cdef int _run(const ce_isa_table *table, ce_args *a, bint f64, int nthreads) except -1:
-    """The kernels over a->(N, C, S) on up to nthreads threads (fewer for small work), by one of
-    the five paths of the module docstring."""
-    cdef const ce_kernels *k = table.f64 if f64 else table.f32
+def storage_code(dtype):
+    """The kernels' code (FASTCE_DT_*) of logits stored as `dtype`: float32, float64, float16 or
+    bfloat16 (ml_dtypes', recognized by name and size without importing ml_dtypes)."""
+    if dtype.kind == "f" and dtype.itemsize in (2, 4, 8):
+        return {4: FASTCE_DT_F32, 8: FASTCE_DT_F64, 2: FASTCE_DT_F16}[dtype.itemsize]
+    if dtype.itemsize == 2 and dtype.name == "bfloat16":
+        return FASTCE_DT_BF16
+    raise TypeError(f"the kernels do not read dtype {dtype}")
+
+
+cdef int _run(const ce_isa_table *table, ce_args *a, int dt, int nthreads) except -1:
+    """The kernels of storage dtype dt (FASTCE_DT_*) over a->(N, C, S) on up to nthreads threads
+    (fewer for small work), by one of the five paths of the module docstring."""
+    cdef const ce_kernels *k = table.kernels[dt]
     cdef cnp.ndarray states_buf
     cdef int64_t N = a.N, C = a.C, S = a.S
     cdef int64_t parts = 1, seg = C, items, per_block
@@ -261,7 +293,7 @@ def vector_math(int isa, str func, cnp.ndarray x not None):
     """exp or log of a contiguous float32/float64 array through `isa`'s vector math (the code the
     kernels inline). For the accuracy tests; not part of the public API."""
     cdef const ce_isa_table *table = fastce_isa_table(isa)
-    cdef const ce_kernels *k = table.f64 if x.dtype.itemsize == 8 else table.f32
+    cdef const ce_kernels *k = table.kernels[FASTCE_DT_F64 if x.dtype.itemsize == 8 else FASTCE_DT_F32]
     cdef cnp.ndarray y = np.empty_like(x)
     cdef const void *px = cnp.PyArray_DATA(x)
     cdef void *py = cnp.PyArray_DATA(y)

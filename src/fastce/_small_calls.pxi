@@ -96,7 +96,7 @@ def small_call(int isa, x, target, reduction, ignore_index, bint with_grad, num_
     a.gout = NULL
     a.gscale = 1.0 / D if red == 1 else 1.0  # 'mean' of nothing: inf, as the general path
     a.parts = 1; a.seg = C; a.states = NULL
-    _run(fastce_isa_table(isa), &a, xtype == cnp.NPY_DOUBLE, nthreads)
+    _run(fastce_isa_table(isa), &a, FASTCE_DT_F64 if xtype == cnp.NPY_DOUBLE else FASTCE_DT_F32, nthreads)
 
     if red == 0:
         loss = row_out.astype(xa.dtype) if xtype == cnp.NPY_FLOAT else row_out

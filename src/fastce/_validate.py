@@ -17,18 +17,29 @@ REDUCTIONS = ("none", "mean", "sum")
 
 
 
+def is_bfloat16(dtype):
+    """ml_dtypes' bfloat16, recognized without importing ml_dtypes (its dtype has kind 'V')."""
+    return dtype.itemsize == 2 and dtype.name == "bfloat16"
+
+
+def is_half(dtype):
+    """float16 or bfloat16: stored in 2 bytes, computed in float32."""
+    return dtype.itemsize == 2 and (dtype.kind == "f" or is_bfloat16(dtype))
+
+
 def as_floating(a, name):
-    """`a` as an ndarray of float16, float32 or float64; TypeError for anything else."""
+    """`a` as an ndarray of float16, bfloat16, float32 or float64; TypeError for anything else."""
     arr = np.asarray(a)
-    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (2, 4, 8):
+    if not ((arr.dtype.kind == "f" and arr.dtype.itemsize in (2, 4, 8)) or is_bfloat16(arr.dtype)):
         raise TypeError(
-            f"{name} must be a floating-point array (float16, float32 or float64), got dtype {arr.dtype}"
+            f"{name} must be a floating-point array (float16, bfloat16, float32 or float64), got dtype {arr.dtype}"
         )
     return arr
 
 
 def compute_dtype(dtype):
-    """float16 is computed in float32 (as torch does on the CPU); float32 and float64 natively."""
+    """float16 and bfloat16 are computed in float32 (as torch does on the CPU); float32 and float64
+    natively."""
     return np.dtype(np.float64) if dtype.itemsize == 8 else np.dtype(np.float32)
 
 

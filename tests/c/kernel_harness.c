@@ -592,7 +592,7 @@ static void run_grid(int isa, const ce_isa_table *tab, int dbl) {
             for (int sm = 0; sm < 2; sm++)
                 for (int om = 0; om < 2; om++)
                     kopts[nk++] = (kopt_t){kind, om ? FASTCE_OUT_GRAD : FASTCE_OUT_NONE, w, sm ? 0.1 : 0.0};
-    const ce_kernels *k = dbl ? tab->f64 : tab->f32;
+    const ce_kernels *k = tab->kernels[dbl ? FASTCE_DT_F64 : FASTCE_DT_F32];
     const int64_t vw = k->vector_width;
     static const int64_t Ss[] = {1, 3, 17, 70};
 

@@ -13,15 +13,17 @@
 #endif
 
 /* The kernel objects: one per (ISA, dtype), built from kernels.c. */
-extern const ce_kernels fastce_kernels_scalar_f32, fastce_kernels_scalar_f64;
-static const ce_isa_table table_scalar = {"scalar", &fastce_kernels_scalar_f32, &fastce_kernels_scalar_f64};
+#define FASTCE_ISA_KERNELS(tag)                                                                   \
+    extern const ce_kernels fastce_kernels_##tag##_f32, fastce_kernels_##tag##_f64,              \
+        fastce_kernels_##tag##_f16, fastce_kernels_##tag##_bf16;                                  \
+    static const ce_isa_table table_##tag = {#tag, {&fastce_kernels_##tag##_f32, &fastce_kernels_##tag##_f64, \
+                                                    &fastce_kernels_##tag##_f16, &fastce_kernels_##tag##_bf16}};
+FASTCE_ISA_KERNELS(scalar)
 #if FASTCE_HAVE_AVX2
-extern const ce_kernels fastce_kernels_avx2_f32, fastce_kernels_avx2_f64;
-static const ce_isa_table table_avx2 = {"avx2", &fastce_kernels_avx2_f32, &fastce_kernels_avx2_f64};
+FASTCE_ISA_KERNELS(avx2)
 #endif
 #if FASTCE_HAVE_AVX512
-extern const ce_kernels fastce_kernels_avx512_f32, fastce_kernels_avx512_f64;
-static const ce_isa_table table_avx512 = {"avx512", &fastce_kernels_avx512_f32, &fastce_kernels_avx512_f64};
+FASTCE_ISA_KERNELS(avx512)
 #endif
 
 const ce_isa_table *fastce_isa_table(int isa) {
@@ -37,13 +39,25 @@ const ce_isa_table *fastce_isa_table(int isa) {
     }
 }
 
+/* F16C (the float16 conversions the AVX2 kernels use): cpuid leaf 1, ecx bit 29. Every CPU with
+   AVX2 and FMA that we know of has it; checked all the same. */
+static int fastce_cpu_f16c(void) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    unsigned int eax = 1, ebx, ecx = 0, edx;
+    __asm__ volatile("cpuid" : "+a"(eax), "=b"(ebx), "+c"(ecx), "=d"(edx));
+    return (ecx >> 29) & 1u;
+#else
+    return 0;
+#endif
+}
+
 int fastce_isa_runnable(int isa) {
     if (!fastce_isa_table(isa)) return 0;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
     __builtin_cpu_init();
     switch (isa) {
     case FASTCE_ISA_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && fastce_cpu_f16c();
     case FASTCE_ISA_AVX512:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("fma");

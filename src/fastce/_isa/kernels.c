@@ -10,19 +10,19 @@
  */
 #include "fastce/common.h"
 
-#if !defined(FASTCE_BUILD_ISA) || !defined(FASTCE_BUILD_F64)
-#error "kernels.c is compiled by setup.py with -DFASTCE_BUILD_ISA=... -DFASTCE_BUILD_F64=..."
+#if !defined(FASTCE_BUILD_ISA) || !defined(FASTCE_BUILD_DTYPE)
+#error "kernels.c is compiled by setup.py with -DFASTCE_BUILD_ISA=... -DFASTCE_BUILD_DTYPE=..."
 #endif
 
 #if FASTCE_BUILD_ISA == FASTCE_ISA_AVX512
 #if !(defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__))
-#error "the avx512 kernels must be compiled with -mavx512f -mavx512dq -mavx2 -mfma"
+#error "the avx512 kernels must be compiled with -mavx512f -mavx512dq -mavx2 -mfma -mf16c"
 #endif
 #include "fastce/vec_avx512.h"
 #define FASTCE_ISA_TAG avx512
 #elif FASTCE_BUILD_ISA == FASTCE_ISA_AVX2
-#if !(defined(__AVX2__) && defined(__FMA__))
-#error "the avx2 kernels must be compiled with -mavx2 -mfma"
+#if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#error "the avx2 kernels must be compiled with -mavx2 -mfma -mf16c"
 #endif
 #include "fastce/vec_avx2.h"
 #define FASTCE_ISA_TAG avx2
