@@ -141,6 +141,10 @@ def target_kind(target, layout):
     """'index' or 'prob', following torch: a target of input's shape holds class probabilities
     (and must be floating); otherwise it holds class indices (and must be integer)."""
     t = np.asarray(target)
+    if is_bfloat16(t.dtype):  # class probabilities in bfloat16 (kind 'V')
+        if t.shape == layout.shape:
+            return "prob"
+        raise TypeError(f"class-index targets must be integers, got dtype {t.dtype}")
     if t.dtype == np.bool_ or t.dtype.kind not in "iuf":
         raise TypeError(
             "target must be an integer array of class indices or a floating-point array of class "
