@@ -119,3 +119,27 @@ def test_exp_lane_does_not_depend_on_its_neighbours(isa):
         same |= np.isnan(got[:, keep]) & np.isnan(plain[:, keep])
         bad = np.flatnonzero(~same.all(axis=1))
         assert bad.size == 0, (isa, nan_lane, xs.reshape(-1, width)[bad[:3]])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype,threshold", [(np.float32, -87.0), (np.float64, -708.0)])
+def test_exp_flush_is_exp_above_the_threshold_and_zero_below(isa, dtype, threshold):
+    """The kernels' exp: exp's very bits at and above the threshold (where results are normal),
+    +0 below it (where exp is subnormal or 0: no subnormal is formed, so no microcode assist),
+    NaN and +-inf kept. Each vector mixes lanes on both sides, so both code paths of a vector run."""
+    rng = np.random.default_rng(1)
+    lo = threshold * (1.25 if dtype == np.float32 else 1.06)
+    x = np.concatenate([
+        np.linspace(lo, 0.0, 200_001), rng.uniform(lo, 60, 100_000),
+        np.nextafter(np.array([threshold] * 3), [-np.inf, 0.0, np.inf]),
+        [np.nan, -np.inf, np.inf, -0.0, 0.0, 88.0 if dtype == np.float32 else 700.0],
+    ]).astype(dtype)
+    rng.shuffle(x)
+    got = run(isa, "exp_flush", x)
+    exact = run(isa, "exp", x)
+    keep = ~(x < threshold)
+    np.testing.assert_array_equal(got[keep], exact[keep])
+    assert np.all(got[~keep] == 0) and not np.any(np.signbit(got[~keep]))
+    assert np.all(np.isnan(got[np.isnan(x)]))
+    assert np.all(got[np.isposinf(x)] == np.inf) and np.all(got[np.isneginf(x)] == 0)
+    assert np.all(exact[keep & np.isfinite(x)] >= np.finfo(dtype).tiny)  # normal where kept

@@ -110,6 +110,7 @@ typedef struct {
     /* The vector math itself, element-wise over n values, for the accuracy tests. */
     void (*exp_array)(const void *x, void *y, int64_t n);
     void (*log_array)(const void *x, void *y, int64_t n);
+    void (*exp_flush_array)(const void *x, void *y, int64_t n); /* the exp the kernels use */
 } ce_kernels;
 
 typedef struct {

@@ -113,5 +113,5 @@
 
 const ce_kernels FASTCE_KERNELS_NAME = {
     KFN(rows), KFN(seg_stats), KFN(merge_rows), KFN(seg_out), KFN(tiles), KFN(small_rows),
-    KFN(score_rows), VW, KFN(exp_array), KFN(log_array),
+    KFN(score_rows), VW, KFN(exp_array), KFN(log_array), KFN(exp_flush_array),
 };

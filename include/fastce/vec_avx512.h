@@ -53,11 +53,10 @@ static inline double vf_hsum(vf_t v) {
     __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
     return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
 }
-static inline vf_t vf_exp(vf_t x) {
+/* exp of x already clamped to [lo, hi] (NaN kept). */
+static inline vf_t vf_exp_clamped_(vf_t x, __mmask16 keep) {
     const __m512 log2e = _mm512_set1_ps((float)FASTCE_LOG2E);
     const __m512 ln2_hi = _mm512_set1_ps(FASTCE_LN2_HI_F), ln2_lo = _mm512_set1_ps(FASTCE_LN2_LO_F);
-    x = _mm512_max_ps(_mm512_set1_ps(FASTCE_EXP_LO_F), x);
-    x = _mm512_min_ps(_mm512_set1_ps(FASTCE_EXP_HI_F), x);
     /* n = round(x log2 e), rounded once (as vec_avx2.h does, so both give the same bits). */
     const __m512 magic = _mm512_set1_ps(FASTCE_ROUND_MAGIC_F);
     __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, log2e, magic), magic);
@@ -66,7 +65,21 @@ static inline vf_t vf_exp(vf_t x) {
     __m512 y = _mm512_set1_ps(fastce_exp_poly_f[0]);
     for (int k = 1; k < 6; k++) y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(fastce_exp_poly_f[k]));
     y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(y, n);
+    return _mm512_maskz_scalef_ps(keep, y, n);
+}
+static inline vf_t vf_exp(vf_t x) {
+    x = _mm512_max_ps(_mm512_set1_ps(FASTCE_EXP_LO_F), x);
+    x = _mm512_min_ps(_mm512_set1_ps(FASTCE_EXP_HI_F), x);
+    return vf_exp_clamped_(x, (__mmask16)0xFFFF);
+}
+/* The kernels' exp: +0 below FASTCE_EXP_FLUSH_F (math_consts.h), exp's bits elsewhere; no
+   subnormal is ever formed, so no microcode assist (a -inf tail fill or masked logit cost one
+   per vector). */
+static inline vf_t vf_exp_flush(vf_t x) {
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(FASTCE_EXP_FLUSH_F), _CMP_NLT_UQ); /* NaN kept */
+    x = _mm512_max_ps(_mm512_set1_ps(FASTCE_EXP_FLUSH_F), x);
+    x = _mm512_min_ps(_mm512_set1_ps(FASTCE_EXP_HI_F), x);
+    return vf_exp_clamped_(x, keep);
 }
 
 /* log(x) for the kernels' sums of exponentials (x >= 1, or 0, inf, NaN): x = m 2^e with
@@ -162,18 +175,28 @@ static inline int vd_all_finite(vd_t x) {
 }
 static inline double vd_hmax(vd_t v) { return _mm512_reduce_max_pd(v); }
 static inline double vd_hsum(vd_t v) { return _mm512_reduce_add_pd(v); }
-static inline vd_t vd_exp(vd_t x) {
+static inline vd_t vd_exp_clamped_(vd_t x, __mmask8 keep) {
     const __m512d log2e = _mm512_set1_pd(FASTCE_LOG2E);
     const __m512d ln2_hi = _mm512_set1_pd(FASTCE_LN2_HI_D);
     const __m512d ln2_lo = _mm512_set1_pd(FASTCE_LN2_LO_D);
-    x = _mm512_max_pd(_mm512_set1_pd(FASTCE_EXP_LO_D), x);
-    x = _mm512_min_pd(_mm512_set1_pd(FASTCE_EXP_HI_D), x);
     __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512d r = _mm512_fnmadd_pd(n, ln2_hi, x);
     r = _mm512_fnmadd_pd(n, ln2_lo, r);
     __m512d y = _mm512_set1_pd(fastce_exp_poly_d[0]);
     for (int k = 1; k < 14; k++) y = _mm512_fmadd_pd(y, r, _mm512_set1_pd(fastce_exp_poly_d[k]));
-    return _mm512_scalef_pd(y, n);
+    return _mm512_maskz_scalef_pd(keep, y, n);
+}
+static inline vd_t vd_exp(vd_t x) {
+    x = _mm512_max_pd(_mm512_set1_pd(FASTCE_EXP_LO_D), x);
+    x = _mm512_min_pd(_mm512_set1_pd(FASTCE_EXP_HI_D), x);
+    return vd_exp_clamped_(x, (__mmask8)0xFF);
+}
+/* The kernels' exp: +0 below FASTCE_EXP_FLUSH_D, exp's bits elsewhere (see vf_exp_flush). */
+static inline vd_t vd_exp_flush(vd_t x) {
+    const __mmask8 keep = _mm512_cmp_pd_mask(x, _mm512_set1_pd(FASTCE_EXP_FLUSH_D), _CMP_NLT_UQ);
+    x = _mm512_max_pd(_mm512_set1_pd(FASTCE_EXP_FLUSH_D), x);
+    x = _mm512_min_pd(_mm512_set1_pd(FASTCE_EXP_HI_D), x);
+    return vd_exp_clamped_(x, keep);
 }
 
 /* double log: lane by lane through libm (used once per row, never per logit). */

@@ -4,8 +4,9 @@
 #define FASTCE_VEC_SCALAR_H
 #include <math.h>
 #include <stdint.h>
+#include "fastce/math_consts.h"
 
-#define FASTCE_VEC_DEFINE_SCALAR(P, T, EXPF, LOGF)                                                      \
+#define FASTCE_VEC_DEFINE_SCALAR(P, T, EXPF, LOGF, FLUSH)                                                      \
     typedef T P##_t;                                                                              \
     static inline P##_t P##_load(const T *p) { return *p; }                                      \
     static inline void P##_store(T *p, P##_t v) { *p = v; }                                      \
@@ -26,10 +27,11 @@
     static inline double P##_hmax(P##_t v) { return v; }                                         \
     static inline double P##_hsum(P##_t v) { return v; }                                         \
     static inline P##_t P##_exp(P##_t x) { return EXPF(x); }                                    \
+    static inline P##_t P##_exp_flush(P##_t x) { return x < FLUSH ? (T)0 : EXPF(x); }           \
     static inline P##_t P##_log(P##_t x) { return LOGF(x); }
 
-FASTCE_VEC_DEFINE_SCALAR(vf, float, expf, logf)
-FASTCE_VEC_DEFINE_SCALAR(vd, double, exp, log)
+FASTCE_VEC_DEFINE_SCALAR(vf, float, expf, logf, FASTCE_EXP_FLUSH_F)
+FASTCE_VEC_DEFINE_SCALAR(vd, double, exp, log, FASTCE_EXP_FLUSH_D)
 #define VF_W 1
 static inline void fastce_store_fence(void) {}
 #define VD_W 1

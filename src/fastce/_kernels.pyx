@@ -54,6 +54,7 @@ cdef extern from "fastce/dispatch.h" nogil:
         int64_t vector_width
         void (*exp_array)(const void *x, void *y, int64_t n) noexcept nogil
         void (*log_array)(const void *x, void *y, int64_t n) noexcept nogil
+        void (*exp_flush_array)(const void *x, void *y, int64_t n) noexcept nogil
     ctypedef struct ce_isa_table:
         const char *name
         const ce_kernels *kernels[4]
@@ -290,24 +291,36 @@ cdef int _run(const ce_isa_table *table, ce_args *a, int dt, int nthreads) excep
 
 
 def vector_math(int isa, str func, cnp.ndarray x not None):
-    """exp or log of a contiguous float32/float64 array through `isa`'s vector math (the code the
-    kernels inline). For the accuracy tests; not part of the public API."""
+    """exp, log or exp_flush (the kernels' exp: +0 where exp is below ~FLT_MIN / DBL_MIN) of a
+    contiguous float32/float64 array through `isa`'s vector math (the code the kernels inline).
+    For the accuracy tests and fastce bench; not part of the public API."""
     cdef const ce_isa_table *table = fastce_isa_table(isa)
     cdef const ce_kernels *k = table.kernels[FASTCE_DT_F64 if x.dtype.itemsize == 8 else FASTCE_DT_F32]
-    cdef cnp.ndarray y = np.empty_like(x)
-    cdef const void *px = cnp.PyArray_DATA(x)
-    cdef void *py = cnp.PyArray_DATA(y)
+    cdef cnp.ndarray y
+    cdef const void *px
+    cdef void *py
     cdef int64_t n = x.size
-    cdef bint is_exp = func == "exp"
-    if not is_exp and func != "log":
-        raise ValueError(f"func must be 'exp' or 'log', got {func!r}")
+    cdef int which
+    if func == "exp":
+        which = 0
+    elif func == "log":
+        which = 1
+    elif func == "exp_flush":
+        which = 2
+    else:
+        raise ValueError(f"func must be 'exp', 'log' or 'exp_flush', got {func!r}")
     if not x.flags.c_contiguous or x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8) or not x.dtype.isnative:
         raise TypeError("x must be a C-contiguous native float32 or float64 array")
+    y = np.empty_like(x)
+    px = cnp.PyArray_DATA(x)
+    py = cnp.PyArray_DATA(y)
     with nogil:
-        if is_exp:
+        if which == 0:
             k.exp_array(px, py, n)
-        else:
+        elif which == 1:
             k.log_array(px, py, n)
+        else:
+            k.exp_flush_array(px, py, n)
     return y
 
 
