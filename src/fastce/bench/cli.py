@@ -7,14 +7,16 @@ import sys
 import time
 from typing import Any, Dict, List
 
-from .peers import PEER_NAMES, PEERS, get_peer
+from . import roofline
+from .peers import PEER_NAMES, PEERS, default_threads, get_peer, per_call_cases
 from .plot import plot_sweep
-from .report import (ce_record, environment, format_environment, format_linear_table, format_table,
-                     json_text, linear_record)
-from .timing import BenchConfig, log, run, run_linear
-from .workloads import (DEFAULT_LINEAR_WORKLOADS, DEFAULT_WORKLOADS, FORWARD, LOSS_GRAD, PASSES,
-                        QUICK_LINEAR_WORKLOADS, QUICK_WORKLOADS, all_threads, parse_threads,
-                        select_sets, sweep_workloads)
+from .report import (ce_record, environment, format_environment, format_linear_table,
+                     format_per_call_table, format_table, json_text, linear_record, per_call_records)
+from .timing import BenchConfig, log, run, run_linear, run_per_call
+from .workloads import (DEFAULT_LINEAR_WORKLOADS, DEFAULT_PER_CALL_WORKLOADS, DEFAULT_WORKLOADS,
+                        FORWARD, LOSS_GRAD, PASSES, QUICK_LINEAR_WORKLOADS,
+                        QUICK_PER_CALL_WORKLOADS, QUICK_WORKLOADS, ROOFLINE_MIN_NUMEL, all_threads,
+                        parse_threads, select_sets, sweep_workloads)
 
 
 def add_arguments(parser) -> None:
@@ -38,20 +40,30 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sequential", action="store_true",
                         help="time each library's repeats back to back instead of round-robin within a row")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                        help="write results as a JSON list of dicts to FILE ('-' or no FILE: stdout, no table)")
+                        help="write results as a JSON list of dicts to FILE ('-' or no FILE: stdout, "
+                        "no table); each has a 'section': table, roofline, per_call, linear or sweep")
     parser.add_argument("--plot", metavar="FILE.png", default=None,
                         help="also sweep the number of classes (forward, all threads) and plot throughput")
     parser.add_argument("--plot-only", action="store_true", help="with --plot: skip the main table")
     parser.add_argument("--no-linear", action="store_true",
                         help="skip the linear + cross-entropy (LM head) table (workloads lin-*)")
+    parser.add_argument("--no-per-call", action="store_true",
+                        help="skip the per-call table (workloads call-NxC: median us per loss+grad call "
+                        "of fastce, the NumPy twin and torch, N*C from 1e2 to 1e7, fastce's default "
+                        "threads; a reduced set with --quick; left out by --pass forward)")
+    parser.add_argument("--no-roofline", action="store_true",
+                        help="do not measure this machine's roofline (read, read+write, exp) for the "
+                        f"%%roof column of rows with >= 2^{ROOFLINE_MIN_NUMEL.bit_length() - 1} logits")
     parser.add_argument("--list", action="store_true", help="list workloads and libraries, then exit")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
 
 
-def _list(workloads_all, linear_all, quick: bool) -> int:
+def _list(workloads_all, per_call_all, linear_all, quick: bool) -> int:
     print("workloads%s:" % (" (--quick)" if quick else ""))
     for w in workloads_all:
         print(f"  {w.name:20s} {w.describe()}")
+    for w in per_call_all:
+        print(f"  {w.name:20s} per-call table, {w.describe()}")
     for w in linear_all:
         print(f"  {w.name:20s} linear + cross-entropy, {w.describe()}")
     print("libraries:")
@@ -65,12 +77,16 @@ def main(args) -> int:
     """Run ``fastce bench`` with parsed ``args``; returns an exit status."""
     workloads_all = QUICK_WORKLOADS if args.quick else DEFAULT_WORKLOADS
     linear_all = QUICK_LINEAR_WORKLOADS if args.quick else DEFAULT_LINEAR_WORKLOADS
+    per_call_all = QUICK_PER_CALL_WORKLOADS if args.quick else DEFAULT_PER_CALL_WORKLOADS
     if getattr(args, "no_linear", False):
         linear_all = ()
+    if getattr(args, "no_per_call", False) or args.passes == FORWARD:
+        per_call_all = ()
     if args.list:
-        return _list(workloads_all, linear_all, args.quick)
+        return _list(workloads_all, per_call_all, linear_all, args.quick)
     try:
-        workloads, linear_wls = select_sets((workloads_all, linear_all), args.workload)
+        workloads, per_call_wls, linear_wls = select_sets((workloads_all, per_call_all, linear_all),
+                                                          args.workload)
         threads = parse_threads(args.threads)
         peers = list(PEER_NAMES) if args.peers is None else [s.strip() for s in args.peers.split(",") if s.strip()]
         for name in peers:
@@ -107,9 +123,21 @@ def main(args) -> int:
     text: List[str] = []
     if not (args.plot and args.plot_only):
         if workloads:
+            roofs = None
+            if (not getattr(args, "no_roofline", False) and "fastce" in peers
+                    and any(w.numel >= ROOFLINE_MIN_NUMEL for w in workloads)):
+                log(cfg, "[bench] roofline: read, read+write, exp at " + ",".join(map(str, threads))
+                    + " threads")
+                roofs = roofline.measure(threads) or {}
+                results += [r.record() for r in roofs.values()]
             cells = run(cfg)
-            results += [ce_record(c, "table") for c in cells]
-            text.append(format_table(cells))
+            results += [ce_record(c, "table", roofs) for c in cells]
+            text.append(format_table(cells, roofs=roofs))
+        if per_call_wls:
+            pcells = run_per_call(cfg, per_call_wls, per_call_cases(peers), default_threads(),
+                                  quick=args.quick)
+            results += per_call_records(pcells)
+            text.append(format_per_call_table(pcells))
         if linear_wls:
             # BLAS-bound: timed once, at the largest thread count asked for
             lcells = run_linear(cfg, linear_wls, max(threads), pause=0.1 if args.quick else 0.25,

@@ -7,11 +7,16 @@ Cross-entropy table (G logits/s): the :class:`Peer` objects of :data:`PEERS`
                        preallocated once and reused (loss+grad only)
 * ``torch``         -- ``F.cross_entropy`` (forward under ``torch.no_grad()``;
                        loss+grad = forward + autograd backward)
-* ``numpy``         -- :func:`numpy_cross_entropy`, a vectorized NumPy twin (max, exp, sum, log)
+* ``numpy``         -- :func:`numpy_cross_entropy`, a vectorized NumPy twin (max, exp, sum, log;
+                       float16 logits computed in float32)
 * ``jax``           -- jitted ``optax.softmax_cross_entropy_with_integer_labels
                        (...).mean()`` and ``jax.value_and_grad`` of it
 * ``sklearn``       -- ``HalfMultinomialLoss().loss_gradient`` (loss+grad,
-                       2-D unweighted workloads only)
+                       2-D unweighted float32/float64 workloads only)
+
+Per-call table (us per loss+grad call): :func:`per_call_cases` -- fastce as users call it
+(:class:`FastceDefaultCall`: ``cross_entropy_with_grad(x, t)``, default options and threads),
+the NumPy twin and torch, at fastce's :func:`default_threads`.
 
 Linear + cross-entropy table (seconds per call): the :class:`LinearCase` objects of
 :data:`LINEAR_CASES`, each for one pass, beside the NumPy matmul(s) it must do anyway (the
@@ -293,7 +298,8 @@ class NumpyPeer(Peer):
     requires = ()
     single_threaded = True
     mem_factor = (1.2, 1.2)
-    note = "numpy is single-threaded: measured once per workload/pass and shown in every threads row."
+    note = ("numpy is single-threaded: measured once per workload/pass and shown in every threads row; "
+            "float16 logits: converted to float32 (timed) and computed there, gradient left in float32.")
 
     def version(self):
         return np.__version__
@@ -301,6 +307,12 @@ class NumpyPeer(Peer):
     def prepare(self, wl, data, pass_, threads):
         x, t, w, ls = data.input, data.target, data.weight, wl.label_smoothing
         g = pass_ == LOSS_GRAD
+        if x.dtype == np.float16:
+            # NumPy's float16 math is emulated (7x slower here): compute in float32. The gradient
+            # stays float32: NumPy's cast of its (mostly subnormal) values to float16 would
+            # take 30x as long as the cross-entropy itself.
+            w32 = None if w is None else w.astype(np.float32)
+            return lambda: numpy_cross_entropy(x.astype(np.float32), t, w32, ls, with_grad=g)
         return lambda: numpy_cross_entropy(x, t, w, ls, with_grad=g)
 
 
@@ -381,10 +393,10 @@ class SklearnPeer(Peer):
     mem_factor = (0.0, 1.1)
     loss_grad_only = True
     note = ("sklearn: HalfMultinomialLoss().loss_gradient(n_threads=thr) + loss.mean(), 2-D unweighted "
-            "loss+grad only; its gradient is per-sample (not divided by N).")
+            "float32/float64 loss+grad only; its gradient is per-sample (not divided by N).")
 
     def unsupported(self, wl, pass_, threads, max_threads):
-        if not wl.is_2d or wl.weighted or wl.label_smoothing:
+        if not wl.is_2d or wl.weighted or wl.label_smoothing or wl.dtype not in ("float32", "float64"):
             return NA
         return super().unsupported(wl, pass_, threads, max_threads)
 
@@ -402,6 +414,30 @@ class SklearnPeer(Peer):
         return loss_grad
 
 
+class FastceDefaultCall(FastcePeer):
+    """The per-call table's fastce: ``cross_entropy_with_grad(x, t)`` as users write it (default
+    options and thread count; the table's other cases get that thread count)."""
+
+    passes = (LOSS_GRAD,)
+    note = ""
+
+    def prepare(self, wl, data, pass_, threads):
+        import fastce
+
+        x, t, f = data.input, data.target, fastce.cross_entropy_with_grad
+        return lambda: f(x, t)
+
+
+def default_threads() -> int:
+    """fastce's default thread count (the per-call table's), or every core without fastce."""
+    try:
+        import fastce
+
+        return int(fastce.get_config()["num_threads"])
+    except Exception:
+        return all_threads()
+
+
 PEERS: Tuple[Peer, ...] = (
     FastcePeer(),
     FastceOutPeer(),
@@ -411,6 +447,13 @@ PEERS: Tuple[Peer, ...] = (
     SklearnPeer(),
 )
 PEER_NAMES = tuple(p.name for p in PEERS)
+
+
+def per_call_cases(peers: Optional[Sequence[str]] = None) -> List[Peer]:
+    """The per-call table's cases: fastce (default call), the NumPy twin and torch (those of
+    ``peers`` that are installed)."""
+    cases = (FastceDefaultCall(), get_peer("numpy"), get_peer("torch"))
+    return [c for c in cases if (peers is None or c.name in peers) and c.unavailable() is None]
 
 
 def get_peer(name: str) -> Peer:

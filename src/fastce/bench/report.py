@@ -1,19 +1,25 @@
 """Reporting: one fixed-width table writer (:func:`render`, columns given as :class:`Column`
-data) for both tables, their legends, the environment header and the ``--json`` records."""
+data) for every table (cross-entropy, per-call, linear), their legends, the environment header
+and the ``--json`` records."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import os
 import platform
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .peers import NA, PEERS
+from .roofline import Roofline
 from .timing import Cell
-from .workloads import all_threads
+from .workloads import PER_CALL_TARGET, ROOFLINE_MIN_NUMEL, all_threads
+
+#: {threads: Roofline} of this run (see :mod:`.roofline`); None: not measured
+Roofs = Optional[Dict[int, Roofline]]
 
 
 # --------------------------------------------------------------------------
@@ -83,7 +89,8 @@ def rows(cells: Sequence[Cell]) -> List[Row]:
 
 
 def _loss_tol(dtype: str) -> float:
-    return 1e-8 if dtype == "float64" else 2e-4
+    # float16: torch's and fastce's losses are float16 (a relative step of 2**-10)
+    return {"float64": 1e-8, "float16": 2e-3}.get(dtype, 2e-4)
 
 
 def _mismatch(row: Row, peer: str) -> Optional[str]:
@@ -107,20 +114,40 @@ def _fmt_gps(cell: Optional[Cell]) -> str:
     return "err" if cell.error else "-"
 
 
-def _speedup(row: Row, peer: str) -> str:
+def speedup(row: Row, peer: str) -> Optional[float]:
+    """fastce's throughput over ``peer``'s on ``row`` (medians), or None."""
     ref, c = row.cells.get("fastce"), row.cells.get(peer)
     if ref is not None and ref.gps and c is not None and c.gps:
-        return f"{ref.gps / c.gps:.2f}"
-    return ""
+        return ref.gps / c.gps
+    return None
 
 
-def ce_columns(peers: Sequence[str]) -> List[Column]:
-    """workload, thr, pass; G logits/s of each peer (! = loss mismatch); x<peer> speedups."""
+def _speedup(row: Row, peer: str) -> str:
+    x = speedup(row, peer)
+    return "" if x is None else f"{x:.2f}"
+
+
+def roof_fraction(cell: Optional[Cell], roofs: Roofs) -> Optional[float]:
+    """``cell``'s G logits/s over the roofline of its dtype, pass and thread count, for
+    workloads of >= ROOFLINE_MIN_NUMEL logits; else None."""
+    if cell is None or not cell.gps or not roofs or cell.threads not in roofs:
+        return None
+    wl = cell.workload
+    if getattr(wl, "numel", 0) < ROOFLINE_MIN_NUMEL or not hasattr(wl, "dtype"):
+        return None
+    return cell.gps / roofs[cell.threads].bound(wl.dtype, cell.pass_)
+
+
+def ce_columns(peers: Sequence[str], roofs: Roofs = None) -> List[Column]:
+    """workload, thr, pass; G logits/s of each peer (! = loss mismatch), with fastce's
+    fraction of the roofline (%roof) beside it where ``roofs``; x<peer> speedups."""
     cols = [Column("workload", lambda r: r.workload.name, left=True),
             Column("thr", lambda r: str(r.threads), left=True),
             Column("pass", lambda r: r.pass_, left=True)]
-    cols += [Column(p, lambda r, p=p: _fmt_gps(r.cells.get(p)) + ("!" if _mismatch(r, p) else ""))
-             for p in peers]
+    for p in peers:
+        cols.append(Column(p, lambda r, p=p: _fmt_gps(r.cells.get(p)) + ("!" if _mismatch(r, p) else "")))
+        if p == "fastce" and roofs:
+            cols.append(Column("%roof", lambda r: _percent(roof_fraction(r.cells.get("fastce"), roofs))))
     if "fastce" in peers:
         cols += [Column(f"x{p}", lambda r, p=p: _speedup(r, p))
                  for p in peers if not p.startswith("fastce")]
@@ -137,19 +164,44 @@ CE_LEGEND = (
 )
 
 
-def format_table(cells: Sequence[Cell], title: Optional[str] = None, notes: bool = True) -> str:
-    """Render cross-entropy ``cells`` as a fixed-width text table with footnotes."""
+def _percent(f: Optional[float]) -> str:
+    return "" if f is None else f"{100 * f:.0f}%"
+
+
+def roofline_legend(roofs: Roofs) -> List[str]:
+    """The roofline's numbers and the definition of %roof ({}: why there is none)."""
+    if roofs is None:
+        return []
+    if not roofs:
+        return ["%roof: roofline not measured (probes missing from this build of the extension, "
+                "or too little free memory)."]
+    nums = "; ".join(f"{t}T read {r.read_gbs:.1f} GB/s, read+write {r.copy_gbs:.1f} GB/s, exp "
+                     f"{r.exp_gps['float32']:.2f} G/s (f64 {r.exp_gps['float64']:.2f})"
+                     for t, r in sorted(roofs.items()))
+    r0 = next(iter(roofs.values()))
+    return [f"roofline (measured in this run, {r0.nbytes / 2**20:.0f} MiB probes, exp x threads): {nums}.",
+            f"%roof = fastce G/s / roofline of the row (numel >= 2^{ROOFLINE_MIN_NUMEL.bit_length() - 1}): "
+            "forward min(read GB/s / itemsize, exp G/s), loss+grad min(read+write GB/s / (2 itemsize), "
+            "exp G/s / 2)."]
+
+
+def format_table(cells: Sequence[Cell], title: Optional[str] = None, notes: bool = True,
+                 roofs: Roofs = None) -> str:
+    """Render cross-entropy ``cells`` as a fixed-width text table with footnotes (and a %roof
+    column and legend with ``roofs``)."""
     peers = [p for p in PEERS if any(c.name == p.name for c in cells)]
     names = [p.name for p in peers]
     lines = rows(cells)
     grouped = len({r.workload.name for r in lines}) < len(lines)
     out = [title] if title else []
-    out += render(ce_columns(names), lines,
+    out += render(ce_columns(names, roofs), lines,
                   (lambda a, b: a.workload.name != b.workload.name) if grouped else None)
     if not notes:
         return "\n".join(out)
     out.append("")
     out += CE_LEGEND
+    if "fastce" in names:
+        out += roofline_legend(roofs)
     out += [p.note for p in peers if p.note]
     skipped = sorted({f"{r.label} {c.name}: {c.skipped}" for r in lines for c in r.cells.values()
                       if c.skipped and c.skipped != NA and not c.reused})
@@ -160,6 +212,72 @@ def format_table(cells: Sequence[Cell], title: Optional[str] = None, notes: bool
         out.append("loss mismatches:")
         out.extend("  " + m for m in mismatches)
     out += _errors([(r.label, r.cells[p]) for r in lines for p in names if p in r.cells])
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# Per-call table: one line per (N, C), one column per case, microseconds per call
+# --------------------------------------------------------------------------
+
+
+def _fmt_us(cell: Optional[Cell]) -> str:
+    if cell is None:
+        return ""
+    if cell.seconds is None:
+        return NA if cell.skipped == NA else "err" if cell.error else "-"
+    us = cell.seconds * 1e6
+    s = f"{us:.2f}" if us < 10 else f"{us:.1f}" if us < 1000 else f"{us:.0f}"
+    return "~" + s if cell.cut_short else s
+
+
+def per_call_columns(names: Sequence[str]) -> List[Column]:
+    """shape, N*C; median us per call of each case (! = loss mismatch); x<peer> speedups."""
+    cols = [Column("N x C", lambda r: "x".join(map(str, r.workload.shape)), left=True),
+            Column("N*C", lambda r: f"{r.workload.numel:,}"),
+            Column("thr", lambda r: str(r.threads))]
+    cols += [Column(p, lambda r, p=p: _fmt_us(r.cells.get(p)) + ("!" if _mismatch(r, p) else ""))
+             for p in names]
+    if "fastce" in names:
+        cols += [Column(f"x{p}", lambda r, p=p: _speedup(r, p)) for p in names if p != "fastce"]
+    return cols
+
+
+def _target_line(lines: Sequence[Row]) -> Optional[str]:
+    """How the PER_CALL_TARGET row compares with the issue's goal (>= 5x numpy, >= 10x torch)."""
+    row = next((r for r in lines if tuple(r.workload.shape) == PER_CALL_TARGET), None)
+    if row is None or "fastce" not in row.cells:
+        return None
+    parts = []
+    for peer, goal in (("numpy", 5.0), ("torch", 10.0)):
+        got = speedup(row, peer)
+        if got is not None:
+            parts.append(f"x{peer} {got:.2f} (goal >= {goal:g}: {'met' if got >= goal else 'MISSED'})")
+    return f"target {row.workload.name}: " + ", ".join(parts) if parts else None
+
+
+def format_per_call_table(cells: Sequence[Cell]) -> str:
+    """The per-call curve: median microseconds per loss+grad call against N*C."""
+    names = list(dict.fromkeys(c.name for c in cells))
+    lines = rows(cells)
+    thr = lines[0].threads if lines else 0
+    out = [f"per-call time of loss+grad, float32, default options ({thr} threads), us per call (median):"]
+    out += render(per_call_columns(names), lines)
+    out.append("")
+    target = _target_line(lines)
+    if target:
+        out.append(target)
+    out += [
+        "fastce = fastce.cross_entropy_with_grad(x, t) with default options and threads; numpy = the NumPy "
+        "twin (max, exp, sum, log; grad = e/s - onehot); torch = F.cross_entropy forward + backward, "
+        "torch.set_num_threads(thr). x<peer> = peer median / fastce median (>1: fastce faster).",
+        "Calls under 1 ms are timed in batches of back-to-back calls lasting ~1 ms (time per call = "
+        "batch / calls); cases round-robin 1 ms apart; ~ = cut short by --max-time; ! = loss differs.",
+    ]
+    skipped = sorted({f"{r.workload.name} {c.name}: {c.skipped}" for r in lines for c in r.cells.values()
+                      if c.skipped and c.skipped != NA and not c.reused})
+    if skipped:
+        out.append("skipped: " + "; ".join(skipped))
+    out += _errors([(r.workload.name, c) for r in lines for c in r.cells.values()])
     return "\n".join(out)
 
 
@@ -244,14 +362,35 @@ def _record(cell: Cell, section: str, fields: Dict[str, Any]) -> Dict[str, Any]:
             "threads": cell.threads, "pass": cell.pass_, **fields}
 
 
-def ce_record(cell: Cell, section: str = "table") -> Dict[str, Any]:
-    """A cross-entropy cell (section "table" or "sweep") as a JSON-ready dict."""
-    return _record(cell, section, {
+def ce_record(cell: Cell, section: str = "table", roofs: Roofs = None) -> Dict[str, Any]:
+    """A cross-entropy cell (section "table", "sweep" or "per_call") as a JSON-ready dict;
+    with ``roofs``, the roofline bound of its row and its fraction of it (large rows)."""
+    rec = _record(cell, section, {
         "library": cell.name, "median_s": cell.seconds, "glogits_per_s": cell.gps,
         "min_s": cell.best, "repeats": cell.repeats, "loss": cell.loss, "skipped": cell.skipped,
         "error": cell.error, "reused_single_thread_measurement": cell.reused,
         "cut_short": cell.cut_short,
     })
+    frac = roof_fraction(cell, roofs)
+    if frac is not None:
+        rec["roofline_glogits_per_s"] = roofs[cell.threads].bound(cell.workload.dtype, cell.pass_)
+        rec["roof_fraction"] = frac
+    return rec
+
+
+def per_call_records(cells: Sequence[Cell]) -> List[Dict[str, Any]]:
+    """The per-call cells as JSON-ready dicts: section "per_call", us per call (median), calls
+    per timed sample, and for the peers ``fastce_speedup`` (peer median / fastce median)."""
+    out = []
+    for row in rows(cells):
+        for name, cell in row.cells.items():
+            rec = ce_record(cell, "per_call")
+            rec["us_per_call"] = None if cell.seconds is None else cell.seconds * 1e6
+            rec["calls_per_sample"] = cell.batch
+            if name != "fastce":
+                rec["fastce_speedup"] = speedup(row, name)
+            out.append(rec)
+    return out
 
 
 def linear_record(cell: Cell) -> Dict[str, Any]:
@@ -284,6 +423,8 @@ def environment() -> Dict[str, Any]:
         "cores_available": all_threads(),
         "numpy": np.__version__,
     }
+    if hasattr(os, "getloadavg"):  # other processes' load: OpenMP timings suffer most from it
+        env["load_1min"] = round(os.getloadavg()[0], 2)
     for p in PEERS:
         if p.name in ("fastce(out=)", "numpy"):
             continue

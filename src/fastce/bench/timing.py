@@ -8,6 +8,10 @@ other processes, and other runtimes' spinning worker threads, hit them alike), u
 ``>= cfg.min_repeats`` calls and ``>= cfg.min_time`` s, or ``cfg.max_time`` s (cut short). A
 cell reports the median and the min of its times, and ``ratio``, its min time over the min time
 of the row's baseline case (where the row has one).
+
+With ``cfg.batch_min_s`` (the per-call table), a case whose call is shorter than that is timed
+in batches of back-to-back calls lasting about that long, so that the timer's overhead does not
+count; its times are then per call (batch time / calls), and ``Cell.batch`` says how many.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import math
 import statistics
 import sys
 import time
@@ -24,7 +29,7 @@ import numpy as np
 
 from .memory import peak_extra_memory, too_big
 from .peers import NA, PEER_NAMES, Case, get_peer, linear_cases
-from .workloads import DEFAULT_WORKLOADS, PASSES, DataCache, all_threads, parse_threads
+from .workloads import DEFAULT_WORKLOADS, LOSS_GRAD, PASSES, DataCache, all_threads, parse_threads
 
 
 @dataclasses.dataclass
@@ -44,6 +49,7 @@ class Cell:
     ratio: Optional[float] = None  # min time / min time of the row's baseline case
     peak_traced: Optional[int] = None  # extra memory of one call: tracemalloc peak
     peak_rss: Optional[int] = None  # ... and RSS high-water mark (cfg.measure_memory)
+    batch: int = 1  # calls per timed sample (cfg.batch_min_s); times are per call
 
     @property
     def name(self) -> str:
@@ -73,7 +79,7 @@ class Cell:
 
 
 #: what a reused (single-threaded) cell copies from the cell that was measured
-_MEASURED = ("times", "loss", "skipped", "error", "cut_short", "peak_traced", "peak_rss")
+_MEASURED = ("times", "loss", "skipped", "error", "cut_short", "peak_traced", "peak_rss", "batch")
 
 
 @dataclasses.dataclass
@@ -92,6 +98,7 @@ class BenchConfig:
     verbose: bool = True
     quick: bool = False  # leave out the slow cases
     measure_memory: bool = False  # one untimed call per case for the peak extra memory
+    batch_min_s: float = 0.0  # time calls shorter than this in batches lasting about this long
 
 
 def log(cfg: BenchConfig, msg: str) -> None:
@@ -172,11 +179,46 @@ def run_linear(cfg: BenchConfig, workloads: Sequence[Any], threads: int, pause: 
     return run(lcfg, linear_cases(cfg.passes, cfg.peers))
 
 
+def run_per_call(cfg: BenchConfig, workloads: Sequence[Any], cases: Sequence[Case], threads: int,
+                 quick: bool = False) -> List[Cell]:
+    """The per-call table: loss+grad of ``cases`` on small to large ``workloads`` at one thread
+    count, round-robin 1 ms apart, calls under 1 ms timed in batches of about 1 ms, >= 10 (5
+    with ``quick``) samples and >= ``cfg.min_time`` s each (at most 0.2 s; 0.03 s with ``quick``)."""
+    pcfg = dataclasses.replace(cfg, workloads=workloads, threads=[threads], passes=(LOSS_GRAD,),
+                               pause=0.001, batch_min_s=0.001, interleave=True, quick=quick,
+                               min_time=min(cfg.min_time, 0.03 if quick else 0.2),
+                               min_repeats=max(cfg.min_repeats, 5 if quick else 10))
+    return run(pcfg, cases)
+
+
 class _Job:
     def __init__(self, cell: Cell, fn: Callable[[], Any]) -> None:
         self.cell, self.fn = cell, fn
         self.times: List[float] = []
         self.spent = 0.0
+
+
+def _batched(cfg: BenchConfig, cell: Cell, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn``, or (``cfg.batch_min_s``) ``cell.batch`` back-to-back calls of a short ``fn``
+    lasting about ``cfg.batch_min_s`` (from the fastest of 3 calls)."""
+    if cfg.batch_min_s <= 0:
+        return fn
+    perf = time.perf_counter
+    one = cfg.batch_min_s
+    for _ in range(3):
+        t0 = perf()
+        fn()
+        one = min(one, perf() - t0)
+    if one >= cfg.batch_min_s:
+        return fn
+    k = cell.batch = max(2, math.ceil(cfg.batch_min_s / max(one, 1e-8)))
+
+    def batch():
+        for _ in range(k - 1):
+            fn()
+        return fn()
+
+    return batch
 
 
 def _measure_row(cfg: BenchConfig, cells: Sequence[Cell], wl, data, pass_: str, n: int) -> None:
@@ -197,7 +239,7 @@ def _measure_row(cfg: BenchConfig, cells: Sequence[Cell], wl, data, pass_: str, 
                 if cfg.measure_memory:
                     cell.peak_traced, cell.peak_rss = peak_extra_memory(
                         fn, case.returns_results, case.traced)
-                jobs.append(_Job(cell, fn))
+                jobs.append(_Job(cell, _batched(cfg, cell, fn)))
             except MemoryError:
                 cell.skipped = "memory (MemoryError)"
             except Exception as exc:  # keep going; report it
@@ -229,7 +271,7 @@ def _time_jobs(cfg: BenchConfig, jobs: Sequence[_Job], round_robin: bool) -> Non
                     job.cell.error = f"{type(exc).__name__}: {exc}"
                     active.remove(job)
                     break
-                job.times.append(dt)
+                job.times.append(dt / job.cell.batch)
                 job.spent += dt
                 k = len(job.times)
                 if (k >= cfg.min_repeats and job.spent >= cfg.min_time) or job.spent >= cfg.max_time \
@@ -259,10 +301,10 @@ def _log_row(cfg: BenchConfig, row: Sequence[Cell]) -> None:
         if c.seconds is None:
             msg = c.skipped or c.error
         else:
-            msg = f"{c.seconds * 1e3:9.2f} ms"
+            msg = f"{c.seconds * 1e3:9.2f} ms" if c.seconds >= 1e-3 else f"{c.seconds * 1e6:9.2f} us"
             if c.gps is not None:
                 msg += f" {c.gps:7.2f} G/s"
             if c.ratio is not None:
                 msg += f"  x{c.ratio:.2f} baseline (min)"
-            msg += f"  (x{c.repeats})"
+            msg += f"  (x{c.repeats})" if c.batch == 1 else f"  (x{c.repeats} of {c.batch} calls)"
         log(cfg, f"   {c.threads}T {c.pass_:9s} {c.name:{width}s} {msg}")

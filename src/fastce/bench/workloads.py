@@ -127,6 +127,7 @@ DEFAULT_WORKLOADS: Tuple[Workload, ...] = (
     Workload("4096x32000-ls0.1", (4096, 32000), label_smoothing=0.1),
     Workload("4096x32000-weight", (4096, 32000), weighted=True),
     Workload("4096x32000-f64", (4096, 32000), dtype="float64"),
+    Workload("4096x32000-f16", (4096, 32000), dtype="float16"),
     Workload("1024x128256", (1024, 128256)),
     Workload("16384x1000", (16384, 1000)),
     Workload("262144x10", (262144, 10)),
@@ -138,7 +139,11 @@ QUICK_WORKLOADS: Tuple[Workload, ...] = (
     Workload("8192x1000", (8192, 1000)),
     Workload("131072x10", (131072, 10)),
     Workload("2x21x256x256", (2, 21, 256, 256)),
+    Workload("256x32000-f16", (256, 32000), dtype="float16"),
 )
+
+#: rows of the main table with at least this many logits get a roofline fraction (%roof)
+ROOFLINE_MIN_NUMEL = 2**24
 
 # Throughput vs number of classes (forward, all threads), N*C ~ 2**25.
 SWEEP_CLASSES: Tuple[int, ...] = (10, 100, 1000, 10_000, 32_000, 128_000)
@@ -151,6 +156,29 @@ def sweep_workloads(classes: Sequence[int] = SWEEP_CLASSES, numel: int = SWEEP_N
         n = max(1, int(round(numel / c)))
         out.append(Workload(f"{n}x{c}", (n, c)))
     return out
+
+
+# --------------------------------------------------------------------------
+# The per-call curve (us per call of loss+grad against N*C, default options)
+# --------------------------------------------------------------------------
+
+#: (N, C) of the per-call table: N*C from 1e2 to 1e7, log-spaced, C in {10, 100, 1000, 32000}
+PER_CALL_SHAPES: Tuple[Tuple[int, int], ...] = (
+    (10, 10), (64, 10), (256, 10), (100, 100), (1024, 100), (32, 32000), (1000, 1000),
+    (4096, 1000), (320, 32000),
+)
+QUICK_PER_CALL_SHAPES: Tuple[Tuple[int, int], ...] = ((64, 10), (1024, 100), (1000, 1000), (32, 32000))
+#: the row of the issue's target: fastce >= 5x the NumPy twin and >= 10x torch
+PER_CALL_TARGET = (64, 10)
+
+
+def per_call_workloads(shapes: Sequence[Tuple[int, int]] = PER_CALL_SHAPES) -> Tuple[Workload, ...]:
+    """float32 (N, C) workloads named ``call-NxC`` (the per-call table's rows)."""
+    return tuple(Workload(f"call-{n}x{c}", (n, c)) for n, c in shapes)
+
+
+DEFAULT_PER_CALL_WORKLOADS = per_call_workloads()
+QUICK_PER_CALL_WORKLOADS = per_call_workloads(QUICK_PER_CALL_SHAPES)
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""`fastce bench`: the per-call table, the roofline (%roof) and the float16 rows, kept small.
+
+* ``--quick -w call-64x10 --json``: valid JSON whose per_call records give us per call, calls
+  per timed sample and fastce's speedup over the NumPy twin; the text run prints the per-call
+  table with the issue's target line.
+* The roofline: its bound follows the definition (forward min(read / itemsize, exp),
+  loss+grad min(read+write / (2 itemsize), exp / 2)); a tiny measurement gives positive
+  numbers; ``%roof`` appears beside fastce's column of a large row only.
+* Selection: ``--no-per-call`` and ``--pass forward`` leave the per-call table out; the
+  float16 workloads are in the default and --quick sets.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastce import bench as B
+from fastce import cli
+from fastce.bench import report, roofline
+from fastce.bench.timing import Cell
+
+FAST = ["--min-time", "0.01", "--min-repeats", "2", "-q"]
+
+
+def run_bench(argv, capsys):
+    status = cli.main(["bench", *argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_per_call_json(capsys):
+    status, out, _ = run_bench(["--quick", "-w", "call-64x10", "--json", *FAST], capsys)
+    assert status == 0
+    records = json.loads(out)
+    per_call = [r for r in records if r["section"] == "per_call"]
+    assert {r["library"] for r in per_call} >= {"fastce", "numpy"}
+    assert all(r["workload"] == "call-64x10" and r["shape"] == [64, 10] for r in per_call)
+    for r in per_call:
+        assert r["pass"] == B.LOSS_GRAD and r["threads"] == B.default_threads()
+        assert r["us_per_call"] > 0 and r["calls_per_sample"] >= 1
+        assert r["us_per_call"] == pytest.approx(r["median_s"] * 1e6)
+    numpy_rec = next(r for r in per_call if r["library"] == "numpy")
+    fastce_rec = next(r for r in per_call if r["library"] == "fastce")
+    assert numpy_rec["fastce_speedup"] == pytest.approx(numpy_rec["median_s"] / fastce_rec["median_s"])
+    assert fastce_rec["calls_per_sample"] > 1  # a ~us call is timed in batches
+    assert not [r for r in records if r["section"] in ("table", "roofline", "linear")]
+
+
+def test_per_call_table_text(capsys):
+    status, out, _ = run_bench(["--quick", "-w", "call-64x10", "--peers", "fastce,numpy", *FAST],
+                               capsys)
+    assert status == 0
+    assert "per-call time of loss+grad" in out and "xnumpy" in out
+    assert "target call-64x10: xnumpy" in out
+
+
+@pytest.mark.parametrize("argv", [["--no-per-call"], ["--pass", "forward"]])
+def test_per_call_left_out(argv, capsys):
+    status, _, err = run_bench(["--quick", "-w", "call-64x10", *argv, *FAST], capsys)
+    assert status == 2 and "no workload matches" in err
+
+
+def test_float16_workloads():
+    assert any(w.dtype == "float16" and w.name == "4096x32000-f16" for w in B.DEFAULT_WORKLOADS)
+    assert any(w.dtype == "float16" for w in B.QUICK_WORKLOADS)
+    assert B.get_peer("sklearn").unsupported(B.QUICK_WORKLOADS[-1], B.LOSS_GRAD, 1, 2) == B.NA
+
+
+def test_roofline_bound():
+    r = B.Roofline(2, read_gbs=16.0, copy_gbs=12.0, exp_gps={"float32": 8.0, "float64": 2.0},
+                   nbytes=1)
+    assert r.bound("float32", B.FORWARD) == 4.0  # read: 16 GB/s / 4 B
+    assert r.bound("float16", B.FORWARD) == 8.0  # read 8 G/s = exp 8 G/s
+    assert r.bound("float64", B.FORWARD) == 2.0  # read 2 G/s, f64 exp 2 G/s
+    assert r.bound("float32", B.LOSS_GRAD) == 1.5  # 12 GB/s / 8 B
+    assert r.bound("float16", B.LOSS_GRAD) == 3.0  # 12 / 4 = 3 < exp 8 / 2
+    assert r.bound("float64", B.LOSS_GRAD) == 0.75  # 12 / 16 < exp 2 / 2
+
+
+def test_roofline_measure_small():
+    roofs = roofline.measure([1], nbytes=2**22, repeats=2)
+    if roofs is None:
+        pytest.skip("no roofline probes in this build of the extension")
+    r = roofs[1]
+    assert r.read_gbs > 0 and r.copy_gbs > 0 and r.exp_gps["float32"] > 0 and r.exp_gps["float64"] > 0
+    assert r.record()["section"] == "roofline"
+
+
+def _cell(wl, name, seconds, threads=1, pass_=B.FORWARD):
+    return Cell(wl, threads, pass_, B.get_peer(name), times=[seconds])
+
+
+def test_roof_column():
+    roofs = {1: B.Roofline(1, 16.0, 12.0, {"float32": 8.0, "float64": 2.0}, 1)}
+    big = B.Workload("big", (2**20, 16))  # 2**24 logits, bound 4 G/s forward
+    small = B.Workload("small", (1000, 10))
+    cells = [_cell(big, "fastce", big.numel / 2e9), _cell(big, "numpy", big.numel / 1e9),
+             _cell(small, "fastce", 1e-5)]
+    text = report.format_table(cells, roofs=roofs)
+    lines = text.splitlines()
+    assert lines[0].split()[:5] == ["workload", "thr", "pass", "fastce", "%roof"]
+    assert lines[2].split()[3:5] == ["2.00", "50%"]
+    assert lines[3].split() == ["small", "1", "forward", "1.00"]  # no %roof below 2**24 logits
+    assert "1T read 16.0 GB/s, read+write 12.0 GB/s, exp 8.00 G/s" in text
+    rec = report.ce_record(cells[0], "table", roofs)
+    assert rec["roof_fraction"] == pytest.approx(0.5) and rec["roofline_glogits_per_s"] == 4.0
+    assert "roof_fraction" not in report.ce_record(cells[2], "table", roofs)
+    assert "%roof" not in report.format_table(cells)
