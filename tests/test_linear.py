@@ -548,3 +548,41 @@ def test_options_beyond_torch_accept_0d_arrays_like_cross_entropy():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(TypeError, match="grad_output"):
         fastce.linear_cross_entropy_with_grad(x, W, t, grad_output="2")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("opts", [dict(), dict(reduction="sum", use_bias=True), dict(reduction="none", weighted=True),
+                                  dict(z_loss=1e-2, weighted=True, use_bias=True)],
+                         ids=["mean", "sum-bias", "none-weight", "zloss-weight-bias"])
+def test_vocab_chunked_forward_matches_row_chunks(monkeypatch, dtype, opts):
+    """The forward over column chunks of the vocabulary (W read once; each row's lse merged with
+    logaddexp) gives the row-chunked forward's loss, to rounding; forced here on a small head by
+    shrinking the chunk budget (4 column chunks of 10, 10, 10 and 7 classes)."""
+    opts = dict(opts)
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((N, H)).astype(dtype)
+    W = rng.standard_normal((V, H)).astype(dtype)
+    t = rng.integers(0, V, N)
+    t[::4] = -100
+    kw = dict(reduction=opts.get("reduction", "mean"), z_loss=opts.get("z_loss", 0.0))
+    if opts.get("use_bias"):
+        kw["linear_bias"] = rng.standard_normal(V).astype(dtype)
+    if opts.get("weighted"):
+        kw["weight"] = rng.uniform(0.5, 1.5, V).astype(dtype)
+    expected = fastce.linear_cross_entropy(x, W, t, chunk_size=5, **kw)  # row chunks
+    calls = []
+    real = _linear._vocab_chunked_row_losses
+    monkeypatch.setattr(_linear, "DEFAULT_CHUNK_BYTES", N * np.dtype(dtype).itemsize * 10)
+    monkeypatch.setattr(_linear, "MIN_VOCAB_CHUNK", 1)
+    monkeypatch.setattr(_linear, "default_chunk_rows", lambda *a, **k: 10)
+    monkeypatch.setattr(_linear, "_vocab_chunked_row_losses", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = fastce.linear_cross_entropy(x, W, t, **kw)
+    assert calls, "the vocabulary-chunked path did not run"
+    rtol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(expected, np.float64), rtol=rtol, atol=1e-12)
+    assert np.asarray(got).dtype == np.dtype(dtype)
+    # the paths it must leave to the row chunks: smoothing, softcap, return_lse, chunk_size
+    for extra in (dict(label_smoothing=0.1), dict(softcap=3.0), dict(return_lse=True), dict(chunk_size=7)):
+        calls.clear()
+        fastce.linear_cross_entropy(x, W, t, **kw, **extra)
+        assert not calls, extra

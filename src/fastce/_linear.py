@@ -54,7 +54,7 @@ from math import prod
 
 import numpy as np
 
-from . import _buffer_cache, _functional, _runtime
+from . import _buffer_cache, _functional, _kernels, _runtime
 from ._targets import LossTargets
 from ._validate import Layout, as_floating, check_label_smoothing, check_softcap, check_z_loss
 
@@ -404,7 +404,10 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     label_smoothing : float in [0, 1]
     chunk_size : int, optional
         Rows of input per chunk. None picks a buffer of about 32 MiB (at least one row); see
-        `default_chunk_rows`. Peak extra memory is this buffer plus O(N).
+        `default_chunk_rows`. Peak extra memory is this buffer plus O(N). With None, the plain
+        forward (class-index targets, a 2-D weight, no smoothing, softcap or return_lse) of more
+        rows than one chunk holds computes the logits in column chunks of the same buffer
+        instead, so the BLAS reads the weight once (`_vocab_chunk_cols`).
     num_threads : int, optional
         Threads of fastce's cross-entropy step. None means 1 here (unlike cross_entropy): the
         step is ~2% of the work and, run between BLAS calls, more threads only contend with the
@@ -425,6 +428,9 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     nthreads = _kernel_threads(num_threads)
     extra = _extra_options(z_loss, softcap, return_lse)
     rows, as_kernel = _chunk_setup(head, chunk_size)
+    cols = _vocab_chunk_cols(head, tg, extra, rows, chunk_size)
+    if cols:
+        return tg.loss.reduce(_vocab_chunked_row_losses(head, tg, extra["z_loss"], cols, nthreads), head.dtype)
     red = "none" if tg.reduction == "none" else "sum"
     acc = _Collector(tg, head.dtype, return_lse)
     for r0, r1, _, z in _logit_chunks(head, rows):
@@ -433,6 +439,59 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         acc.add(r0, r1, *(res if return_lse else (res,)))
     out = acc.results()
     return out if return_lse else out[0]
+
+
+# The vocabulary-chunked forward: used when the row chunks would make the BLAS pack the whole
+# weight more than once, and each column chunk keeps at least this many columns.
+MIN_VOCAB_CHUNK = 512
+
+
+def _vocab_chunk_cols(head, tg, extra, rows, chunk_size):
+    """Columns per chunk of the vocabulary-chunked forward, or 0 where the row chunks serve.
+
+    Row chunks (the default) compute x[r0:r1] @ W.T, and the BLAS packs all of W (V x H) for
+    every chunk: for (4096, 1024) x (1024, 32000) float32 in 256-row chunks that alone took
+    1.25x the single matmul. Column chunks compute x @ W[v0:v1].T for all N rows: W is read
+    once, x (N x H, much smaller) is packed per chunk, and each row's log-sum-exp merges
+    exactly across chunks (lse = logaddexp of the chunks' lse). This path serves the plain
+    forward: class-index targets, a 2-D head, no label smoothing, softcap or return_lse (their
+    per-row sums need the whole row), no explicit chunk_size; the rest take the row chunks."""
+    if (chunk_size is not None or tg.loss.kind != "index" or head.D != 1 or tg.eps > 0.0
+            or extra["softcap"] is not None or extra["return_lse"] or rows >= head.N):
+        return 0
+    cols = DEFAULT_CHUNK_BYTES // max(1, head.N * head.dtype.itemsize)
+    cols = cols // 64 * 64 if cols >= 64 else cols  # whole cache lines per row of a chunk
+    return cols if MIN_VOCAB_CHUNK <= cols < head.V else 0
+
+
+def _vocab_chunked_row_losses(head, tg, z_loss, cols, nthreads):
+    """Per-row float64 losses of the plain forward over column chunks of the logits:
+    loss = w_t (lse - x_t) + z_loss w_t lse^2 for kept rows, 0 for ignored ones (row_math.h)."""
+    N, V = head.N, head.V
+    t = tg.loss.target.reshape(-1)
+    kept = t != tg.loss.ignore_index
+    safe_t = np.where(kept, t, 0).astype(np.intp)
+    lse = np.full(N, -np.inf)
+    x_t = np.zeros(N)
+    lse_c = np.empty(N)
+    buf = _buffer_cache.empty((N * min(cols, V),), head.dtype)
+    rows = np.arange(N)
+    for v0 in range(0, V, cols):
+        v1 = min(V, v0 + cols)
+        z = buf[: N * (v1 - v0)].reshape(N, v1 - v0)  # C-contiguous
+        np.matmul(head.x, head.W[v0:v1].T, out=z)
+        if head.b is not None:
+            z += head.b[v0:v1]
+        _kernels.ce_run(_runtime.isa_id(), z, N, v1 - v0, 1, _kernels.KIND_LSE, _kernels.OUT_NONE,
+                        row_out=lse_c, nthreads=nthreads)
+        np.logaddexp(lse, lse_c, out=lse)
+        here = kept & (safe_t >= v0) & (safe_t < v1)
+        x_t[here] = z[rows[here], safe_t[here] - v0]
+    w_t = tg.loss.weight[safe_t].astype(np.float64) if tg.loss.weight is not None else 1.0
+    loss = w_t * (lse - x_t)
+    if z_loss:
+        loss += z_loss * w_t * lse * lse
+    return np.where(kept, loss, 0.0)
 
 
 def linear_cross_entropy_with_grad(input, linear_weight, target, *, linear_bias=None, weight=None,
