@@ -27,9 +27,38 @@ def is_half(dtype):
     return dtype.itemsize == 2 and (dtype.kind == "f" or is_bfloat16(dtype))
 
 
+def as_array(a, name):
+    """`a` as an ndarray, reading any CPU array that exports DLPack (torch tensors without grad,
+    JAX arrays, CuPy-free CPU buffers) in place through np.from_dlpack. A bfloat16 torch tensor,
+    which NumPy's DLPack does not take, is viewed as int16 and then as ml_dtypes' bfloat16 (no
+    copy). An array on another device, or a tensor that requires grad, raises TypeError."""
+    if isinstance(a, np.ndarray) or not hasattr(a, "__dlpack__"):
+        return np.asarray(a)
+    try:
+        return np.from_dlpack(a)
+    except BufferError as exc:  # a tensor that requires grad, or memory not on the CPU
+        raise TypeError(f"{name} cannot be read in place ({exc}); fastce takes CPU arrays "
+                        "(use .detach() / move it to the CPU)") from None
+    except (RuntimeError, TypeError, ValueError):  # a dtype NumPy's DLPack does not know
+        if str(getattr(a, "dtype", "")) == "torch.bfloat16":
+            return _torch_bfloat16_view(a, name)
+        return np.asarray(a)
+
+
+def _torch_bfloat16_view(tensor, name):
+    import sys
+
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError(f"{name} is a bfloat16 tensor: reading it needs ml_dtypes (pip install ml_dtypes)") from None
+    torch = sys.modules["torch"]  # the caller's torch, already imported
+    return np.from_dlpack(tensor.view(torch.int16)).view(ml_dtypes.bfloat16)
+
+
 def as_floating(a, name):
     """`a` as an ndarray of float16, bfloat16, float32 or float64; TypeError for anything else."""
-    arr = np.asarray(a)
+    arr = as_array(a, name)
     if not ((arr.dtype.kind == "f" and arr.dtype.itemsize in (2, 4, 8)) or is_bfloat16(arr.dtype)):
         raise TypeError(
             f"{name} must be a floating-point array (float16, bfloat16, float32 or float64), got dtype {arr.dtype}"
