@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import subprocess
 import sys
@@ -349,7 +350,7 @@ def _bad_cases(tmp_path):
         "npz": ([npz, T], ".npz"),
         "object dtype": ([tmp_path / "obj.npy", T], "objects"),
         "fortran order": ([s("xf", np.asfortranarray(x)), T], "Fortran-ordered"),
-        "int logits": ([s("xi", x.astype(np.int32)), T], "expected float16, float32 or float64"),
+        "int logits": ([s("xi", x.astype(np.int32)), T], "expected float16, bfloat16 (with --dtype bfloat16), float32 or float64"),
         "complex logits": ([s("xc", x.astype(np.complex64)), T], "expected float16"),
         "float targets": ([X, s("tf", t.astype(np.float32))], "not an integer dtype"),
         "bool targets": ([X, s("tb", t > 0)], "not an integer dtype"),
@@ -480,3 +481,43 @@ def test_resident_memory_is_bounded_by_the_block(tmp_path):
     assert growth < size / 4, (growth, size)
     # the measurement sees mapped file pages: a whole-file map grows by about the file size
     assert control_growth > size / 2, (control_growth, size)
+
+
+# ------------------------------------------------------------------------------------------
+# bfloat16 files: np.save writes ml_dtypes' bfloat16 with the header dtype |V2
+# ------------------------------------------------------------------------------------------
+
+def test_bfloat16_file_with_dtype_flag(files, capsys):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x, t = make_data(dtype=np.float32)
+    xb = x.astype(ml_dtypes.bfloat16)
+    p = files(logits=xb, targets=t)
+    assert np.load(p["logits"]).dtype.str == "|V2"  # what makes the flag necessary
+    d = run_json([p["logits"], p["targets"], "--dtype", "bfloat16", "--top-k", "5", "--block-rows", "64"], capsys)
+    s = fastce.score(xb, t, top_k=(1, 5))
+    assert d["tokens"] == s.tokens and d["nll_sum"] == pytest.approx(s.nll_sum, rel=1e-12)
+    assert d["accuracy"]["top5"] == pytest.approx(s.top_k_accuracy[5])
+    r = ref.score(xb.astype(np.float64), t, top_k=(1, 5))
+    assert d["nll_sum"] == pytest.approx(r.nll_sum, rel=1e-5)
+
+
+@pytest.mark.parametrize("case", ["v2-without-flag", "flag-on-float32", "void4", "linear-form"])
+def test_bfloat16_flag_bad_input(files, capsys, case):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x, t = make_data(n=20, dtype=np.float32)
+    if case == "v2-without-flag":
+        p = files(logits=x.astype(ml_dtypes.bfloat16), targets=t[:20])
+        argv, match = [p["logits"], p["targets"]], r"\|V2.*--dtype bfloat16"
+    elif case == "flag-on-float32":
+        p = files(logits=x, targets=t[:20])
+        argv, match = [p["logits"], p["targets"], "--dtype", "bfloat16"], r"header says <f4"
+    elif case == "void4":
+        p = files(logits=np.zeros((20, 3), dtype="V4"), targets=t[:20])
+        argv, match = [p["logits"], p["targets"], "--dtype", "bfloat16"], r"\|V4"
+    else:
+        p = files(hidden=x, weight=x[:5], targets=t[:20])
+        argv, match = ["--hidden", p["hidden"], "--weight", p["weight"], p["targets"], "--dtype", "bfloat16"], r"linear form"
+    rc, out, err = run_cli(argv, capsys)
+    assert rc == 2 and out == ""
+    assert err.startswith("fastce score: error: ") and len(err.strip().splitlines()) == 1
+    assert re.search(match, err), err

@@ -107,8 +107,13 @@ def _read_header(fp, version) -> Tuple[Tuple[int, ...], bool, np.dtype]:
     return private(fp, version)
 
 
-def read_npy_header(path: str, role: str) -> NpyInfo:
+def read_npy_header(path: str, role: str, dtype: Optional[str] = None) -> NpyInfo:
     """Parse the header of the ``.npy`` file ``path`` (``role`` names it in error messages).
+
+    ``dtype="bfloat16"`` reads a file whose header says ``|V2``: that is how ``np.save`` writes
+    ml_dtypes' bfloat16 (NumPy has no name for it), so the header alone cannot tell bfloat16
+    from any other 2-byte record; the caller says so. A ``|V2`` file without it, or any other
+    void dtype, is refused.
 
     Raises :class:`InputError` with a one-line message for a missing or unreadable file, a file
     that is not ``.npy`` (or a ``.npz`` archive), a corrupt header, an object dtype, or data
@@ -134,7 +139,7 @@ def read_npy_header(path: str, role: str) -> NpyInfo:
                 raise InputError(f"{label}: not a .npy file (no NumPy magic string)")
             fp.seek(0)
             version = np.lib.format.read_magic(fp)
-            shape, fortran_order, dtype = _read_header(fp, version)
+            shape, fortran_order, header_dtype = _read_header(fp, version)
             offset = fp.tell()
         except InputError:
             raise
@@ -143,7 +148,7 @@ def read_npy_header(path: str, role: str) -> NpyInfo:
         except Exception as exc:  # ValueError/SyntaxError/... from a corrupt header
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{label}: corrupt .npy header ({msg})") from None
-    dtype = np.dtype(dtype)
+    dtype = _declared_dtype(np.dtype(header_dtype), dtype, label)
     if dtype.hasobject:
         raise InputError(f"{label}: holds Python objects (dtype {dtype}); expected numbers")
     info = NpyInfo(path, tuple(int(d) for d in shape), dtype, bool(fortran_order), offset,
@@ -155,6 +160,27 @@ def read_npy_header(path: str, role: str) -> NpyInfo:
     return info
 
 
+def _declared_dtype(header: np.dtype, declared: Optional[str], label: str) -> np.dtype:
+    """The dtype to read: the header's, or bfloat16 for a |V2 header with dtype='bfloat16'."""
+    if declared is None:
+        if header.kind == "V" and header.itemsize == 2 and header.names is None:
+            raise InputError(f"{label}: holds 2-byte records (dtype |V2), which is how np.save writes "
+                             "bfloat16; if it is bfloat16, pass --dtype bfloat16")
+        return header
+    if declared != "bfloat16":
+        raise InputError(f"{label}: unknown --dtype {declared!r}; the one known is 'bfloat16'")
+    if header.name == "bfloat16" and header.itemsize == 2:
+        return header
+    if not (header.kind == "V" and header.itemsize == 2 and header.names is None):
+        raise InputError(f"{label}: --dtype bfloat16 was given but the header says {header.str} "
+                         "(bfloat16 files say |V2)")
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise InputError(f"{label}: reading bfloat16 needs ml_dtypes (pip install ml_dtypes)") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def check_rows_contiguous(info: NpyInfo, role: str) -> None:
     if info.fortran_order and len(info.shape) >= 2 and sum(d > 1 for d in info.shape) > 1:
         raise InputError(
@@ -164,9 +190,10 @@ def check_rows_contiguous(info: NpyInfo, role: str) -> None:
 
 
 def check_float(info: NpyInfo, role: str) -> None:
-    if info.dtype.kind != "f" or info.dtype.itemsize not in (2, 4, 8):
+    is_bf16 = info.dtype.name == "bfloat16" and info.dtype.itemsize == 2
+    if not is_bf16 and (info.dtype.kind != "f" or info.dtype.itemsize not in (2, 4, 8)):
         raise InputError(f"{role} file {info.path!r}: dtype {info.dtype} is not supported; "
-                         "expected float16, float32 or float64")
+                         "expected float16, bfloat16 (with --dtype bfloat16), float32 or float64")
 
 
 def check_int(info: NpyInfo, role: str) -> None:

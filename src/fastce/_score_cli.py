@@ -86,11 +86,13 @@ class Inputs:
 
 
 def check_inputs(logits: Optional[str], targets: str, hidden: Optional[str] = None,
-                 weight: Optional[str] = None, bias: Optional[str] = None) -> Inputs:
+                 weight: Optional[str] = None, bias: Optional[str] = None,
+                 logits_dtype: Optional[str] = None) -> Inputs:
     """Read and cross-check every header, in command-line order; raise :class:`InputError` on
-    the first problem. Give ``logits``, or ``hidden`` and ``weight`` (and optionally ``bias``)."""
+    the first problem. Give ``logits``, or ``hidden`` and ``weight`` (and optionally ``bias``).
+    ``logits_dtype="bfloat16"`` reads a logits file saved from ml_dtypes' bfloat16 (|V2)."""
     if logits is not None:
-        x = read_npy_header(logits, "logits")
+        x = read_npy_header(logits, "logits", logits_dtype)
         check_float(x, "logits")
         if len(x.shape) != 2:
             hint = ("; reshape (B, T, V) logits to (B*T, V) and (B, T) targets to (B*T,)"
@@ -378,6 +380,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="size of one mapped block of the LOGITS (or HIDDEN) file in MiB "
                      f"(default: {DEFAULT_BLOCK_MB:g}); memory use is about one block")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--dtype", choices=["bfloat16"], default=None,
+                   help="the logits file holds bfloat16 (np.save writes ml_dtypes' bfloat16 with the "
+                        "header dtype |V2, which does not say so)")
 
 
 def _error(msg: str, status: int = 2) -> int:
@@ -409,8 +414,11 @@ def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = N
 
     top_k = sorted({1} | {k for ks in (args.top_k or []) for k in ks})
     try:
+        if args.dtype is not None and logits is None:
+            raise InputError("--dtype names the dtype of a LOGITS.npy file; the linear form reads "
+                             "float32/float64 files")
         inputs = check_inputs(logits, targets, hidden=args.hidden, weight=args.weight,
-                              bias=args.bias)
+                              bias=args.bias, logits_dtype=args.dtype)
         bad_k = [k for k in top_k if k > inputs.vocab]
         if bad_k:
             raise InputError(f"--top-k {bad_k[0]} exceeds the number of classes ({inputs.vocab})")
