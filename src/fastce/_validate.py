@@ -196,8 +196,8 @@ def target_kind(target, layout):
 def check_weight(weight, C, dtype):
     if weight is None:
         return None
-    w = np.asarray(weight)
-    if w.dtype.kind != "f":
+    w = as_array(weight, "weight")
+    if w.dtype.kind != "f" and not is_bfloat16(w.dtype):
         raise TypeError(f"weight must be a floating-point array, got dtype {w.dtype}")
     if w.shape != (C,):
         raise ValueError(f"weight must be a 1-D array of length C = {C} (one weight per class), got shape {w.shape}")
