@@ -515,8 +515,12 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
        coefficients (row_math.h). */
     REAL mb[TILE_V * VW], refb[TILE_V * VW], logs_b[TILE_V * VW], sxb[TILE_V * VW];
     REAL swyb[TILE_V * VW], swyxb[TILE_V * VW], A_b[TILE_V * VW], B1_b[TILE_V * VW], B0_b[TILE_V * VW];
-    ce_row row_b[TILE_V * VW]; /* per lane, for the target's gradient (fix_target) */
-    double xt_b[TILE_V * VW];
+    /* Per lane, for the target's gradient: the fix alone when the output is stored as REAL;
+       the row's coefficients and x_t too for 2-byte outputs (fix_target recomputes g_t). */
+    enum { HALF_OUT_ = sizeof(XT) != sizeof(REAL) };
+    double fix_b[TILE_V * VW];
+    ce_row row_b[HALF_OUT_ ? TILE_V * VW : 1];
+    double xt_b[HALF_OUT_ ? TILE_V * VW : 1];
     int64_t t_b[TILE_V * VW];
     V shift[TILE_V];
     for (int v = 0; v < nv; v++) {
@@ -536,6 +540,11 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
     for (int64_t l = 0; l < nv * VW; l++) {
         ce_state st = {mb[l], 0.0, 0.0, refb[l], sxb[l], swyb[l], swyxb[l], 0.0};
         A_b[l] = B1_b[l] = B0_b[l] = 0; t_b[l] = -1;
+        if (HALF_OUT_) { /* read only for lanes with a target; set for every lane all the same */
+            const ce_row none = {0};
+            row_b[HALF_OUT_ ? l : 0] = none;
+            xt_b[HALF_OUT_ ? l : 0] = 0.0;
+        }
         if (l >= nl) continue;
         const int64_t pos = pos0 + l;
         double w_t = 1.0;
@@ -547,14 +556,16 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
                 continue;
             }
             t_b[l] = t;
-            st.xt = xt_b[l] = XGET(xb + t * S + l);
+            st.xt = XGET(xb + t * S + l);
+            if (HALF_OUT_) xt_b[HALF_OUT_ ? l : 0] = st.xt;
             if (has_w) w_t = w[t];
         }
         const ce_row rr = ce_finish(a, &st, logs_b[l], w_t, ce_coef(a, pos));
         if (a->row_out) a->row_out[pos] = rr.loss;
         if (a->row_lse) a->row_lse[pos] = rr.lse;
         A_b[l] = (REAL)rr.A; B1_b[l] = (REAL)rr.B1; B0_b[l] = (REAL)rr.B0;
-        row_b[l] = rr;
+        fix_b[l] = rr.fix;
+        if (HALF_OUT_) row_b[HALF_OUT_ ? l : 0] = rr;
     }
     if (!outmode) return;
 
@@ -577,11 +588,17 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
             else XSTORE_TAIL(ob + c * S + v * VW, r, lanes);
         }
     }
-    if (kind == FASTCE_KIND_INDEX)
-        for (int64_t l = 0; l < nl; l++)
-            if (t_b[l] >= 0)
-                KFN(fix_target)(ob + t_b[l] * S + l, xt_b[l], has_w ? w + t_b[l] : NULL, &row_b[l], outmode,
-                                has_w, kind, smooth);
+    if (kind != FASTCE_KIND_INDEX) return;
+    for (int64_t l = 0; l < nl; l++) {
+        if (t_b[l] < 0) continue;
+        XT *out_t = ob + t_b[l] * S + l;
+        if (!HALF_OUT_) {
+            XPUT(out_t, XGET(out_t) - (REAL)fix_b[l]);
+        } else {
+            KFN(fix_target)(out_t, xt_b[HALF_OUT_ ? l : 0], has_w ? w + t_b[l] : NULL, &row_b[HALF_OUT_ ? l : 0],
+                            outmode, has_w, kind, smooth);
+        }
+    }
 }
 #undef TILE_LOAD
 #undef TILE_LOAD_X

@@ -76,10 +76,10 @@ static inline vf_t vf_exp(vf_t x) {
    subnormal is ever formed, so no microcode assist (a -inf tail fill or masked logit cost one
    per vector). */
 static inline vf_t vf_exp_flush(vf_t x) {
+    /* No low clamp: the lanes below the threshold (-inf included) are masked off in VSCALEF,
+       whatever their arithmetic gave before it (masked lanes raise no exceptions or assists). */
     const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(FASTCE_EXP_FLUSH_F), _CMP_NLT_UQ); /* NaN kept */
-    x = _mm512_max_ps(_mm512_set1_ps(FASTCE_EXP_FLUSH_F), x);
-    x = _mm512_min_ps(_mm512_set1_ps(FASTCE_EXP_HI_F), x);
-    return vf_exp_clamped_(x, keep);
+    return vf_exp_clamped_(_mm512_min_ps(_mm512_set1_ps(FASTCE_EXP_HI_F), x), keep);
 }
 
 /* log(x) for the kernels' sums of exponentials (x >= 1, or 0, inf, NaN): x = m 2^e with
@@ -194,9 +194,7 @@ static inline vd_t vd_exp(vd_t x) {
 /* The kernels' exp: +0 below FASTCE_EXP_FLUSH_D, exp's bits elsewhere (see vf_exp_flush). */
 static inline vd_t vd_exp_flush(vd_t x) {
     const __mmask8 keep = _mm512_cmp_pd_mask(x, _mm512_set1_pd(FASTCE_EXP_FLUSH_D), _CMP_NLT_UQ);
-    x = _mm512_max_pd(_mm512_set1_pd(FASTCE_EXP_FLUSH_D), x);
-    x = _mm512_min_pd(_mm512_set1_pd(FASTCE_EXP_HI_D), x);
-    return vd_exp_clamped_(x, keep);
+    return vd_exp_clamped_(_mm512_min_pd(_mm512_set1_pd(FASTCE_EXP_HI_D), x), keep);
 }
 
 /* double log: lane by lane through libm (used once per row, never per logit). */
