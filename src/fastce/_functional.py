@@ -3,8 +3,9 @@
 Memory: the loss alone allocates O(N) (one float64 per row, plus O(C) for weights); nothing of
 size N x C. The gradient allocates only itself, or nothing with out=input. A copy of the input
 is made only where its layout forces one (non-contiguous, byte-swapped; see _validate.as_compute).
-float16 is computed in float32 block by block (BLOCK_LOGITS logits at a time), so it too
-allocates no N x C temporary; so is softcap, whose capped logits exist only one block at a time.
+float16 and bfloat16 are read and written by the kernels as they are (computed in float32). softcap
+(and probability targets of 2-byte logits) convert the logits to float32 block by block
+(BLOCK_LOGITS logits at a time), so they too allocate no N x C temporary.
 
 Options beyond torch (z_loss, softcap, return_lse) are defined in cross_entropy's docstring.
 """
@@ -26,8 +27,8 @@ from ._validate import (
     normalize_axis,
 )
 
-# Input that needs converting before the kernels (float16 to float32, or softcap's
-# cap * tanh(x / cap)) is converted this many logits at a time (whole outer rows).
+# Input that needs converting before the kernels (softcap's cap * tanh(x / cap), or 2-byte logits
+# with probability targets) is converted this many logits at a time (whole outer rows).
 BLOCK_LOGITS = 1 << 20
 
 __all__ = [
@@ -182,9 +183,15 @@ class _CrossEntropyCall:
 
 
 def _is_zero(option):
-    """True for an option left at its default 0 (a plain int or float): the small-call path
-    (_kernels.small_call, which declines anything else it does not serve) may run."""
+    """True for an option left at its default 0 (a plain int or float)."""
     return (type(option) is float or type(option) is int) and option == 0
+
+
+def _plain_options(weight, label_smoothing, z_loss, softcap, return_lse):
+    """Whether the options are the defaults the small-call path serves (_kernels.small_call
+    declines, and the general path takes, anything else it does not serve)."""
+    return (weight is None and softcap is None and return_lse is False and _is_zero(label_smoothing)
+            and _is_zero(z_loss))
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
@@ -230,7 +237,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 
     The loss is computed in one streaming pass over the logits; besides O(N) it allocates nothing.
     """
-    if weight is None and softcap is None and return_lse is False and _is_zero(label_smoothing) and _is_zero(z_loss):
+    if _plain_options(weight, label_smoothing, z_loss, softcap, return_lse):
         loss = _kernels.small_call(_runtime.isa_id(), input, target, reduction, ignore_index, False, num_threads)
         if loss is not None:
             return loss
@@ -258,8 +265,7 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
     Returns (loss, grad), or (loss, grad, lse) with return_lse. See `cross_entropy` for the other
     parameters (z_loss and softcap enter the gradient too).
     """
-    if (weight is None and out is None and grad_output is None and softcap is None and return_lse is False
-            and _is_zero(label_smoothing) and _is_zero(z_loss)):
+    if out is None and grad_output is None and _plain_options(weight, label_smoothing, z_loss, softcap, return_lse):
         res = _kernels.small_call(_runtime.isa_id(), input, target, reduction, ignore_index, True, num_threads)
         if res is not None:
             return res
@@ -313,13 +319,12 @@ def _softmax_family(x, axis, outmode, num_threads):
     C = shape[ax]
     S = int(np.prod(shape[ax + 1:], dtype=np.int64))
     reduced_shape = arr.shape[:ax] + arr.shape[ax + 1:] if arr.ndim else ()
-    cdt = arr.dtype.newbyteorder("=")  # the kernels read and write every float dtype as it is
     if C == 0:  # logsumexp of nothing is log(0) = -inf; softmax of nothing is empty
         if outmode == OUT_NONE:
             return np.full(reduced_shape, -np.inf, dtype=dtype)
         return np.empty(arr.shape, dtype=dtype)
-    xc = as_compute(arr, cdt)
-    out = _buffer_cache.empty(arr.shape, cdt) if outmode != OUT_NONE else None
+    xc = as_compute(arr, dtype)  # the kernels read and write every float dtype as it is
+    out = _buffer_cache.empty(arr.shape, dtype) if outmode != OUT_NONE else None
     row_out = np.empty(N * S, dtype=np.float64) if outmode == OUT_NONE else None
     _kernels.ce_run(_runtime.isa_id(), xc, N, C, S, KIND_LSE, outmode, row_out=row_out, out=out,
                     nthreads=nthreads)
@@ -327,7 +332,7 @@ def _softmax_family(x, axis, outmode, num_threads):
         lse = row_out.reshape(reduced_shape)
         _logsumexp_infinite_rows(xc.reshape(N, C, S), lse.reshape(N, S))
         return lse.astype(dtype)
-    return out.astype(dtype, copy=False)
+    return out
 
 
 def _logsumexp_infinite_rows(x3, lse2):

@@ -13,9 +13,6 @@
 # The kernels, the target check and the reduction (fastce_sum_f64) are the general path's, so
 # the results are the same bits.
 
-# Integer dtype codes (common.h) by itemsize, signed.
-cdef int _INT_CODES[9]
-_INT_CODES[1] = FASTCE_I8; _INT_CODES[2] = FASTCE_I16; _INT_CODES[4] = FASTCE_I32; _INT_CODES[8] = FASTCE_I64
 cdef object _thread_resolver = None
 
 
@@ -71,7 +68,7 @@ def small_call(int isa, x, target, reduction, ignore_index, bint with_grad, num_
         nthreads = _thread_resolver(num_threads)  # validates num_threads (raises as the general path)
     elif num_threads is not None and not (type(num_threads) is int and 1 <= num_threads <= 1024):
         return None
-    ttype = _INT_CODES[cnp.PyArray_ITEMSIZE(ta)] + (0 if cnp.PyArray_ISSIGNED(ta) else FASTCE_U8)
+    ttype = TARGET_DTYPE_CODES[ta.dtype]  # native integer dtype: always there
 
     bad = fastce_check_targets(cnp.PyArray_DATA(ta), ttype, N, C, ii, NULL, 0, 1, &wsum, &kept)
     if bad >= 0:

@@ -223,13 +223,6 @@ def _linear_call(input, linear_weight, target, linear_bias, weight, ignore_index
     return _tensor(loss), _tensor(gx), _tensor(gw), None if gb is None else _tensor(gb)
 
 
-def _scale_rows(grad_x, grad_output, reduction, eager):
-    """grad_input for grad_output: a scalar, or (reduction='none') one value per row of input."""
-    if reduction != "none" or grad_output.dim() == 0:
-        return _scale(grad_x, grad_output, "mean", eager)
-    return grad_x * grad_output.to(grad_x.dtype).reshape(grad_output.shape[0], -1)[:, :1]
-
-
 class _EagerLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing,
