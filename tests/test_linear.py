@@ -495,21 +495,6 @@ def test_grad_memory_no_vh_temporary(dtype):
     assert extra < n * v * isz / 10  # nowhere near the full logits
 
 
-def test_gemm_accumulates_in_place():
-    """The SciPy gemm call of _Grads writes grad_W through the F-contiguous view, no copy."""
-    from scipy.linalg import blas
-
-    rng = np.random.default_rng(18)
-    for gemm, dt in ((blas.sgemm, np.float32), (blas.dgemm, np.float64)):
-        x = rng.standard_normal((6, 4)).astype(dt)
-        G = rng.standard_normal((6, 9)).astype(dt)
-        gW = rng.standard_normal((9, 4)).astype(dt)
-        before = gW.copy()
-        r = gemm(1.0, x.T, G.T, beta=1.0, c=gW.T, trans_a=0, trans_b=1, overwrite_c=1)
-        assert np.shares_memory(r, gW)
-        np.testing.assert_allclose(gW, before + G.T @ x, rtol=1e-5)
-
-
 def test_fuzz_small_shapes_vs_torch():
     """A few dozen random small problems, every option mixed, float64 (tight tolerances)."""
     rng = np.random.default_rng(19)
