@@ -108,3 +108,36 @@ def test_roof_column():
     assert rec["roof_fraction"] == pytest.approx(0.5) and rec["roofline_glogits_per_s"] == 4.0
     assert "roof_fraction" not in report.ce_record(cells[2], "table", roofs)
     assert "%roof" not in report.format_table(cells)
+
+
+def test_bfloat16_and_torch_tensor_rows(capsys):
+    """The bfloat16 row runs fastce on ml_dtypes arrays, torch and fastce.torch on bfloat16
+    tensors viewing the same memory, and the NumPy twin in float32; their losses agree, and the
+    text table has the torch-tensors ratio xtorch(t)."""
+    pytest.importorskip("ml_dtypes")
+    pytest.importorskip("torch")
+    assert any(w.dtype == "bfloat16" and w.name == "4096x32000-bf16" for w in B.DEFAULT_WORKLOADS)
+    argv = ["--quick", "-w", "256x32000-bf16", "--threads", "1", "--peers", "fastce,torch,fastce.torch,numpy",
+            "--no-roofline", *FAST]
+    status, out, _ = run_bench([*argv, "--json"], capsys)
+    assert status == 0
+    table = [r for r in json.loads(out) if r["section"] == "table"]
+    assert {r["library"] for r in table} == {"fastce", "torch", "fastce.torch", "numpy"}
+    assert {r["dtype"] for r in table} == {"bfloat16"}
+    for pass_ in (B.FORWARD, B.LOSS_GRAD):
+        losses = {r["library"]: r["loss"] for r in table if r["pass"] == pass_}
+        assert all(v is not None for v in losses.values()), losses
+        for lib, v in losses.items():  # bfloat16 results: a relative step of 2**-7
+            assert v == pytest.approx(losses["fastce"], rel=1e-2), (lib, losses)
+    status, out, _ = run_bench(argv, capsys)
+    assert status == 0 and "xtorch(t)" in out and "!" not in out.split("Throughput")[0]
+
+
+def test_workload_without_ml_dtypes_is_skipped(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "ml_dtypes" else real(n, *a))
+    wl = next(w for w in B.QUICK_WORKLOADS if w.dtype == "bfloat16")
+    assert "ml_dtypes" in wl.unavailable()
+    assert next(w for w in B.QUICK_WORKLOADS if w.dtype == "float16").unavailable() is None

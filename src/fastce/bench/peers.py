@@ -7,8 +7,9 @@ Cross-entropy table (G logits/s): the :class:`Peer` objects of :data:`PEERS`
                        preallocated once and reused (loss+grad only)
 * ``torch``         -- ``F.cross_entropy`` (forward under ``torch.no_grad()``;
                        loss+grad = forward + autograd backward)
+* ``fastce.torch``  -- ``fastce.torch.cross_entropy`` on the torch peer's tensors, same calls
 * ``numpy``         -- :func:`numpy_cross_entropy`, a vectorized NumPy twin (max, exp, sum, log;
-                       float16 logits computed in float32)
+                       float16 and bfloat16 logits computed in float32)
 * ``jax``           -- jitted ``optax.softmax_cross_entropy_with_integer_labels
                        (...).mean()`` and ``jax.value_and_grad`` of it
 * ``sklearn``       -- ``HalfMultinomialLoss().loss_gradient`` (loss+grad,
@@ -16,7 +17,7 @@ Cross-entropy table (G logits/s): the :class:`Peer` objects of :data:`PEERS`
 
 Per-call table (us per loss+grad call): :func:`per_call_cases` -- fastce as users call it
 (:class:`FastceDefaultCall`: ``cross_entropy_with_grad(x, t)``, default options and threads),
-the NumPy twin and torch, at fastce's :func:`default_threads`.
+the NumPy twin, torch and fastce.torch, at fastce's :func:`default_threads`.
 
 Linear + cross-entropy table (seconds per call): the :class:`LinearCase` objects of
 :data:`LINEAR_CASES`, each for one pass, beside the NumPy matmul(s) it must do anyway (the
@@ -248,6 +249,16 @@ class FastceOutPeer(Peer):
         return lambda: f(x, t, weight=w, label_smoothing=ls, out=out, num_threads=threads)
 
 
+def torch_tensor(a: np.ndarray):
+    """``a`` as a CPU tensor sharing its memory (bfloat16 through an int16 view: NumPy has no
+    bfloat16 of its own, so torch.from_numpy refuses ml_dtypes' arrays)."""
+    import torch
+
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 class TorchPeer(Peer):
     name = "torch"
     requires = ("torch",)
@@ -271,26 +282,50 @@ class TorchPeer(Peer):
         import torch
         import torch.nn.functional as F
 
-        xt = torch.from_numpy(data.input)
-        tt = torch.from_numpy(data.target)
-        wt = None if data.weight is None else torch.from_numpy(data.weight)
+        return self._prepare(F.cross_entropy, wl, data, pass_)
+
+    @staticmethod
+    def _prepare(cross_entropy, wl, data, pass_):
+        """``cross_entropy(input, target, weight=, label_smoothing=)`` on torch tensors viewing
+        the workload's arrays: under no_grad (forward), or forward + autograd backward."""
+        import torch
+
+        xt, tt = torch_tensor(data.input), torch_tensor(data.target)
+        wt = None if data.weight is None else torch_tensor(data.weight)
         ls = wl.label_smoothing
         if pass_ == FORWARD:
 
             def fwd():
                 with torch.no_grad():
-                    return F.cross_entropy(xt, tt, weight=wt, label_smoothing=ls)
+                    return cross_entropy(xt, tt, weight=wt, label_smoothing=ls)
 
             return fwd
         xg = xt.detach().requires_grad_(True)
 
         def loss_grad():
             xg.grad = None
-            loss = F.cross_entropy(xg, tt, weight=wt, label_smoothing=ls)
+            loss = cross_entropy(xg, tt, weight=wt, label_smoothing=ls)
             loss.backward()
             return loss.detach(), xg.grad
 
         return loss_grad
+
+
+class FastceTorchPeer(TorchPeer):
+    """fastce.torch.cross_entropy on the same torch tensors as the torch peer, with autograd: the
+    torch-tensors row of every workload (column ``fastce.torch``, ratio ``xtorch(t)``)."""
+
+    name = "fastce.torch"
+    requires = ("torch", "fastce")
+    mem_factor = (0.1, 1.1)
+    note = ("fastce.torch: fastce.torch.cross_entropy on torch tensors (eager autograd: forward under no_grad; "
+            "forward + backward), torch.set_num_threads(thr), which fastce.torch follows; "
+            "xtorch(t) = fastce.torch throughput / torch throughput.")
+
+    def prepare(self, wl, data, pass_, threads):
+        import fastce.torch
+
+        return self._prepare(fastce.torch.cross_entropy, wl, data, pass_)
 
 
 class NumpyPeer(Peer):
@@ -299,7 +334,7 @@ class NumpyPeer(Peer):
     single_threaded = True
     mem_factor = (1.2, 1.2)
     note = ("numpy is single-threaded: measured once per workload/pass and shown in every threads row; "
-            "float16 logits: converted to float32 (timed) and computed there, gradient left in float32.")
+            "float16/bfloat16 logits: converted to float32 (timed) and computed there, gradient left in float32.")
 
     def version(self):
         return np.__version__
@@ -307,8 +342,9 @@ class NumpyPeer(Peer):
     def prepare(self, wl, data, pass_, threads):
         x, t, w, ls = data.input, data.target, data.weight, wl.label_smoothing
         g = pass_ == LOSS_GRAD
-        if x.dtype == np.float16:
-            # NumPy's float16 math is emulated (7x slower here): compute in float32. The gradient
+        if x.dtype.itemsize == 2:
+            # float16 or bfloat16 (ml_dtypes): NumPy's float16 math is emulated (7x slower here)
+            # and ml_dtypes' bfloat16 math is slower still: compute in float32. The gradient
             # stays float32: NumPy's cast of its (mostly subnormal) values to float16 would
             # take 30x as long as the cross-entropy itself.
             w32 = None if w is None else w.astype(np.float32)
@@ -442,6 +478,7 @@ PEERS: Tuple[Peer, ...] = (
     FastcePeer(),
     FastceOutPeer(),
     TorchPeer(),
+    FastceTorchPeer(),
     NumpyPeer(),
     JaxPeer(),
     SklearnPeer(),
@@ -450,9 +487,9 @@ PEER_NAMES = tuple(p.name for p in PEERS)
 
 
 def per_call_cases(peers: Optional[Sequence[str]] = None) -> List[Peer]:
-    """The per-call table's cases: fastce (default call), the NumPy twin and torch (those of
-    ``peers`` that are installed)."""
-    cases = (FastceDefaultCall(), get_peer("numpy"), get_peer("torch"))
+    """The per-call table's cases: fastce (default call), the NumPy twin, torch and fastce.torch
+    (those of ``peers`` that are installed)."""
+    cases = (FastceDefaultCall(), get_peer("numpy"), get_peer("torch"), get_peer("fastce.torch"))
     return [c for c in cases if (peers is None or c.name in peers) and c.unavailable() is None]
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import numpy as np
 
 from .memory import too_big
-from .workloads import FORWARD
+from .workloads import FORWARD, np_dtype
 
 PROBE_BYTES = 256 * 2**20
 PROBE_REPEATS = 5
@@ -40,7 +40,7 @@ class Roofline:
 
     def bound(self, dtype: str, pass_: str) -> float:
         """The most G logits/s a ``pass_`` over ``dtype`` logits can reach here."""
-        item = np.dtype(dtype).itemsize
+        item = np_dtype(dtype).itemsize
         exp = self.exp_gps["float64" if item == 8 else "float32"]
         if pass_ == FORWARD:
             return min(self.read_gbs / item, exp)

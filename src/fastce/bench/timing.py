@@ -112,6 +112,8 @@ def loss_value(result: Any) -> Optional[float]:
         if not result:
             return None
         result = result[0]
+    if hasattr(result, "item"):  # a 0-d array or tensor (a bfloat16 tensor has no NumPy view)
+        return float(result.item())
     return float(np.asarray(result))
 
 
@@ -135,6 +137,9 @@ def run(cfg: BenchConfig, cases: Optional[Sequence[Case]] = None) -> List[Cell]:
     cells: List[Cell] = []
     shared: Dict[Tuple[str, str, str], Cell] = {}  # single-threaded cases
     for wl in cfg.workloads:
+        if wl.unavailable():
+            log(cfg, f"[bench] {wl.name}: skipped, {wl.unavailable()}")
+            continue
         t_gen = time.perf_counter()
         data = cache.get(wl)
         log(cfg, f"[bench] {wl.name}: {wl.describe()} (data {time.perf_counter() - t_gen:.1f} s)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import importlib.util
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -25,6 +26,15 @@ PASSES = (FORWARD, LOSS_GRAD)
 # --------------------------------------------------------------------------
 # Cross-entropy workloads (the main table, G logits/s)
 # --------------------------------------------------------------------------
+
+
+def np_dtype(name: str) -> np.dtype:
+    """The NumPy dtype named ``name``; "bfloat16" is ml_dtypes' (imported only for it)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +62,13 @@ class Workload:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * np.dtype(self.dtype).itemsize
+        return self.numel * (2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize)
+
+    def unavailable(self) -> Optional[str]:
+        """None if its data can be made here, else why not (bfloat16 needs ml_dtypes)."""
+        if self.dtype == "bfloat16" and importlib.util.find_spec("ml_dtypes") is None:
+            return "ml_dtypes not installed (bfloat16 arrays)"
+        return None
 
     @property
     def is_2d(self) -> bool:
@@ -97,7 +113,7 @@ class WorkloadData:
 def make_data(wl: Workload) -> WorkloadData:
     """Random logits (normal * 3), random int64 targets, fixed seed."""
     rng = np.random.default_rng(wl.seed)
-    dt = np.dtype(wl.dtype)
+    dt = np_dtype(wl.dtype)
     if dt in (np.float32, np.float64):
         x = rng.standard_normal(wl.shape, dtype=dt)
     else:
@@ -115,7 +131,7 @@ def with_options(wl: Workload, data: WorkloadData) -> WorkloadData:
     """The shared arrays of ``data`` plus weights if ``wl`` needs them."""
     if wl.weighted and data.weight is None:
         rng = np.random.default_rng(wl.seed + 1)
-        w = rng.uniform(0.5, 1.5, size=wl.num_classes).astype(wl.dtype)
+        w = rng.uniform(0.5, 1.5, size=wl.num_classes).astype(np_dtype(wl.dtype))
         return WorkloadData(data.input, data.target, w)
     if not wl.weighted and data.weight is not None:
         return WorkloadData(data.input, data.target, None)
@@ -128,6 +144,7 @@ DEFAULT_WORKLOADS: Tuple[Workload, ...] = (
     Workload("4096x32000-weight", (4096, 32000), weighted=True),
     Workload("4096x32000-f64", (4096, 32000), dtype="float64"),
     Workload("4096x32000-f16", (4096, 32000), dtype="float16"),
+    Workload("4096x32000-bf16", (4096, 32000), dtype="bfloat16"),
     Workload("1024x128256", (1024, 128256)),
     Workload("16384x1000", (16384, 1000)),
     Workload("262144x10", (262144, 10)),
@@ -140,6 +157,7 @@ QUICK_WORKLOADS: Tuple[Workload, ...] = (
     Workload("131072x10", (131072, 10)),
     Workload("2x21x256x256", (2, 21, 256, 256)),
     Workload("256x32000-f16", (256, 32000), dtype="float16"),
+    Workload("256x32000-bf16", (256, 32000), dtype="bfloat16"),
 )
 
 #: rows of the main table with at least this many logits get a roofline fraction (%roof)
