@@ -170,4 +170,41 @@ def test_bfloat16_is_recognized_without_importing_ml_dtypes():
         fastce.cross_entropy(np.zeros((2, 3), dtype="V2"), np.array([0, 1]))
     bad = np.zeros((2, 3), np.float16)
     with pytest.raises(TypeError, match="dtype"):
-        fastce.cross_entropy_with_grad(bad, np.array([0, 1]), out=np.zeros((2, 3), np.float32))
+        fastce.cross_entropy_with_grad(bad, np.array([0, 1]), out=np.zeros((2, 3), np.float64))
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=ids)
+@pytest.mark.parametrize("shape,order", [((7, 5), "C"), ((64, 100), "C"), ((64, 100), "F"), ((3, 9001), "C"),
+                                         ((3, 9001), "F"), ((2, 21, 9, 5), "C"), ((13,), "C")],
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else v)
+def test_half_grad_into_float32_out(isa, dtype, shape, order):
+    """out= float32 for 2-byte logits: the float32 path's gradient itself (not rounded to the
+    input's dtype), the same loss, and the input untouched."""
+    c = make_case(None, None, np.float32, "index", ignore="neg", weighted=True, reduction="sum",
+                  shape=shape, seed=shape[0] * 7 + 1)
+    x = c["x"].astype(dtype)
+    x0 = x.copy()
+    kw = dict(weight=c["weight"], ignore_index=c["ignore_index"], reduction="sum", label_smoothing=0.05,
+              num_threads=1)
+    out = np.full(shape, np.nan, dtype=np.float32, order=order)
+    loss, g = fastce.cross_entropy_with_grad(x, c["target"], out=out, **kw)
+    assert g is out and loss.dtype == dtype
+    loss32, g32 = fastce.cross_entropy_with_grad(x.astype(np.float32), c["target"], **kw)
+    same_bits(g, g32)
+    same_bits(loss, fastce.cross_entropy_with_grad(x, c["target"], **kw)[0])
+    same_bits(x, x0)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=ids)
+def test_half_out_dtype_refused(dtype):
+    x = np.zeros((4, 6), dtype=dtype)
+    t = np.zeros(4, np.int64)
+    with pytest.raises(TypeError, match=rf"out must have the input's dtype {np.dtype(dtype).name} \(or float32\)"):
+        fastce.cross_entropy_with_grad(x, t, out=np.empty((4, 6), np.float64))
+    with pytest.raises(TypeError, match="out must have the input's dtype float32, got float16"):
+        fastce.cross_entropy_with_grad(x.astype(np.float32), t, out=np.empty((4, 6), np.float16))
+    with pytest.raises(TypeError, match="out must have the input's dtype float64, got float32"):
+        fastce.cross_entropy_with_grad(x.astype(np.float64), t, out=np.empty((4, 6), np.float32))
+    with pytest.raises(ValueError, match="out overlaps input"):  # 2 bytes per logit under 4
+        buf = np.zeros(48, np.float32)
+        fastce.cross_entropy_with_grad(buf[:12].view(dtype).reshape(4, 6), t, out=buf[:24].reshape(4, 6))

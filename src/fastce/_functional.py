@@ -106,7 +106,9 @@ class _CrossEntropyCall:
         self.row_loss = row_loss = np.empty(lay.rows, dtype=np.float64)
         self.row_lse = np.empty(lay.rows, dtype=np.float64) if self.need_lse else None
         self.row_rank = np.empty(lay.rows, dtype=np.float64) if self.need_rank else None
-        if self.blockwise:
+        # A float32 `out` for 2-byte logits (check_out allows it): the kernels write their own
+        # dtype, so the blockwise path widens the logits and copies each float32 block into it.
+        if self.blockwise or (out is not None and out.dtype.itemsize == 4 and is_half(self.dtype)):
             self._run_blocks(outmode, out, row_loss, gout, gscale)
             return self.reduce(row_loss)
         kout = None if out is None else self._direct_out(out)
@@ -260,7 +262,9 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
         Where to write the gradient: input's shape and dtype, writeable, any layout (the kernels
         write a C-contiguous one, or one matching a Fortran-ordered input, directly; any other
         through one temporary copied into it). It may be `input` itself, which overwrites the
-        logits with their gradient and allocates no N x C memory at all.
+        logits with their gradient and allocates no N x C memory at all. For float16 or bfloat16
+        input, `out` may also be float32: the gradient as computed, before its rounding to the
+        input's dtype (the logits are widened block by block; no N x C temporary).
 
     Returns (loss, grad), or (loss, grad, lse) with return_lse. See `cross_entropy` for the other
     parameters (z_loss and softcap enter the gradient too).
@@ -278,7 +282,8 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
     else:
         # out=input is safe: the kernels read each logit before writing its gradient.
         check_out(out, p.layout.shape, p.dtype, p.x_user,
-                  [("target", target), ("weight", weight), ("grad_output", grad_output)])
+                  [("target", target), ("weight", weight), ("grad_output", grad_output)],
+                  wider=np.dtype(np.float32) if is_half(p.dtype) else None)
     loss = p.run(OUT_GRAD, out=out, gout=gout, gscale=gscale)
     return (loss, out, p.lse()) if return_lse else (loss, out)
 

@@ -204,15 +204,18 @@ def check_weight(weight, C, dtype):
     return as_compute(w, dtype)
 
 
-def check_out(out, shape, dtype, input_arr, others):
+def check_out(out, shape, dtype, input_arr, others, wider=None):
     """Validates a user `out=` buffer. It may be `input` itself (in-place), but must not overlap
-    `input` partially, nor any array in `others` (targets, weights)."""
+    `input` partially, nor any array in `others` (targets, weights). Its dtype is `dtype`, or
+    `wider` where the caller accepts that too (float32 gradients of 2-byte logits)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
         raise ValueError(f"out must have the input's shape {tuple(shape)}, got {out.shape}")
-    if out.dtype.newbyteorder("=") != dtype.newbyteorder("="):
-        raise TypeError(f"out must have the input's dtype {dtype}, got {out.dtype}")
+    allowed = [dtype.newbyteorder("=")] + ([wider] if wider is not None else [])  # (np.dtype(None) is float64)
+    if not any(out.dtype.newbyteorder("=") == d for d in allowed):
+        also = f" (or {wider})" if wider is not None else ""
+        raise TypeError(f"out must have the input's dtype {dtype}{also}, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
     for name, arr in others:
