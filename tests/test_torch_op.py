@@ -149,6 +149,26 @@ def test_import_fastce_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.parametrize("first", ["fastce", "torch"])
+def test_one_openmp_runtime_with_torch(first):
+    """fastce and torch share one OpenMP runtime in a process, whichever is imported first (both
+    link libgomp.so.1 by that soname, which the loader maps once): no second thread pool."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/maps")
+    code = f"""
+import numpy as np
+import {first}
+import fastce, torch, fastce.torch
+x = torch.randn(512, 3000, requires_grad=True)
+fastce.torch.cross_entropy(x, torch.randint(0, 3000, (512,)), num_threads=2).backward()
+torch.nn.functional.cross_entropy(x, torch.randint(0, 3000, (512,))).backward()
+fastce.cross_entropy(np.zeros((512, 3000), np.float32), np.zeros(512, np.int64), num_threads=2)
+libs = {{l.split()[-1] for l in open('/proc/self/maps') if 'gomp' in l or 'iomp' in l}}
+assert len(libs) == 1, libs
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("bias", [True, False])
