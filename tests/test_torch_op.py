@@ -196,9 +196,68 @@ def test_linear_cross_entropy_matches_torch(dtype, reduction, bias):
                                    rtol=rtol, atol=atol)
 
 
-def test_linear_cross_entropy_none_refuses_per_row_grad_output():
-    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    W = torch.randn(5, 3, dtype=torch.float64)
-    loss = fct.linear_cross_entropy(x, W, torch.tensor([0, 1, 2, 3]), reduction="none")
-    with pytest.raises(RuntimeError, match="one grad_output value"):
-        loss.backward(torch.tensor([1.0, 2.0, 1.0, 1.0], dtype=torch.float64))
+def _linear_problem(dtype=torch.float64, n=9, h=6, v=11, bias=True, seed=8):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, h, generator=g, dtype=dtype, requires_grad=True)
+    W = torch.randn(v, h, generator=g, dtype=dtype, requires_grad=True)
+    b = torch.randn(v, generator=g, dtype=dtype, requires_grad=True) if bias else None
+    t = torch.randint(0, v, (n,), generator=g)
+    t[2] = -100
+    return x, W, b, t
+
+
+def _linear_grads(fn, x, W, b, t, grad_output, **kw):
+    params = [p for p in (x, W, b) if p is not None]
+    loss = fn(x, W, t, linear_bias=b, **kw)
+    loss.backward(grad_output)
+    grads = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    return loss.detach(), grads
+
+
+def _assert_same(got, want):
+    torch.testing.assert_close(got[0], want[0])
+    assert len(got[1]) == len(want[1])
+    for a, r in zip(got[1], want[1]):
+        torch.testing.assert_close(a, r)
+
+
+def _compiled_linear(**kw):
+    return torch.compile(lambda x, W, t, linear_bias: fct.linear_cross_entropy(x, W, t, linear_bias=linear_bias, **kw),
+                         fullgraph=True, backend="aot_eager")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_linear_cross_entropy_none_per_row_grad_output(bias, compiled):
+    """reduction='none' with a different grad_output per row (not a uniform scale of the saved
+    gradients): the fused pass runs again with it, eager and under torch.compile."""
+    x, W, b, t = _linear_problem(bias=bias)
+    go = torch.linspace(-1.0, 2.0, 9, dtype=torch.float64)
+    kw = dict(reduction="none", label_smoothing=0.1)
+    fn = _compiled_linear(**kw) if compiled else (lambda x, W, t, linear_bias: fct.linear_cross_entropy(
+        x, W, t, linear_bias=linear_bias, **kw))
+    _assert_same(_linear_grads(fn, x, W, b, t, go), _linear_grads(F.linear_cross_entropy, x, W, b, t, go, **kw))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_linear_torch_compile_fullgraph(reduction):
+    x, W, b, t = _linear_problem()
+    go = torch.tensor(1.5, dtype=x.dtype)
+    _assert_same(_linear_grads(_compiled_linear(reduction=reduction), x, W, b, t, go),
+                 _linear_grads(F.linear_cross_entropy, x, W, b, t, go, reduction=reduction))
+    with pytest.raises(Exception, match="num_threads"):
+        torch.compile(lambda x: fct.linear_cross_entropy(x, W, t, num_threads=1), fullgraph=True,
+                      backend="aot_eager")(x)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_linear_opcheck(reduction):
+    x, W, b, t = _linear_problem(dtype=torch.float32, n=5, h=4, v=7)
+    op = torch.ops.fastce.linear_cross_entropy.default
+    torch.library.opcheck(op, (x, W, t, b, None, -100, reduction, 0.1, True))
+    torch.library.opcheck(op, (x.detach(), W.detach(), t, None, None, -100, reduction, 0.0, False))
+    go = torch.ones(5) if reduction == "none" else torch.tensor(1.0)
+    torch.library.opcheck(torch.ops.fastce.linear_cross_entropy_backward.default,
+                          (go, x.detach(), W.detach(), t, b.detach(), None, -100, reduction, 0.0))

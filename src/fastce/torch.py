@@ -207,8 +207,10 @@ class CrossEntropyLoss(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 def _linear_call(input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing,
-                 need_grad, num_threads):
-    """(loss, grad_input, grad_weight, grad_bias) as tensors (grads for grad_output 1, or None)."""
+                 need_grad, num_threads, grad_output=None):
+    """(loss, grad_input, grad_weight, grad_bias) as tensors: the grads of sum(grad_output * loss)
+    (grad_output 1 when None; per row for 'none'), or None without need_grad. grad_bias is None
+    without a bias."""
     for name, t in (("input", input), ("linear_weight", linear_weight), ("target", target)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"fastce.torch.linear_cross_entropy takes torch tensors ({name})")
@@ -219,30 +221,106 @@ def _linear_call(input, linear_weight, target, linear_bias, weight, ignore_index
               reduction=reduction, label_smoothing=label_smoothing, num_threads=num_threads)
     if not need_grad:
         return _tensor(_lce(*arrays.values(), **kw)), None, None, None
+    if grad_output is not None:
+        kw["grad_output"] = _array(grad_output.to(input.dtype).contiguous(), "grad_output")
     loss, gx, gw, gb = _lce_with_grad(*arrays.values(), **kw)
     return _tensor(loss), _tensor(gx), _tensor(gw), None if gb is None else _tensor(gb)
 
 
+# The operator. For 'mean' and 'sum' the forward computes the gradients (grad_output 1) with the
+# loss and the backward scales them. For 'none' a per-row grad_output reaches grad_weight and
+# grad_bias through a sum over rows that the saved sums cannot be rescaled into, so the
+# forward computes the loss only and the backward is a second operator that runs the fused pass
+# again with that grad_output (the logits recomputed chunk by chunk, never stored).
+
+@torch.library.custom_op("fastce::linear_cross_entropy", mutates_args=())
+def _linear_op(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor,
+               linear_bias: torch.Tensor | None, weight: torch.Tensor | None, ignore_index: int, reduction: str,
+               label_smoothing: float, need_grad: bool
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    loss, gx, gw, gb = _linear_call(input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
+                                    label_smoothing, need_grad and reduction != "none", None)
+    # (no two returns may alias: a fresh empty tensor for each gradient not computed)
+    return loss, *(input.new_empty((0,)) if g is None else g for g in (gx, gw, gb))
+
+
+@torch.library.custom_op("fastce::linear_cross_entropy_backward", mutates_args=())
+def _linear_backward_op(grad_output: torch.Tensor, input: torch.Tensor, linear_weight: torch.Tensor,
+                        target: torch.Tensor, linear_bias: torch.Tensor | None, weight: torch.Tensor | None,
+                        ignore_index: int, reduction: str, label_smoothing: float
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _, gx, gw, gb = _linear_call(input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
+                                 label_smoothing, True, None, grad_output=grad_output)
+    return gx, gw, (input.new_empty((0,)) if gb is None else gb)
+
+
+@_linear_op.register_fake
+def _(input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing, need_grad):
+    loss = input.new_empty(tuple(target.shape) if reduction == "none" else ())
+    grads = need_grad and reduction != "none"
+    gx = input.new_empty(input.shape) if grads else input.new_empty((0,))
+    gw = input.new_empty(linear_weight.shape) if grads else input.new_empty((0,))
+    gb = input.new_empty(linear_bias.shape) if grads and linear_bias is not None else input.new_empty((0,))
+    return loss, gx, gw, gb
+
+
+@_linear_backward_op.register_fake
+def _(grad_output, input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing):
+    gb = input.new_empty(linear_bias.shape) if linear_bias is not None else input.new_empty((0,))
+    return input.new_empty(input.shape), input.new_empty(linear_weight.shape), gb
+
+
+def _linear_setup_context(ctx, inputs, output):
+    input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing, need_grad = inputs
+    ctx.options = (ignore_index, reduction, label_smoothing)
+    ctx.need_grad = need_grad
+    ctx.has_bias = linear_bias is not None
+    if reduction == "none":
+        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight)
+    else:
+        ctx.save_for_backward(*output[1:])
+
+
+def _linear_backward(ctx, grad_loss, *_):
+    ignore_index, reduction, label_smoothing = ctx.options
+    if not ctx.need_grad:
+        raise RuntimeError("fastce::linear_cross_entropy was called with need_grad=False; it has no gradient")
+    if reduction == "none":
+        input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
+        gx, gw, gb = _linear_backward_op(grad_loss, input, linear_weight, target, linear_bias, weight,
+                                         ignore_index, reduction, label_smoothing)
+    else:
+        gx, gw, gb = (t * grad_loss.to(t.dtype) for t in ctx.saved_tensors)
+    return gx, gw, None, (gb if ctx.has_bias else None), None, None, None, None, None
+
+
+_linear_op.register_autograd(_linear_backward, setup_context=_linear_setup_context)
+
+
 class _EagerLinearCrossEntropy(torch.autograd.Function):
+    """The same as the operator without its machinery (eager mode). For 'none' the forward also
+    computes the gradients for grad_output 1, which the usual loss.sum() / loss.mean() backward
+    (one value for all rows) only scales; any other grad_output runs the fused pass again."""
+
     @staticmethod
     def forward(ctx, input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing,
                 num_threads):
         loss, gx, gw, gb = _linear_call(input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                                         label_smoothing, True, num_threads)
+        ctx.call = (input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing,
+                    num_threads)
         ctx.reduction = reduction
         ctx.has_bias = gb is not None
-        ctx.save_for_backward(gx, gw, *( (gb,) if gb is not None else ()))
+        ctx.save_for_backward(gx, gw, *((gb,) if gb is not None else ()))
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        saved = ctx.saved_tensors
         if ctx.reduction == "none" and grad_loss.dim() > 0 and not torch.all(grad_loss == grad_loss.reshape(-1)[0]):
-            raise RuntimeError("fastce.torch.linear_cross_entropy: reduction='none' takes a backward with one "
-                               "grad_output value for every row (e.g. loss.sum().backward()); per-row weights "
-                               "would need the logits again")
-        g = grad_loss.reshape(-1)[0] if grad_loss.dim() > 0 else grad_loss
-        grads = [_scale(t, g, "mean", True) for t in saved]
+            _, *grads = _linear_call(*ctx.call[:8], True, ctx.call[8], grad_output=grad_loss)
+        else:
+            g = grad_loss.reshape(-1)[0] if grad_loss.dim() > 0 else grad_loss
+            grads = [_scale(t, g, "mean", True) for t in ctx.saved_tensors]
         gb = grads[2] if ctx.has_bias else None
         return grads[0], grads[1], None, gb, None, None, None, None, None
 
@@ -253,12 +331,22 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     CPU tensors by fastce's chunked kernels: the
     (N, V) logits are never stored. Differentiable with respect to input, linear_weight and
     linear_bias; the gradients come from the same pass as the loss (saved: the size of the
-    parameters, never of the logits). With reduction='none', the backward takes one grad_output
-    value for all rows (loss.sum().backward() or loss.mean().backward())."""
+    parameters, never of the logits). With reduction='none', a backward with one grad_output
+    value for every row (loss.sum().backward(), loss.mean().backward()) only scales them; any
+    other grad_output runs the fused pass again with it (the logits recomputed, never stored).
+
+    It is the operator `fastce::linear_cross_entropy` under torch.compile (with
+    `fastce::linear_cross_entropy_backward` for 'none'), a plain autograd.Function in eager mode.
+    num_threads is refused under torch.compile."""
     check_reduction(reduction)
     ignore_index = -100 if ignore_index is None else ignore_index
     need_grad = torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in (input, linear_weight, linear_bias))
+    if torch.compiler.is_compiling():
+        if num_threads is not None:
+            raise TypeError("num_threads is not supported under torch.compile")
+        return _linear_op(input, linear_weight, target, linear_bias, weight, int(ignore_index), reduction,
+                          float(label_smoothing), need_grad)[0]
     if not need_grad:
         return _linear_call(input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                             label_smoothing, False, num_threads)[0]
