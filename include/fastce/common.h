@@ -94,6 +94,21 @@ typedef struct {
     ce_state *states;
 } ce_args;
 
+/* Two streams of logits, one pass per row pair (kl_rows): a = the reference, b = the model,
+   both (N, C) C-contiguous in the table's storage dtype. See kl_impl.h for the math. */
+typedef struct {
+    int64_t N, C;
+    const void *a, *b;
+    double *kl;              /* per row: KL(softmax(a) || softmax(b)) */
+    double *lse_a, *lse_b;   /* per row: log-sum-exp of a and of b; may be NULL */
+    int64_t *argmax_a, *argmax_b; /* per row: first index of the row's max; may be NULL */
+    double *rank_b;          /* per row: #{c : b_c > b[argmax_a]}; may be NULL (needs argmax_a) */
+    void *out;               /* d(sum g * kl)/db = g (softmax(b) - softmax(a)), b's layout; may be NULL */
+    const double *gout;      /* per-row g (reduction 'none'), or NULL */
+    double gscale;           /* g for every row (times gout[row] where given) */
+} kl_args;
+typedef void (*kl_range_fn)(const kl_args *a, int64_t i0, int64_t i1);
+
 /* Work-range kernels: each processes items [i0, i1) and never raises; inputs are validated
    by the caller (targets are in range or ignore_index). */
 typedef void (*ce_range_fn)(const ce_args *a, int64_t i0, int64_t i1);
@@ -106,6 +121,7 @@ typedef struct {
     ce_range_fn tiles;       /* S > 1: item = (n, group of VW positions), vectorized across positions */
     ce_range_fn small_rows;  /* S == 1, C <= FASTCE_SMALL_C: item = row; VW rows per transposed tile */
     ce_range_fn score_rows;  /* S == 1, index targets, no options: rows with the rank count gt */
+    kl_range_fn kl_rows;     /* two streams (KL, compare): item = row pair */
     int64_t vector_width;    /* lanes per vector; tiles cover this many positions */
     /* The vector math itself, element-wise over n values, for the accuracy tests. */
     void (*exp_array)(const void *x, void *y, int64_t n);

@@ -59,6 +59,11 @@ static inline vf_t vf_count_gt(vf_t acc, vf_t x, vf_t t) {
     return _mm256_add_ps(acc, _mm256_and_ps(_mm256_cmp_ps(x, t, _CMP_GT_OQ), _mm256_set1_ps(1.0f)));
 }
 /* Whether a > b in any lane (ordered: NaN never), and whether every lane is finite. */
+/* e * d in the lanes where e != 0 (NaN included), +0 where e == 0: a probability 0 times an
+   infinite log-ratio contributes 0 to the KL sum, never 0 * inf = NaN. */
+static inline vf_t vf_mul_nz(vf_t e, vf_t d) {
+    return _mm256_and_ps(_mm256_mul_ps(e, d), _mm256_cmp_ps(e, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+}
 static inline int vf_any_gt(vf_t a, vf_t b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)) != 0; }
 static inline int vf_all_finite(vf_t x) {
     return _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(x, x), _mm256_setzero_ps(), _CMP_EQ_OQ)) == 0xFF;
@@ -226,6 +231,9 @@ static inline vd_t vd_finite_or_zero(vd_t x) {
 }
 static inline vd_t vd_count_gt(vd_t acc, vd_t x, vd_t t) {
     return _mm256_add_pd(acc, _mm256_and_pd(_mm256_cmp_pd(x, t, _CMP_GT_OQ), _mm256_set1_pd(1.0)));
+}
+static inline vd_t vd_mul_nz(vd_t e, vd_t d) { /* as vf_mul_nz */
+    return _mm256_and_pd(_mm256_mul_pd(e, d), _mm256_cmp_pd(e, _mm256_setzero_pd(), _CMP_NEQ_UQ));
 }
 static inline int vd_any_gt(vd_t a, vd_t b) { return _mm256_movemask_pd(_mm256_cmp_pd(a, b, _CMP_GT_OQ)) != 0; }
 static inline int vd_all_finite(vd_t x) {

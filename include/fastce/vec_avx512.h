@@ -42,6 +42,11 @@ static inline vf_t vf_finite_or_zero(vf_t x) {
 static inline vf_t vf_count_gt(vf_t acc, vf_t x, vf_t t) {
     return _mm512_mask_add_ps(acc, _mm512_cmp_ps_mask(x, t, _CMP_GT_OQ), acc, _mm512_set1_ps(1.0f));
 }
+/* e * d in the lanes where e != 0 (NaN included), +0 where e == 0: a probability 0 times an
+   infinite log-ratio contributes 0 to the KL sum, never 0 * inf = NaN. */
+static inline vf_t vf_mul_nz(vf_t e, vf_t d) {
+    return _mm512_maskz_mul_ps(_mm512_cmp_ps_mask(e, _mm512_setzero_ps(), _CMP_NEQ_UQ), e, d);
+}
 /* Whether a > b in any lane (ordered: NaN never), and whether every lane is finite. */
 static inline int vf_any_gt(vf_t a, vf_t b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) != 0; }
 static inline int vf_all_finite(vf_t x) {
@@ -168,6 +173,9 @@ static inline vd_t vd_finite_or_zero(vd_t x) {
 }
 static inline vd_t vd_count_gt(vd_t acc, vd_t x, vd_t t) {
     return _mm512_mask_add_pd(acc, _mm512_cmp_pd_mask(x, t, _CMP_GT_OQ), acc, _mm512_set1_pd(1.0));
+}
+static inline vd_t vd_mul_nz(vd_t e, vd_t d) { /* as vf_mul_nz */
+    return _mm512_maskz_mul_pd(_mm512_cmp_pd_mask(e, _mm512_setzero_pd(), _CMP_NEQ_UQ), e, d);
 }
 static inline int vd_any_gt(vd_t a, vd_t b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ) != 0; }
 static inline int vd_all_finite(vd_t x) {

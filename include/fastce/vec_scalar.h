@@ -22,6 +22,7 @@
     static inline P##_t P##_shift(P##_t m) { return m == -INFINITY ? (T)0 : m; }                 \
     static inline P##_t P##_finite_or_zero(P##_t x) { return isfinite(x) ? x : (T)0; }          \
     static inline P##_t P##_count_gt(P##_t acc, P##_t x, P##_t t) { return x > t ? acc + 1 : acc; } \
+    static inline P##_t P##_mul_nz(P##_t e, P##_t d) { return e != 0 ? e * d : (T)0; }           \
     static inline int P##_any_gt(P##_t a, P##_t b) { return a > b; }                             \
     static inline int P##_all_finite(P##_t x) { return isfinite(x) != 0; }                       \
     static inline double P##_hmax(P##_t v) { return v; }                                         \

@@ -49,8 +49,23 @@ cdef extern from "fastce/dispatch.h" nogil:
         int64_t parts, seg
         ce_state *states
     ctypedef void (*ce_range_fn)(const ce_args *a, int64_t i0, int64_t i1) noexcept nogil
+    ctypedef struct kl_args:
+        int64_t N, C
+        const void *a
+        const void *b
+        double *kl
+        double *lse_a
+        double *lse_b
+        int64_t *argmax_a
+        int64_t *argmax_b
+        double *rank_b
+        void *out
+        const double *gout
+        double gscale
+    ctypedef void (*kl_range_fn)(const kl_args *a, int64_t i0, int64_t i1) noexcept nogil
     ctypedef struct ce_kernels:
         ce_range_fn rows, seg_stats, merge_rows, seg_out, tiles, small_rows, score_rows
+        kl_range_fn kl_rows
         int64_t vector_width
         void (*exp_array)(const void *x, void *y, int64_t n) noexcept nogil
         void (*log_array)(const void *x, void *y, int64_t n) noexcept nogil
@@ -225,6 +240,42 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
     a.gscale = gscale
     a.parts = 1; a.seg = C; a.states = NULL
     _run(fastce_isa_table(isa), &a, storage_code(x.dtype), nthreads)
+
+
+def kl_run(int isa, cnp.ndarray a, cnp.ndarray b, cnp.ndarray kl, *, lse_a=None, lse_b=None,
+           argmax_a=None, argmax_b=None, rank_b=None, out=None, gout=None, double gscale=1.0,
+           int nthreads=1):
+    """kl_rows of `isa` over the row pairs of a (reference) and b (model), both C-contiguous
+    (N, C) arrays of one storage dtype; per-row float64 results (int64 argmaxes) into the arrays
+    given, the gradient with respect to b into `out` (b's shape and dtype). See kl_impl.h."""
+    cdef kl_args k
+    k.N = a.shape[0]; k.C = a.shape[1]
+    k.a = cnp.PyArray_DATA(a); k.b = cnp.PyArray_DATA(b)
+    k.kl = <double *>cnp.PyArray_DATA(kl)
+    k.lse_a = <double *>_ptr(lse_a); k.lse_b = <double *>_ptr(lse_b)
+    k.argmax_a = <int64_t *>_ptr(argmax_a); k.argmax_b = <int64_t *>_ptr(argmax_b)
+    k.rank_b = <double *>_ptr(rank_b)
+    k.out = <void *>_ptr(out)
+    k.gout = <const double *>_ptr(gout); k.gscale = gscale
+    cdef kl_range_fn fn = fastce_isa_table(isa).kernels[storage_code(a.dtype)].kl_rows
+    cdef int64_t N = k.N, nblocks, per_block, blk, i0, i1
+    if N == 0:
+        return
+    if N * k.C < MIN_PARALLEL_WORK:
+        nthreads = 1
+    per_block = _per_block(N, nthreads)
+    nblocks = (N + per_block - 1) // per_block
+    if nthreads > nblocks:
+        nthreads = <int>nblocks
+    with nogil:
+        # as _parallel, for the two-stream kernel's argument type
+        if nthreads <= 1:
+            fn(&k, 0, N)
+        else:
+            for blk in prange(nblocks, num_threads=nthreads, schedule="dynamic", chunksize=1):
+                i0 = blk * per_block
+                i1 = min(i0 + per_block, N)
+                fn(&k, i0, i1)
 
 
 def storage_code(dtype):
