@@ -17,7 +17,8 @@
  * 32000-class float32 pair is 256 KiB, in L2), summed in float vectors per chunk of KL_CHUNK
  * and in double across chunks (KL_CHUNK); then, where asked for, (3) the gradient with respect to b,
  * g (q_c - p_c) with q_c = e^(b_c - lse_b), and (4) the first index of each maximum and the rank
- * of b at a's argmax (#{c : b_c > b[argmax a]}, the top-k agreement).
+ * of b at a's argmax t: #{c : b_c > b_t} + #{c < t : b_c == b_t}, the classes that argmax's tie
+ * order puts above t (so rank < k is "t is in b's top k", and rank 0 is "argmax b == t").
  *
  * Special values, as the math says (tested):
  *   p_c = 0 (a_c = -inf, or its exp below the flush): the class contributes 0 to T, never
@@ -32,16 +33,19 @@
 #define KL_CHUNK ((int64_t)(8192 / sizeof(REAL)))
 #define KL_PREFETCH_BYTES 8192
 
+/* The REAL just below v: x > KL_BELOW(v) is x >= v. */
+#if FASTCE_BUILD_DTYPE == FASTCE_DT_F64
+#define KL_BELOW(v) nextafter((v), -INFINITY)
+#else
+#define KL_BELOW(v) nextafterf((v), -INFINITY)
+#endif
+
 /* The first index in [0, C) of a row whose value equals its maximum M (a value of the row), or
    0 if none does (a row of NaN only). A vector is scanned element by element only once one of
-   its lanes is >= M, i.e. > the float below M. */
+   its lanes is >= M. */
 static int64_t KFN(first_max)(const XT *x, int64_t C, double M) {
     const REAL m = (REAL)M;
-#if FASTCE_BUILD_DTYPE == FASTCE_DT_F64
-    const V below = VOP(set1)(nextafter(m, -INFINITY));
-#else
-    const V below = VOP(set1)(nextafterf(m, -INFINITY));
-#endif
+    const V below = VOP(set1)(KL_BELOW(m));
     int64_t i = 0;
     for (; i + VW <= C; i += VW)
         if (VOP(any_gt)(XLOAD(x + i), below)) break;
@@ -127,17 +131,21 @@ static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
         if (k->argmax_a) {
             const int64_t ia = KFN(first_max)(a, C, Ma);
             k->argmax_a[r] = ia;
-            if (k->rank_b) {
-                const V thr = VOP(set1)((REAL)XGET(b + ia));
-                V gt = zero;
-                for (i = 0; i + VW <= C; i += VW) gt = VOP(count_gt)(gt, XLOAD(b + i), thr);
-                if (i < C) gt = VOP(count_gt)(gt, XLOAD_TAIL(b + i, C - i, (REAL)-INFINITY), thr);
-                k->rank_b[r] = VOP(hsum)(gt);
+            if (k->rank_b) { /* #{c : b_c > b_t} + #{c < t : b_c == b_t}, t = ia (argmax's tie order) */
+                const REAL bt = (REAL)XGET(b + ia);
+                const V ge = VOP(set1)(KL_BELOW(bt)), gt = VOP(set1)(bt);
+                V cnt = zero;
+                for (i = 0; i + VW <= ia; i += VW) cnt = VOP(count_gt)(cnt, XLOAD(b + i), ge);
+                if (i < ia) cnt = VOP(count_gt)(cnt, XLOAD_TAIL(b + i, ia - i, (REAL)-INFINITY), ge);
+                for (i = ia; i + VW <= C; i += VW) cnt = VOP(count_gt)(cnt, XLOAD(b + i), gt);
+                if (i < C) cnt = VOP(count_gt)(cnt, XLOAD_TAIL(b + i, C - i, (REAL)-INFINITY), gt);
+                k->rank_b[r] = VOP(hsum)(cnt);
             }
         }
         if (k->argmax_b) k->argmax_b[r] = KFN(first_max)(b, C, Mb);
     }
 }
 
+#undef KL_BELOW
 #undef KL_CHUNK
 #undef KL_PREFETCH_BYTES

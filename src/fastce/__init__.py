@@ -16,6 +16,7 @@ from ._linear import iter_logit_chunks, linear_cross_entropy, linear_cross_entro
 from ._modules import CrossEntropyLoss  # noqa: E402
 from ._score import Score, score, score_linear  # noqa: E402
 from ._kl import kl_div, kl_div_with_grad  # noqa: E402
+from ._compare import Comparison, compare, compare_linear  # noqa: E402
 from ._runtime import available_isas, get_config, get_isa, set_isa, show_config, use_isa  # noqa: E402
 from ._buffer_cache import cache_info, empty_cache, set_cache_limit  # noqa: E402
 
@@ -31,6 +32,9 @@ __all__ = [
     "Score",
     "kl_div",
     "kl_div_with_grad",
+    "compare",
+    "compare_linear",
+    "Comparison",
     "nll_loss",
     "log_softmax",
     "softmax",

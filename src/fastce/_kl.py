@@ -37,8 +37,9 @@ class _Pair:
     """Validated (logits, ref_logits) of one shape, and the per-row results of kl_rows over them.
 
     run() fills, as float64 arrays over the rows: kl, and where asked for lse (the model's) and
-    ref_lse, argmax / ref_argmax (int64), rank (of the model's logit at the reference's argmax,
-    #{c : logits_c > logits[ref_argmax]})."""
+    ref_lse, argmax / ref_argmax (int64), rank (of the model's logit at the reference's argmax t:
+    #{c : logits_c > logits_t} + #{c < t : logits_c == logits_t}, so rank < k is "t is in the
+    model's top k" in argmax's tie order)."""
 
     def __init__(self, logits, ref_logits, num_threads):
         self.b_user = as_floating(logits, "logits")

@@ -45,6 +45,13 @@ Reductions: "none" returns the per-element array (target shape, 0-d for an
 unbatched input), "sum" returns ``sum_i loss_i`` and "mean" the mean described
 above; both as ``numpy.float64`` scalars.
 
+Two models (:func:`kl_div`, :func:`compare`): ``b`` the model's logits, ``a`` the reference's,
+same shape, classes on the class axis; per element i, p = softmax(a_i), q = softmax(b_i)::
+
+    kl_i      = sum_c p_ic (log p_ic - log q_ic)     (a class with p_ic = 0 contributes 0)
+    mean      = sum_i kl_i / (number of elements)    (torch's 'batchmean'; NaN when empty)
+    d(sum_i g_i kl_i)/db_ic = g_i (q_ic - p_ic)
+
 Scoring (:func:`score`, the oracle of ``fastce.score``): logits ``(N, V)`` or
 ``(V,)``, index targets; rows with ``t_i == ignore_index`` are not scored::
 
@@ -69,6 +76,10 @@ __all__ = [
     "cross_entropy_with_grad",
     "score",
     "ScoreSums",
+    "kl_div",
+    "kl_div_with_grad",
+    "compare",
+    "CompareSums",
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -437,3 +448,98 @@ def score(logits, target, *, ignore_index=-100, top_k=(1,), softcap=None):
     counted = ~np.isnan(nll)
     correct = {k: int(np.count_nonzero(counted & (above < k))) for k in ks}
     return ScoreSums(float(np.sum(nll, dtype=np.float64)), int(len(t)), correct)
+
+
+# --------------------------------------------------------------------------
+# two models: KL divergence and comparison figures
+# --------------------------------------------------------------------------
+
+def _pair_last(logits, ref_logits):
+    """(b, a): float64 copies of the model's and the reference's logits, classes last, with the
+    target shape in front."""
+    b = _as_float64_input(logits, "logits")
+    a = _as_float64_input(ref_logits, "ref_logits")
+    if a.shape != b.shape:
+        raise ValueError(f"logits and ref_logits must have the same shape, got {b.shape} and {a.shape}")
+    ax = _class_axis(b.ndim)
+    return _to_last(b, ax), _to_last(a, ax)
+
+
+def _kl_rows(b, a):
+    """Per element KL(softmax(a) || softmax(b)) over the last axis; p = 0 classes contribute 0."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        la = log_softmax(a, axis=-1)
+        lb = log_softmax(b, axis=-1)
+        p = np.exp(la)
+        terms = np.where(p > 0, p * (la - lb), 0.0)
+        # NaN in a row (or a row of -inf, whose softmax is NaN) stays NaN
+        terms = np.where(np.isnan(la) | np.isnan(lb), np.nan, terms)
+    return terms.sum(axis=-1), p, np.exp(lb)
+
+
+def kl_div(logits, ref_logits, reduction="mean"):
+    """KL(softmax(ref_logits) || softmax(logits)) per element, reduced; float64."""
+    return kl_div_with_grad(logits, ref_logits, reduction)[0]
+
+
+def kl_div_with_grad(logits, ref_logits, reduction="mean", grad_output=None):
+    """(kl_div, d(sum g * kl)/d(logits)) in float64, g = grad_output (1 by default; per element
+    for 'none'), divided by the number of elements for 'mean'."""
+    _check_reduction(reduction)
+    b, a = _pair_last(logits, ref_logits)
+    kl, p, q = _kl_rows(b, a)
+    n = kl.size
+    g = np.ones(kl.shape) if grad_output is None else np.broadcast_to(np.asarray(grad_output, np.float64), kl.shape)
+    if reduction == "none":
+        loss = kl
+    elif reduction == "sum":
+        loss = np.float64(kl.sum())
+    else:
+        loss = np.float64(kl.sum() / n) if n else np.float64(np.nan)
+        g = g / n if n else g
+    grad = _from_last((q - p) * g[..., None], _class_axis(np.ndim(logits)))
+    return loss, grad
+
+
+CompareSums = namedtuple("CompareSums", "count kl kl_sum kl_max top1 topk nll_sum ref_nll_sum dp_sq_sum")
+
+
+def compare(logits, ref_logits, target=None, *, ignore_index=-100, top_k=(1,)):
+    """The figures of ``fastce.compare`` from the definitions, float64, over the kept elements
+    (all of them without targets; those whose target is not ignore_index with targets):
+
+        kl        the per-element KL values (an array), kl_sum their sum, kl_max their max
+        top1      #{i : argmax b_i == argmax a_i}    (first index of the max, as np.argmax)
+        topk      {k: #{i : rank_i < k}}, rank_i = #{c : b_ic > b_it} + #{c < t : b_ic == b_it},
+                  t = argmax a_i; a row whose KL is NaN agrees nowhere
+        nll_sum, ref_nll_sum   sums of -log q_i[t_i] and -log p_i[t_i] (targets only)
+        dp_sq_sum              sum of (q_i[t_i] - p_i[t_i])^2 (targets only)
+    """
+    b, a = _pair_last(logits, ref_logits)
+    C = b.shape[-1]
+    b, a = b.reshape(-1, C), a.reshape(-1, C)
+    ks = sorted({1, *((top_k,) if isinstance(top_k, numbers.Integral) else tuple(top_k))})
+    kept = np.ones(b.shape[0], bool)
+    t = None
+    if target is not None:
+        t, kept = _index_target_int64(np.asarray(target).reshape(-1), C, ignore_index)
+        t = t[kept]
+    b, a = b[kept], a[kept]
+    kl, p, q = _kl_rows(b, a)
+    ok = ~np.isnan(kl)
+    am_a = np.argmax(a, axis=-1) if a.size else np.zeros(0, np.int64)
+    am_b = np.argmax(b, axis=-1) if b.size else np.zeros(0, np.int64)
+    rows = np.arange(b.shape[0])
+    bt = b[rows, am_a][:, None]
+    cls = np.arange(C)
+    rank = np.count_nonzero((b > bt) | ((b == bt) & (cls < am_a[:, None])), axis=-1)
+    sums = dict(count=int(b.shape[0]), kl=kl, kl_sum=float(kl.sum()), kl_max=float(kl.max()) if kl.size else np.nan,
+                top1=int(np.count_nonzero(ok & (am_a == am_b))),
+                topk={k: int(np.count_nonzero(ok & (rank < k))) for k in ks},
+                nll_sum=None, ref_nll_sum=None, dp_sq_sum=None)
+    if t is not None:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            nll, ref_nll = -log_softmax(b, axis=-1)[rows, t], -log_softmax(a, axis=-1)[rows, t]
+            sums.update(nll_sum=float(nll.sum()), ref_nll_sum=float(ref_nll.sum()),
+                        dp_sq_sum=float(((np.exp(-nll) - np.exp(-ref_nll)) ** 2).sum()))
+    return CompareSums(**sums)
