@@ -28,7 +28,7 @@ import pytest
 
 import fastce
 from _ce_testutil import ref
-from fastce import _score_cli, cli
+from fastce import _cli_util, _score_cli, cli
 
 N, V = 1000, 50
 
@@ -268,7 +268,7 @@ def test_progress_bar_on_a_terminal(files, capsys, monkeypatch):
     pytest.importorskip("tqdm")
     x, t = make_data(seed=11)
     p = files(x=x, t=t)
-    monkeypatch.setattr(_score_cli, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(_cli_util, "stderr_is_terminal", lambda: True)
     rc, out, err = run_cli([p["x"], p["t"], "--json", "--block-rows", "100"], capsys)
     assert rc == 0
     assert "scoring" in err and "row" in err           # tqdm wrote its bar to stderr

@@ -107,13 +107,14 @@ def _read_header(fp, version) -> Tuple[Tuple[int, ...], bool, np.dtype]:
     return private(fp, version)
 
 
-def read_npy_header(path: str, role: str, dtype: Optional[str] = None) -> NpyInfo:
+def read_npy_header(path: str, role: str, dtype: Optional[str] = None, v2_only: bool = False) -> NpyInfo:
     """Parse the header of the ``.npy`` file ``path`` (``role`` names it in error messages).
 
     ``dtype="bfloat16"`` reads a file whose header says ``|V2``: that is how ``np.save`` writes
     ml_dtypes' bfloat16 (NumPy has no name for it), so the header alone cannot tell bfloat16
     from any other 2-byte record; the caller says so. A ``|V2`` file without it, or any other
-    void dtype, is refused.
+    void dtype, is refused. With ``v2_only``, ``dtype`` applies to a ``|V2`` file only and any
+    other file keeps its header's dtype (one option for several files of different dtypes).
 
     Raises :class:`InputError` with a one-line message for a missing or unreadable file, a file
     that is not ``.npy`` (or a ``.npz`` archive), a corrupt header, an object dtype, or data
@@ -148,7 +149,10 @@ def read_npy_header(path: str, role: str, dtype: Optional[str] = None) -> NpyInf
         except Exception as exc:  # ValueError/SyntaxError/... from a corrupt header
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{label}: corrupt .npy header ({msg})") from None
-    dtype = _declared_dtype(np.dtype(header_dtype), dtype, label)
+    header_dtype = np.dtype(header_dtype)
+    if v2_only and not (header_dtype.kind == "V" and header_dtype.itemsize == 2):
+        dtype = None
+    dtype = _declared_dtype(header_dtype, dtype, label)
     if dtype.hasobject:
         raise InputError(f"{label}: holds Python objects (dtype {dtype}); expected numbers")
     info = NpyInfo(path, tuple(int(d) for d in shape), dtype, bool(fortran_order), offset,

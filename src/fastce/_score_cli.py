@@ -34,15 +34,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import sys
-import warnings
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 # The block-mapped .npy reader; its names stay importable from here.
+from ._cli_util import error, guarded, int64, json_value, positive_float, positive_int, progress, top_k_list
 from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, ReadError,  # noqa: F401
                           RowBlockReader, block_bounds, check_float, check_int,
                           check_rows_contiguous, read_npy_header, rows_per_block)
@@ -253,21 +251,6 @@ def _load_whole(info: NpyInfo) -> np.ndarray:
 # output
 
 
-def _json_value(v):
-    """NumPy scalars to Python numbers; NaN and infinities to ``None`` (strict JSON)."""
-    if isinstance(v, dict):
-        return {str(k): _json_value(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_value(x) for x in v]
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return float(v) if math.isfinite(v) else None
-    return v
-
-
 def result_dict(res: Result) -> dict:
     """JSON-ready result: ``Score.as_dict()`` plus rows, ignored rows and vocabulary size.
 
@@ -277,7 +260,7 @@ def result_dict(res: Result) -> dict:
     d["rows"] = res.inputs.n
     d["ignored"] = res.ignored
     d["vocab"] = res.inputs.vocab
-    return _json_value(d)
+    return json_value(d)
 
 
 def format_table(res: Result) -> str:
@@ -306,54 +289,6 @@ def format_table(res: Result) -> str:
 # command line
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return v
-
-
-def _int64(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not -(2 ** 63) <= v < 2 ** 63:
-        raise argparse.ArgumentTypeError(f"must fit in a 64-bit integer, got {v}")
-    return v
-
-
-def _top_k_list(text: str) -> List[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            k = int(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {part!r}") from None
-        if k < 1:
-            raise argparse.ArgumentTypeError(f"k must be >= 1, got {k}")
-        out.append(k)
-    if not out:
-        raise argparse.ArgumentTypeError(f"no value in {text!r}")
-    return out
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Register the options of ``fastce score`` on the subparser ``p``."""
     p.add_argument("files", nargs="*", metavar="FILE",
@@ -364,19 +299,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lin.add_argument("--hidden", metavar="HIDDEN.npy", help="hidden states, float (N, H)")
     lin.add_argument("--weight", metavar="WEIGHT.npy", help="classifier weight, float (V, H)")
     lin.add_argument("--bias", metavar="BIAS.npy", help="classifier bias, float (V,)")
-    p.add_argument("--ignore-index", type=_int64, default=-100, metavar="N",
+    p.add_argument("--ignore-index", type=int64, default=-100, metavar="N",
                    help="rows whose target is N are not scored (default: -100)")
-    p.add_argument("--top-k", type=_top_k_list, action="append", default=None, metavar="K",
+    p.add_argument("--top-k", type=top_k_list, action="append", default=None, metavar="K",
                    help="also report top-K accuracy; repeat or give a comma list "
                    "(--top-k 5 --top-k 10, --top-k 5,10). Top-1 is always reported")
-    p.add_argument("--softcap", type=_positive_float, default=None, metavar="S",
+    p.add_argument("--softcap", type=positive_float, default=None, metavar="S",
                    help="score softcap*tanh(logits/softcap) instead of the logits")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="T",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="threads for the kernels (default: all cores)")
     blk = p.add_mutually_exclusive_group()
-    blk.add_argument("--block-rows", type=_positive_int, default=None, metavar="R",
+    blk.add_argument("--block-rows", type=positive_int, default=None, metavar="R",
                      help="rows per block")
-    blk.add_argument("--block-mb", type=_positive_float, default=None, metavar="M",
+    blk.add_argument("--block-mb", type=positive_float, default=None, metavar="M",
                      help="size of one mapped block of the LOGITS (or HIDDEN) file in MiB "
                      f"(default: {DEFAULT_BLOCK_MB:g}); memory use is about one block")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -385,17 +320,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "header dtype |V2, which does not say so)")
 
 
-def _error(msg: str, status: int = 2) -> int:
-    print(f"fastce score: error: {msg}", file=sys.stderr)
-    return status
-
-
 def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> int:
     """Run ``fastce score`` with parsed ``args``; returns the exit status."""
     def usage_error(msg: str) -> int:
         if parser is not None:
             parser.error(msg)  # prints the usage, exits with status 2
-        return _error(msg)
+        return error("score", msg)
 
     files = list(args.files)
     if args.hidden is not None or args.weight is not None or args.bias is not None:
@@ -413,7 +343,8 @@ def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = N
         logits, targets = files
 
     top_k = sorted({1} | {k for ks in (args.top_k or []) for k in ks})
-    try:
+
+    def body() -> int:
         if args.dtype is not None and logits is None:
             raise InputError("--dtype names the dtype of a LOGITS.npy file; the linear form reads "
                              "float32/float64 files")
@@ -422,51 +353,11 @@ def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = N
         bad_k = [k for k in top_k if k > inputs.vocab]
         if bad_k:
             raise InputError(f"--top-k {bad_k[0]} exceeds the number of classes ({inputs.vocab})")
-        res = _run_with_progress(inputs, args, top_k)
-    except InputError as exc:
-        return _error(str(exc), 2)
-    except ReadError as exc:
-        return _error(str(exc), 1)
-    except MemoryError:
-        return _error("out of memory; try a smaller --block-mb / --block-rows", 1)
-    except OSError as exc:
-        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
-        return _error(f"I/O error{where}: {exc.strerror or exc}", 1)
-    except (IndexError, ValueError, TypeError) as exc:  # raised by fastce on the data
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return _error(msg, 2)
+        with progress(inputs.n, "scoring") as update:
+            res = score_files(inputs, ignore_index=args.ignore_index, top_k=top_k,
+                              softcap=args.softcap, num_threads=args.threads,
+                              block_rows=args.block_rows, block_mb=args.block_mb, progress=update)
+        print(json.dumps(result_dict(res), allow_nan=False) if args.json else format_table(res))
+        return 0
 
-    if args.json:
-        print(json.dumps(result_dict(res), allow_nan=False))
-    else:
-        print(format_table(res))
-    return 0
-
-
-def _run_with_progress(inputs: Inputs, args: argparse.Namespace, top_k: Sequence[int]) -> Result:
-    """:func:`score_files` with a tqdm bar on stderr when it is a terminal; warnings silenced."""
-    bar = None
-    if _stderr_is_terminal():
-        try:
-            from tqdm import tqdm
-            bar = tqdm(total=inputs.n, unit="row", unit_scale=True, file=sys.stderr,
-                       desc="scoring", leave=False, dynamic_ncols=True)
-        except Exception:  # pragma: no cover - tqdm missing: no bar
-            bar = None
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            return score_files(inputs, ignore_index=args.ignore_index, top_k=top_k,
-                               softcap=args.softcap, num_threads=args.threads,
-                               block_rows=args.block_rows, block_mb=args.block_mb,
-                               progress=bar.update if bar is not None else None)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr is not None and sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+    return guarded("score", body)

@@ -4,6 +4,8 @@ Commands:
   bench   benchmark fastce's cross-entropy against torch / NumPy / JAX / scikit-learn
   score   NLL / perplexity / top-k accuracy of a .npy logits file (or hidden states + linear
           head), read in memory-mapped row blocks so files larger than memory work
+  compare a model's logits against a reference's (KL, agreement, both NLLs), two files in
+          row blocks
 
 Add a command by writing ``_add_<name>(subparsers)`` that registers a
 subparser with ``set_defaults(func=...)`` and listing it in ``_COMMANDS``.
@@ -74,7 +76,32 @@ def _add_score(subparsers) -> None:
     p.set_defaults(func=lambda args: _score_cli.main(args, p))
 
 
-_COMMANDS: List[Callable] = [_add_bench, _add_score]
+def _add_compare(subparsers) -> None:
+    from fastce import _compare_cli
+
+    p = subparsers.add_parser(
+        "compare",
+        help="KL divergence, agreement and NLLs of a model's logits against a reference's, in row blocks",
+        usage=_compare_cli.USAGE,
+        description=(
+            "Compare a model's logits (N, V) with a reference model's, row by row, from two .npy\n"
+            "files (or two LM heads, HIDDEN @ WEIGHT.T computed chunk by chunk): KL(p_ref || q_model)\n"
+            "mean, max and quantiles, top-k agreement, and with --targets both models' NLL,\n"
+            "perplexity, delta NLL, perplexity ratio and RMS delta-p. Both files are read through\n"
+            "memory maps one row block at a time: memory stays at about one block per file."
+        ),
+        epilog="examples:\n"
+        "  fastce compare quantized.npy base.npy --targets tokens.npy --top-k 5\n"
+        "  fastce compare q.npy base.npy --dtype bfloat16 --json\n"
+        "  fastce compare --hidden h.npy --weight w.npy --ref-hidden rh.npy --ref-weight rw.npy\n"
+        "exit status: 0 ok, 2 usage or input error, 1 read or memory failure",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _compare_cli.add_arguments(p)
+    p.set_defaults(func=lambda args: _compare_cli.main(args, p))
+
+
+_COMMANDS: List[Callable] = [_add_bench, _add_score, _add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

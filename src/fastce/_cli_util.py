@@ -1,0 +1,135 @@
+"""What the file commands (``fastce score``, ``fastce compare``) share: argument types, the
+mapping of failures to one ``fastce <command>: error: ...`` line and an exit status, the progress
+bar, and JSON output.
+
+Exit status: 0 ok; 2 for usage and input errors (:class:`InputError`, and the IndexError /
+ValueError / TypeError that fastce raises on bad data); 1 for failures while reading or mapping
+(:class:`ReadError`, I/O errors, out of memory). No traceback in any of these cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import warnings
+from typing import Callable, Iterator, List, Optional
+
+import numpy as np
+
+from ._npy_blocks import InputError, ReadError
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return v
+
+
+def int64(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not -(2 ** 63) <= v < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must fit in a 64-bit integer, got {v}")
+    return v
+
+
+def top_k_list(text: str) -> List[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            k = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {part!r}") from None
+        if k < 1:
+            raise argparse.ArgumentTypeError(f"k must be >= 1, got {k}")
+        out.append(k)
+    if not out:
+        raise argparse.ArgumentTypeError(f"no value in {text!r}")
+    return out
+
+
+def json_value(v):
+    """NumPy scalars to Python numbers; NaN and infinities to ``None`` (strict JSON)."""
+    if isinstance(v, dict):
+        return {str(k): json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_value(x) for x in v]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v
+
+
+def error(command: str, msg: str, status: int = 2) -> int:
+    print(f"fastce {command}: error: {msg}", file=sys.stderr)
+    return status
+
+
+def guarded(command: str, body: Callable[[], int]) -> int:
+    """``body()``'s status, or the failure it raised as one error line and its exit status."""
+    try:
+        return body()
+    except InputError as exc:
+        return error(command, str(exc), 2)
+    except ReadError as exc:
+        return error(command, str(exc), 1)
+    except MemoryError:
+        return error(command, "out of memory; try a smaller --block-mb / --block-rows", 1)
+    except OSError as exc:
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        return error(command, f"I/O error{where}: {exc.strerror or exc}", 1)
+    except (IndexError, ValueError, TypeError) as exc:  # raised by fastce on the data
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return error(command, msg, 2)
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def progress(total: int, desc: str) -> Iterator[Optional[Callable[[int], None]]]:
+    """Yields the update function of a tqdm bar on stderr when it is a terminal (else None),
+    with NumPy's floating-point warnings silenced (NaN rows are reported in the results)."""
+    bar = None
+    if stderr_is_terminal():
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=total, unit="row", unit_scale=True, file=sys.stderr, desc=desc, leave=False,
+                       dynamic_ncols=True)
+        except Exception:  # pragma: no cover - tqdm missing: no bar
+            bar = None
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            yield bar.update if bar is not None else None
+    finally:
+        if bar is not None:
+            bar.close()

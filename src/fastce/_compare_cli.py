@@ -1,0 +1,268 @@
+"""``fastce compare``: a model's logits against a reference's, from two ``.npy`` files (or two LM
+heads), read in row blocks so that files larger than memory work.
+
+What it computes: :func:`fastce.compare` block by block, merged with
+:meth:`fastce.Comparison.merge` (exact: the block size changes the result only through
+floating-point summation order). KL(p_ref || q_model) per row (mean, max, quantiles),
+top-k agreement of the reference's argmax, and with ``--targets`` both models' NLL and
+perplexity, their difference and ratio, and the RMS change of the target's probability.
+
+How the files are read: as ``fastce score`` reads them (:mod:`fastce._npy_blocks`): every header
+is checked before any logit is read, the targets are validated in a first pass, and then both
+logits files are mapped one row block at a time, the same rows of each, so that memory stays at
+about one block per file whatever the file sizes. With ``--hidden/--weight`` (and
+``--ref-hidden/--ref-weight``) each block's logits are computed by
+:func:`fastce.compare_linear` and never stored whole.
+
+Output: a table on stdout, or ``--json``; a tqdm bar on stderr when it is a terminal. Input and
+usage errors print one line ``fastce compare: error: ...`` and exit 2; read or memory failures
+exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+
+from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, RowBlockReader, block_bounds,
+                          check_float, check_int, check_rows_contiguous, read_npy_header, rows_per_block)
+from ._cli_util import guarded, int64, json_value, positive_float, positive_int, progress, top_k_list
+from ._score_cli import _load_whole, _targets_block, check_targets
+
+USAGE = (
+    "fastce compare [options] LOGITS.npy REF.npy [--targets TARGETS.npy]\n"
+    "       fastce compare [options] --hidden H.npy --weight W.npy --ref-hidden RH.npy "
+    "--ref-weight RW.npy [--targets TARGETS.npy]"
+)
+
+
+@dataclass
+class Side:
+    """One model's validated headers: logits, or hidden + weight (+ bias)."""
+
+    logits: Optional[NpyInfo] = None
+    hidden: Optional[NpyInfo] = None
+    weight: Optional[NpyInfo] = None
+    bias: Optional[NpyInfo] = None
+
+    @property
+    def rows(self) -> NpyInfo:
+        return self.logits if self.logits is not None else self.hidden
+
+    @property
+    def vocab(self) -> int:
+        return self.logits.shape[1] if self.logits is not None else self.weight.shape[0]
+
+    def describe(self, label: str) -> list:
+        if self.logits is not None:
+            return [f"{label:<11} {self.logits.path}  ({self.logits.describe()})"]
+        out = [f"{label + ' h':<11} {self.hidden.path}  ({self.hidden.describe()})",
+               f"{label + ' W':<11} {self.weight.path}  ({self.weight.describe()})"]
+        if self.bias is not None:
+            out.append(f"{label + ' b':<11} {self.bias.path}  ({self.bias.describe()})")
+        return out
+
+
+def _logits_side(path: str, role: str, dtype: Optional[str]) -> Side:
+    x = read_npy_header(path, role, dtype, v2_only=True)
+    check_float(x, role)
+    if len(x.shape) != 2:
+        raise InputError(f"{role} file {path!r}: shape {x.shape} is not 2-D; logits must have shape (N, V)"
+                         + ("; reshape (B, T, V) to (B*T, V)" if len(x.shape) > 2 else ""))
+    check_rows_contiguous(x, role)
+    if x.shape[1] == 0:
+        raise InputError(f"{role} file {path!r}: has no classes (shape {x.shape})")
+    return Side(logits=x)
+
+
+def _linear_side(hidden: str, weight: str, bias: Optional[str], prefix: str) -> Side:
+    h = read_npy_header(hidden, f"{prefix}hidden")
+    check_float(h, f"{prefix}hidden")
+    w = read_npy_header(weight, f"{prefix}weight")
+    check_float(w, f"{prefix}weight")
+    if len(h.shape) != 2 or len(w.shape) != 2:
+        raise InputError(f"{prefix}hidden must have shape (N, H) and {prefix}weight (V, H), got {h.shape} and "
+                         f"{w.shape}")
+    check_rows_contiguous(h, f"{prefix}hidden")
+    if h.shape[1] != w.shape[1] or w.shape[0] == 0:
+        raise InputError(f"{prefix}hidden {hidden!r} is {h.describe()} but {prefix}weight {weight!r} is "
+                         f"{w.describe()}: expected (N, H) and (V, H) with V > 0")
+    b = None
+    if bias is not None:
+        b = read_npy_header(bias, f"{prefix}bias")
+        check_float(b, f"{prefix}bias")
+        if b.shape != (w.shape[0],):
+            raise InputError(f"{prefix}bias file {bias!r}: shape {b.shape}, expected ({w.shape[0]},)")
+    return Side(hidden=h, weight=w, bias=b)
+
+
+@dataclass
+class Inputs:
+    model: Side
+    ref: Side
+    targets: Optional[NpyInfo]
+
+    @property
+    def n(self) -> int:
+        return self.model.rows.shape[0]
+
+
+def check_inputs(args: argparse.Namespace, files: Sequence[str]) -> Inputs:
+    """Every header read and cross-checked before any data; InputError on the first problem."""
+    if args.hidden is not None:
+        model = _linear_side(args.hidden, args.weight, args.bias, "")
+        ref = _linear_side(args.ref_hidden, args.ref_weight, args.ref_bias, "ref-")
+    else:
+        model = _logits_side(files[0], "logits", args.dtype)
+        ref = _logits_side(files[1], "ref", args.ref_dtype or args.dtype)
+    if model.rows.shape[0] != ref.rows.shape[0] or model.vocab != ref.vocab:
+        raise InputError(f"the two models differ in shape: {model.rows.path!r} gives {model.rows.shape[0]} rows of "
+                         f"{model.vocab} classes, {ref.rows.path!r} {ref.rows.shape[0]} rows of {ref.vocab}")
+    t = None
+    if args.targets is not None:
+        t = read_npy_header(args.targets, "targets")
+        check_int(t, "targets")
+        if t.shape != (model.rows.shape[0],):
+            raise InputError(f"targets file {args.targets!r}: shape {t.shape}, expected ({model.rows.shape[0]},) "
+                             "(one target per row of the logits)")
+    return Inputs(model, ref, t)
+
+
+@dataclass
+class Result:
+    comparison: object
+    inputs: Inputs
+    ignored: int
+
+
+def compare_files(inputs: Inputs, *, ignore_index: int = -100, top_k: Sequence[int] = (1,),
+                  num_threads: Optional[int] = None, block_rows: Optional[int] = None,
+                  block_mb: Optional[float] = None, progress: Optional[Callable[[int], None]] = None) -> Result:
+    """Compare the inputs block by block and merge the per-block Comparisons."""
+    import fastce
+
+    top_k = tuple(top_k)
+    rpb = rows_per_block(max(inputs.model.rows.row_bytes, inputs.ref.rows.row_bytes), block_rows, block_mb)
+    total = fastce.Comparison.empty(top_k, has_targets=inputs.targets is not None)
+    linear = inputs.model.logits is None
+    if linear:
+        heads = [(_load_whole(s.weight), None if s.bias is None else _load_whole(s.bias))
+                 for s in (inputs.model, inputs.ref)]
+    treader = RowBlockReader(inputs.targets) if inputs.targets is not None else None
+    ignored = 0
+    try:
+        if treader is not None:
+            ignored = check_targets(treader, inputs.model.vocab, ignore_index)
+        with RowBlockReader(inputs.model.rows) as mreader, RowBlockReader(inputs.ref.rows) as rreader:
+            bounds = list(block_bounds(inputs.n, rpb))
+            for i, (r0, r1) in enumerate(bounds):
+                t = _targets_block(treader, r0, r1) if treader is not None else None
+                if i + 1 < len(bounds):
+                    mreader.prefetch(*bounds[i + 1])
+                    rreader.prefetch(*bounds[i + 1])
+
+                def one(b, a):
+                    if not linear:
+                        return fastce.compare(b, a, t, ignore_index=ignore_index, top_k=top_k, num_threads=num_threads)
+                    (w, bias), (rw, rbias) = heads
+                    return fastce.compare_linear(b, w, a, rw, t, linear_bias=bias, ref_linear_bias=rbias,
+                                                 ignore_index=ignore_index, top_k=top_k, num_threads=num_threads)
+
+                total = total.merge(mreader.apply(r0, r1, lambda b: rreader.apply(r0, r1, lambda a: one(b, a))))
+                if progress is not None:
+                    progress(r1 - r0)
+    finally:
+        if treader is not None:
+            treader.close()
+    return Result(total, inputs, ignored)
+
+
+def result_dict(res: Result) -> dict:
+    d = dict(res.comparison.as_dict())
+    d.update(rows=res.inputs.n, ignored=res.ignored, vocab=res.inputs.model.vocab)
+    return json_value(d)
+
+
+def _fmt(v, spec=".6g"):
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(res: Result) -> str:
+    c, inp = res.comparison, res.inputs
+    lines = inp.model.describe("model") + inp.ref.describe("reference")
+    if inp.targets is not None:
+        lines.append(f"{'targets':<11} {inp.targets.path}  ({inp.n} rows, {res.ignored} ignored)")
+    lines.append(f"{'rows':<11} {c.count}")
+    lines.append(f"{'mean KL':<11} {_fmt(c.mean_kl)}  (nats, KL(p_ref || q_model) per row)")
+    lines.append(f"{'max KL':<11} {_fmt(c.max_kl)}")
+    qs = "  ".join(f"p{100 * q:g} {_fmt(v, '.4g')}" for q, v in c.kl_quantiles.items())
+    lines.append(f"{'KL quant.':<11} {qs}  (histogram, within 16%)")
+    for k, v in c.topk_agreement.items():
+        what = "argmax equal" if k == 1 else f"ref argmax in model top {k}"
+        lines.append(f"{'top-%d agree' % k:<11} {_fmt(v, '.6f')}  ({c.agree[k]}/{c.count}, {what})")
+    if c.has_targets:
+        lines.append(f"{'NLL':<11} {_fmt(c.nll)}  (reference {_fmt(c.ref_nll)}, delta {_fmt(c.delta_nll)})")
+        lines.append(f"{'perplexity':<11} {_fmt(c.perplexity)}  (reference {_fmt(c.ref_perplexity)}, "
+                     f"ratio {_fmt(c.ppl_ratio)})")
+        lines.append(f"{'RMS dp':<11} {_fmt(c.rms_dp)}  (of the target's probability)")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Register the options of ``fastce compare`` on the subparser ``p``."""
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="LOGITS.npy REF.npy: the model's and the reference's logits, float16/32/64 or bfloat16 "
+                   "(--dtype), shape (N, V), C-ordered; none with --hidden/--weight")
+    p.add_argument("--targets", metavar="TARGETS.npy", help="integer next tokens (N,): adds both models' NLL, "
+                   "perplexity, their delta and ratio, and RMS delta-p")
+    lin = p.add_argument_group("linear form (logits = H @ W.T + b, never stored)")
+    for prefix, who in (("", "the model's"), ("ref-", "the reference's")):
+        lin.add_argument(f"--{prefix}hidden", metavar="H.npy", help=f"{who} hidden states, float (N, H)")
+        lin.add_argument(f"--{prefix}weight", metavar="W.npy", help=f"{who} LM head weight, float (V, H)")
+        lin.add_argument(f"--{prefix}bias", metavar="B.npy", help=f"{who} LM head bias, float (V,)")
+    p.add_argument("--ignore-index", type=int64, default=-100, metavar="N",
+                   help="rows whose target is N are left out of every figure (default: -100)")
+    p.add_argument("--top-k", type=top_k_list, action="append", default=None, metavar="K",
+                   help="also report top-K agreement (the reference's argmax within the model's top K); "
+                   "repeat or give a comma list. Top-1 is always reported")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="T",
+                   help="threads for the kernels (default: all cores)")
+    blk = p.add_mutually_exclusive_group()
+    blk.add_argument("--block-rows", type=positive_int, default=None, metavar="R", help="rows per block")
+    blk.add_argument("--block-mb", type=positive_float, default=None, metavar="M",
+                     help=f"size of one mapped block of each file in MiB (default: {DEFAULT_BLOCK_MB:g})")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--dtype", choices=["bfloat16"], default=None,
+                   help="the logits files that say |V2 hold bfloat16 (np.save writes ml_dtypes' bfloat16 so)")
+    p.add_argument("--ref-dtype", choices=["bfloat16"], default=None, help="the same for REF.npy only")
+
+
+def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> int:
+    """Run ``fastce compare`` with parsed ``args``; returns the exit status."""
+    files = list(args.files)
+    linear = [args.hidden, args.weight, args.ref_hidden, args.ref_weight]
+
+    def body() -> int:
+        if any(v is not None for v in linear + [args.bias, args.ref_bias]):
+            if any(v is None for v in linear):
+                raise InputError("the linear form needs --hidden, --weight, --ref-hidden and --ref-weight")
+            if files:
+                raise InputError(f"the linear form takes no positional files (got {len(files)})")
+            if args.dtype or args.ref_dtype:
+                raise InputError("--dtype names the dtype of logits files; the linear form reads float files")
+        elif len(files) != 2:
+            raise InputError(f"expected LOGITS.npy REF.npy (got {len(files)} file{'' if len(files) == 1 else 's'})")
+        inputs = check_inputs(args, files)
+        top_k = sorted({1} | {k for ks in (args.top_k or []) for k in ks})
+        if top_k[-1] > inputs.model.vocab:
+            raise InputError(f"--top-k {top_k[-1]} exceeds the number of classes ({inputs.model.vocab})")
+        with progress(inputs.n, "comparing") as update:
+            res = compare_files(inputs, ignore_index=args.ignore_index, top_k=top_k, num_threads=args.threads,
+                                block_rows=args.block_rows, block_mb=args.block_mb, progress=update)
+        print(json.dumps(result_dict(res), allow_nan=False) if args.json else format_table(res))
+        return 0
+
+    return guarded("compare", body)
