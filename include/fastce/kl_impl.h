@@ -22,7 +22,7 @@
  *
  * Special values, as the math says (tested):
  *   p_c = 0 (a_c = -inf, or its exp below the flush): the class contributes 0 to T, never
- *     0 * inf = NaN (VOP(mul_nz)).
+ *     0 * inf = NaN (kl_cross, VOP(mul_nz)).
  *   q_c = 0 where p_c > 0 (b_c = -inf): (b_c - M_b) = -inf, the term is +inf, and so is KL.
  *   A row of a or b that is all -inf (M = -inf), or holds +inf or NaN: NaN, as torch's
  *     log_softmax gives there.
@@ -54,6 +54,28 @@ static int64_t KFN(first_max)(const XT *x, int64_t C, double M) {
     return 0;
 }
 
+/* T = sum_c e^(a_c - M_a) ((a_c - M_a) - (b_c - M_b)) with 0 where e^(a_c - M_a) = 0, whatever
+   the log-ratio (kl_rows' careful sum, for the rare rows whose fast sum is NaN). */
+static __attribute__((noinline)) double KFN(kl_cross)(const XT *a, const XT *b, int64_t C, V sa, V sb) {
+    double T = 0.0;
+    for (int64_t c0 = 0; c0 < C; c0 += KL_CHUNK) {
+        const int64_t c1 = c0 + KL_CHUNK < C ? c0 + KL_CHUNK : C;
+        V t = VOP(set1)((REAL)0);
+        int64_t i = c0;
+        for (; i + VW <= c1; i += VW) {
+            const V da = VOP(sub)(XLOAD(a + i), sa), db = VOP(sub)(XLOAD(b + i), sb);
+            t = VOP(add)(t, VOP(mul_nz)(VOP(exp_flush)(da), VOP(sub)(da, db)));
+        }
+        if (i < c1) {
+            const V da = VOP(sub)(XLOAD_TAIL(a + i, c1 - i, (REAL)-INFINITY), sa);
+            const V db = VOP(sub)(XLOAD_TAIL(b + i, c1 - i, (REAL)-INFINITY), sb);
+            t = VOP(add)(t, VOP(mul_nz)(VOP(exp_flush)(da), VOP(sub)(da, db)));
+        }
+        T += VOP(hsum)(t);
+    }
+    return T;
+}
+
 static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
     const int64_t C = k->C;
     const V ninf = VOP(set1)((REAL)-INFINITY), zero = VOP(set1)((REAL)0);
@@ -77,19 +99,30 @@ static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
         }
         const double Ma = VOP(hmax)(ma), Mb = VOP(hmax)(mb);
 
-        /* (2) S_a, S_b, T. Tail lanes load -inf: e^(a - M_a) = 0 there, and mul_nz drops the
-           NaN of (-inf) - (-inf). */
+        /* (2) S_a, S_b, T. The cross term takes one FMA per vector; a class with p = 0 and an
+           infinite log-ratio (a_c = -inf, or b_c = -inf where a_c = -inf too) makes that 0 * inf
+           = NaN, and so does a NaN input: a row whose T comes out NaN is summed again with
+           mul_nz (0 where p = 0), which keeps the math's 0 and the input's NaN (kl_cross).
+           Tail lanes load -inf: e^(a - M_a) = 0 there. The last pass over the row (this one,
+           or the gradient's) prefetches the next row pair into L2, so that pass (1) of the
+           next row, which would otherwise wait on memory with no computation beside it, reads
+           from cache. */
+        const int ahead_sums = k->out == NULL;
         const V sa = VOP(set1)((REAL)Ma), sb = VOP(set1)((REAL)Mb);
         double Sa = 0.0, Sb = 0.0, T = 0.0;
         for (int64_t c0 = 0; c0 < C; c0 += KL_CHUNK) {
             const int64_t c1 = c0 + KL_CHUNK < C ? c0 + KL_CHUNK : C;
             V ea = zero, eb = zero, t = zero;
             for (i = c0; i + VW <= c1; i += VW) {
+                if (ahead_sums && (i * (int64_t)sizeof(XT)) % 64 == 0) {
+                    __builtin_prefetch((const char *)(a + C + i), 0, 2);
+                    __builtin_prefetch((const char *)(b + C + i), 0, 2);
+                }
                 const V da = VOP(sub)(XLOAD(a + i), sa), db = VOP(sub)(XLOAD(b + i), sb);
                 const V pa = VOP(exp_flush)(da);
                 ea = VOP(add)(ea, pa);
                 eb = VOP(add)(eb, VOP(exp_flush)(db));
-                t = VOP(add)(t, VOP(mul_nz)(pa, VOP(sub)(da, db)));
+                t = VOP(fmadd)(pa, VOP(sub)(da, db), t);
             }
             if (i < c1) {
                 const V da = VOP(sub)(XLOAD_TAIL(a + i, c1 - i, (REAL)-INFINITY), sa);
@@ -103,6 +136,7 @@ static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
             Sb += VOP(hsum)(eb);
             T += VOP(hsum)(t);
         }
+        if (T != T) T = KFN(kl_cross)(a, b, C, sa, sb);
         const double lsa = log(Sa), lsb = log(Sb);
         /* M = -inf (an all -inf row) leaves NaN in the sums already: e^(-inf - -inf). */
         k->kl[r] = T / Sa - lsa + lsb;
@@ -116,6 +150,10 @@ static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
             const V gv = VOP(set1)((REAL)g);
             XT *o = (XT *)k->out + r * C;
             for (i = 0; i + VW <= C; i += VW) {
+                if ((i * (int64_t)sizeof(XT)) % 64 == 0) {
+                    __builtin_prefetch((const char *)(a + C + i), 0, 2);
+                    __builtin_prefetch((const char *)(b + C + i), 0, 2);
+                }
                 const V q = VOP(exp_flush)(VOP(sub)(XLOAD(b + i), lb));
                 const V p = VOP(exp_flush)(VOP(sub)(XLOAD(a + i), la));
                 XSTORE(o + i, VOP(mul)(gv, VOP(sub)(q, p)));

@@ -8,13 +8,13 @@ import time
 from typing import Any, Dict, List
 
 from . import roofline
-from .peers import PEER_NAMES, PEERS, default_threads, get_peer, per_call_cases
+from .peers import KL_PEERS, PEER_NAMES, PEERS, default_threads, get_peer, kl_cases, per_call_cases
 from .plot import plot_sweep
-from .report import (ce_record, environment, format_environment, format_linear_table,
+from .report import (KL_LEGEND, KL_TITLE, ce_record, environment, format_environment, format_linear_table,
                      format_per_call_table, format_table, json_text, linear_record, per_call_records)
 from .timing import BenchConfig, log, run, run_linear, run_per_call
-from .workloads import (DEFAULT_LINEAR_WORKLOADS, DEFAULT_PER_CALL_WORKLOADS, DEFAULT_WORKLOADS,
-                        FORWARD, LOSS_GRAD, PASSES, QUICK_LINEAR_WORKLOADS,
+from .workloads import (DEFAULT_KL_WORKLOADS, DEFAULT_LINEAR_WORKLOADS, DEFAULT_PER_CALL_WORKLOADS,
+                        DEFAULT_WORKLOADS, FORWARD, LOSS_GRAD, PASSES, QUICK_KL_WORKLOADS, QUICK_LINEAR_WORKLOADS,
                         QUICK_PER_CALL_WORKLOADS, QUICK_WORKLOADS, ROOFLINE_MIN_NUMEL, all_threads,
                         parse_threads, select_sets, sweep_workloads)
 
@@ -58,10 +58,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
 
 
-def _list(workloads_all, per_call_all, linear_all, quick: bool) -> int:
+def _list(workloads_all, per_call_all, linear_all, kl_all, quick: bool) -> int:
     print("workloads%s:" % (" (--quick)" if quick else ""))
     for w in workloads_all:
         print(f"  {w.name:20s} {w.describe()}")
+    for w in kl_all:
+        print(f"  {w.name:20s} KL table, {w.describe()}")
     for w in per_call_all:
         print(f"  {w.name:20s} per-call table, {w.describe()}")
     for w in linear_all:
@@ -82,11 +84,12 @@ def main(args) -> int:
         linear_all = ()
     if getattr(args, "no_per_call", False) or args.passes == FORWARD:
         per_call_all = ()
+    kl_all = QUICK_KL_WORKLOADS if args.quick else DEFAULT_KL_WORKLOADS
     if args.list:
-        return _list(workloads_all, per_call_all, linear_all, args.quick)
+        return _list(workloads_all, per_call_all, linear_all, kl_all, args.quick)
     try:
-        workloads, per_call_wls, linear_wls = select_sets((workloads_all, per_call_all, linear_all),
-                                                          args.workload)
+        workloads, per_call_wls, linear_wls, kl_wls = select_sets(
+            (workloads_all, per_call_all, linear_all, kl_all), args.workload)
         threads = parse_threads(args.threads)
         peers = list(PEER_NAMES) if args.peers is None else [s.strip() for s in args.peers.split(",") if s.strip()]
         for name in peers:
@@ -122,17 +125,20 @@ def main(args) -> int:
     results: List[Dict[str, Any]] = []
     text: List[str] = []
     if not (args.plot and args.plot_only):
+        roofs = None  # this machine's roofline, for the %roof of the large rows of both G/s tables
+        if (not getattr(args, "no_roofline", False) and "fastce" in peers
+                and any(w.numel >= ROOFLINE_MIN_NUMEL for w in workloads + kl_wls)):
+            log(cfg, "[bench] roofline: read, read+write, exp at " + ",".join(map(str, threads)) + " threads")
+            roofs = roofline.measure(threads) or {}
+            results += [r.record() for r in roofs.values()]
         if workloads:
-            roofs = None
-            if (not getattr(args, "no_roofline", False) and "fastce" in peers
-                    and any(w.numel >= ROOFLINE_MIN_NUMEL for w in workloads)):
-                log(cfg, "[bench] roofline: read, read+write, exp at " + ",".join(map(str, threads))
-                    + " threads")
-                roofs = roofline.measure(threads) or {}
-                results += [r.record() for r in roofs.values()]
             cells = run(cfg)
             results += [ce_record(c, "table", roofs) for c in cells]
             text.append(format_table(cells, roofs=roofs))
+        if kl_wls:
+            kcells = run(dataclasses.replace(cfg, workloads=kl_wls), cases=kl_cases(peers))
+            results += [ce_record(c, "kl", roofs) for c in kcells]
+            text.append(format_table(kcells, title=KL_TITLE, roofs=roofs, peers=KL_PEERS, legend=KL_LEGEND))
         if per_call_wls:
             pcells = run_per_call(cfg, per_call_wls, per_call_cases(peers), default_threads(),
                                   quick=args.quick)

@@ -279,7 +279,6 @@ class TorchPeer(Peer):
             torch.set_num_threads(old)
 
     def prepare(self, wl, data, pass_, threads):
-        import torch
         import torch.nn.functional as F
 
         return self._prepare(F.cross_entropy, wl, data, pass_)
@@ -498,6 +497,103 @@ def get_peer(name: str) -> Peer:
         if p.name == name:
             return p
     raise KeyError(f"unknown peer {name!r}; known: {', '.join(PEER_NAMES)}")
+
+
+# --------------------------------------------------------------------------
+# Two models: the KL table (KL(softmax(ref) || softmax(logits)), G logit pairs/s)
+# --------------------------------------------------------------------------
+
+
+def numpy_kl_div(x, ref, with_grad=False):
+    """The NumPy twin of fastce.kl_div (batchmean over rows of (N, C) logits): log_softmax of
+    both (max, exp, sum, log), sum p (log p - log q); grad = (q - p) / N. 2-byte logits are
+    computed in float32 (converted inside, as the cross-entropy twin's caller does)."""
+    if x.dtype.itemsize == 2:
+        x, ref = x.astype(np.float32), ref.astype(np.float32)
+    elif ref.dtype != x.dtype:
+        ref = ref.astype(x.dtype)
+
+    def log_softmax(z):
+        m = z.max(axis=1, keepdims=True)
+        e = np.subtract(z, m)
+        np.exp(e, out=e)
+        return z - m - np.log(e.sum(axis=1, keepdims=True))
+
+    lq, lp = log_softmax(x), log_softmax(ref)
+    p = np.exp(lp)
+    loss = np.asarray((p * (lp - lq)).sum() / x.shape[0], dtype=x.dtype)
+    if not with_grad:
+        return loss
+    return loss, (np.exp(lq) - p) / x.dtype.type(x.shape[0])
+
+
+class KLPeer(Peer):
+    """A case of the KL table: ``fn(x, ref, threads, with_grad)`` on a KLWorkload's data."""
+
+    def __init__(self, name, requires, fn, mem_factor, note, threads_of=None, single_threaded=False):
+        self.name, self.requires, self._fn, self.mem_factor, self.note = name, requires, fn, mem_factor, note
+        self._threads_of, self.single_threaded = threads_of, single_threaded
+
+    def threads(self, n):
+        return self._threads_of(n) if self._threads_of else contextlib.nullcontext()
+
+    def prepare(self, wl, data, pass_, threads):
+        return self._fn(data.input, data.ref, threads, pass_ == LOSS_GRAD)
+
+
+def _kl_fastce(x, ref, threads, with_grad):
+    import fastce
+
+    f = fastce.kl_div_with_grad if with_grad else fastce.kl_div
+    return lambda: f(x, ref, num_threads=threads)
+
+
+def _kl_torch(x, ref, threads, with_grad):
+    import torch
+    import torch.nn.functional as F
+
+    xt, rt = torch_tensor(x), torch_tensor(ref)
+
+    def loss(z):
+        return F.kl_div(F.log_softmax(z, 1), F.log_softmax(rt, 1), log_target=True, reduction="batchmean")
+
+    if not with_grad:
+        def fwd():
+            with torch.no_grad():
+                return loss(xt)
+        return fwd
+    xg = xt.detach().requires_grad_(True)
+
+    def loss_grad():
+        xg.grad = None
+        val = loss(xg)
+        val.backward()
+        return val.detach(), xg.grad
+
+    return loss_grad
+
+
+def _kl_numpy(x, ref, threads, with_grad):
+    return lambda: numpy_kl_div(x, ref, with_grad)
+
+
+KL_PEERS: Tuple[KLPeer, ...] = (
+    KLPeer("fastce", ("fastce",), _kl_fastce, (0.1, 1.1),
+           "fastce: fastce.kl_div(logits, ref) (forward), kl_div_with_grad (loss+grad), reduction='mean'."),
+    KLPeer("torch", ("torch",), _kl_torch, (3.1, 5.1),
+           "torch: F.kl_div(F.log_softmax(x, 1), F.log_softmax(ref, 1), log_target=True, reduction='batchmean') "
+           "under no_grad; + autograd backward for loss+grad.",
+           threads_of=lambda n: TorchPeer().threads(n)),
+    KLPeer("numpy", (), _kl_numpy, (4.2, 5.2),
+           "numpy: the twin (log_softmax of both by max, exp, sum, log; sum p (log p - log q); grad (q - p) / N), "
+           "single-threaded.", single_threaded=True),
+)
+
+
+def kl_cases(peers: Optional[Sequence[str]] = None) -> List[KLPeer]:
+    """The KL table's cases (those of ``peers`` that are installed; fastce always)."""
+    return [c for c in KL_PEERS if (peers is None or c.name in peers or c.name == "fastce")
+            and c.unavailable() is None]
 
 
 # --------------------------------------------------------------------------

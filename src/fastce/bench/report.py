@@ -139,7 +139,7 @@ def roof_fraction(cell: Optional[Cell], roofs: Roofs) -> Optional[float]:
     wl = cell.workload
     if getattr(wl, "numel", 0) < ROOFLINE_MIN_NUMEL or not hasattr(wl, "dtype"):
         return None
-    return cell.gps / roofs[cell.threads].bound(wl.dtype, cell.pass_)
+    return cell.gps / roofs[cell.threads].bound(wl.dtype, cell.pass_, wl.roof_terms(cell.pass_))
 
 
 def ce_columns(peers: Sequence[str], roofs: Roofs = None) -> List[Column]:
@@ -197,11 +197,18 @@ def roofline_legend(roofs: Roofs) -> List[str]:
             "exp G/s / 2)."]
 
 
+KL_TITLE = "KL divergence of two models' logits, KL(softmax(ref) || softmax(logits)), G logit pairs/s:"
+KL_LEGEND = ("KL rows: throughput counts logit pairs (numel of one input); %roof against two input streams: "
+             "forward min(read GB/s / (2 itemsize), exp G/s / 2), loss+grad min(read+write GB/s / (3 itemsize), "
+             "exp G/s / 4).",)
+
+
 def format_table(cells: Sequence[Cell], title: Optional[str] = None, notes: bool = True,
-                 roofs: Roofs = None) -> str:
-    """Render cross-entropy ``cells`` as a fixed-width text table with footnotes (and a %roof
-    column and legend with ``roofs``)."""
-    peers = [p for p in PEERS if any(c.name == p.name for c in cells)]
+                 roofs: Roofs = None, peers: Sequence[Any] = PEERS, legend: Sequence[str] = ()) -> str:
+    """Render ``cells`` of the cross-entropy table (or of another G logits/s table whose cases
+    are ``peers``, e.g. the KL table) as a fixed-width text table with footnotes (and a %roof
+    column and legend with ``roofs``; ``legend``: lines added to the footnotes)."""
+    peers = [p for p in peers if any(c.name == p.name for c in cells)]
     names = [p.name for p in peers]
     lines = rows(cells)
     grouped = len({r.workload.name for r in lines}) < len(lines)
@@ -214,6 +221,7 @@ def format_table(cells: Sequence[Cell], title: Optional[str] = None, notes: bool
     out += CE_LEGEND
     if "fastce" in names:
         out += roofline_legend(roofs)
+    out += list(legend)
     out += [p.note for p in peers if p.note]
     skipped = sorted({f"{r.label} {c.name}: {c.skipped}" for r in lines for c in r.cells.values()
                       if c.skipped and c.skipped != NA and not c.reused})
@@ -387,7 +395,8 @@ def ce_record(cell: Cell, section: str = "table", roofs: Roofs = None) -> Dict[s
     })
     frac = roof_fraction(cell, roofs)
     if frac is not None:
-        rec["roofline_glogits_per_s"] = roofs[cell.threads].bound(cell.workload.dtype, cell.pass_)
+        wl = cell.workload
+        rec["roofline_glogits_per_s"] = roofs[cell.threads].bound(wl.dtype, cell.pass_, wl.roof_terms(cell.pass_))
         rec["roof_fraction"] = frac
     return rec
 

@@ -38,13 +38,15 @@ class Roofline:
     exp_gps: Dict[str, float]  # G exp/s on `threads` threads, by dtype ("float32", "float64")
     nbytes: int  # bytes of the probes' arrays
 
-    def bound(self, dtype: str, pass_: str) -> float:
-        """The most G logits/s a ``pass_`` over ``dtype`` logits can reach here."""
+    def bound(self, dtype: str, pass_: str, terms=None) -> float:
+        """The most G logits/s a ``pass_`` over ``dtype`` logits can reach here. ``terms`` =
+        (arrays read, arrays written, exps) per logit; default (1, 0, 1) forward, (1, 1, 2)
+        loss+grad (the cross-entropy's)."""
         item = np_dtype(dtype).itemsize
         exp = self.exp_gps["float64" if item == 8 else "float32"]
-        if pass_ == FORWARD:
-            return min(self.read_gbs / item, exp)
-        return min(self.copy_gbs / (2 * item), exp / 2)
+        reads, writes, exps = terms or ((1, 0, 1) if pass_ == FORWARD else (1, 1, 2))
+        gbs = self.read_gbs if writes == 0 else self.copy_gbs
+        return min(gbs / ((reads + writes) * item), exp / exps)
 
     def record(self) -> Dict[str, Any]:
         return {"section": "roofline", "threads": self.threads, "read_GBps": self.read_gbs,

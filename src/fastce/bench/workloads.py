@@ -64,6 +64,10 @@ class Workload:
     def nbytes(self) -> int:
         return self.numel * (2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize)
 
+    def roof_terms(self, pass_: str) -> Tuple[int, int, int]:
+        """Per logit: arrays read, arrays written, exps (the roofline's bound of a pass)."""
+        return (1, 0, 1) if pass_ == FORWARD else (1, 1, 2)
+
     def unavailable(self) -> Optional[str]:
         """None if its data can be made here, else why not (bfloat16 needs ml_dtypes)."""
         if self.dtype == "bfloat16" and importlib.util.find_spec("ml_dtypes") is None:
@@ -197,6 +201,44 @@ def per_call_workloads(shapes: Sequence[Tuple[int, int]] = PER_CALL_SHAPES) -> T
 
 DEFAULT_PER_CALL_WORKLOADS = per_call_workloads()
 QUICK_PER_CALL_WORKLOADS = per_call_workloads(QUICK_PER_CALL_SHAPES)
+
+
+# --------------------------------------------------------------------------
+# Two models: KL divergence workloads (the KL table, G logits/s)
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class KLWorkload(Workload):
+    """KL(softmax(ref) || softmax(input)): two (N, C) logit arrays, the model's (input, logits
+    as make_data's) and the reference's (the model's + N(0, 0.5^2) noise, a quantized model's
+    distance)."""
+
+    def make_shared_data(self) -> "KLData":
+        base = make_data(self)
+        rng = np.random.default_rng(self.seed + 7)
+        ref = base.input.astype(np.float32) + rng.standard_normal(self.shape, dtype=np.float32) * 0.5
+        return KLData(base.input, base.target, None, ref=ref.astype(base.input.dtype))
+
+    def with_options(self, data: "KLData") -> "KLData":
+        return data
+
+    def roof_terms(self, pass_: str) -> Tuple[int, int, int]:
+        """Per logit: arrays read, arrays written, exps (kl_rows: two exps per pair in the sums,
+        two more for the gradient)."""
+        return (2, 0, 2) if pass_ == FORWARD else (2, 1, 4)
+
+    def describe(self) -> str:
+        return f"{'x'.join(map(str, self.shape))} {self.dtype}, two models"
+
+
+@dataclasses.dataclass
+class KLData(WorkloadData):
+    ref: Optional[np.ndarray] = None
+
+
+DEFAULT_KL_WORKLOADS: Tuple[KLWorkload, ...] = (KLWorkload("kl-4096x32000", (4096, 32000)),)
+QUICK_KL_WORKLOADS: Tuple[KLWorkload, ...] = (KLWorkload("kl-256x32000", (256, 32000)),)
 
 
 # --------------------------------------------------------------------------
