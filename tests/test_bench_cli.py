@@ -141,3 +141,30 @@ def test_workload_without_ml_dtypes_is_skipped(monkeypatch):
     wl = next(w for w in B.QUICK_WORKLOADS if w.dtype == "bfloat16")
     assert "ml_dtypes" in wl.unavailable()
     assert next(w for w in B.QUICK_WORKLOADS if w.dtype == "float16").unavailable() is None
+
+
+def test_kl_table(capsys):
+    """The KL table: fastce, torch and the NumPy twin on the same two-model data, losses equal,
+    %roof against two input streams."""
+    argv = ["--quick", "-w", "kl-256x32000", "--threads", "1", "--peers", "fastce,torch,numpy", *FAST]
+    status, out, _ = run_bench([*argv, "--json"], capsys)
+    assert status == 0
+    recs = json.loads(out)
+    kl = [r for r in recs if r["section"] == "kl"]
+    assert {r["library"] for r in kl} == {"fastce", "torch", "numpy"} and not [r for r in recs if r["section"] == "table"]
+    for pass_ in (B.FORWARD, B.LOSS_GRAD):
+        losses = {r["library"]: r["loss"] for r in kl if r["pass"] == pass_}
+        assert losses["fastce"] > 0
+        for lib, v in losses.items():
+            assert v == pytest.approx(losses["fastce"], rel=1e-4), (lib, losses)
+    status, out, _ = run_bench(argv, capsys)
+    assert status == 0 and "KL divergence of two models" in out and "xtorch" in out
+
+
+def test_roofline_bound_of_two_streams():
+    from fastce.bench.workloads import DEFAULT_KL_WORKLOADS
+
+    r = B.Roofline(1, read_gbs=16.0, copy_gbs=12.0, exp_gps={"float32": 8.0, "float64": 2.0}, nbytes=1)
+    wl = DEFAULT_KL_WORKLOADS[0]
+    assert r.bound("float32", B.FORWARD, wl.roof_terms(B.FORWARD)) == 2.0  # 16 GB/s / (2 x 4 B) < exp 8 / 2
+    assert r.bound("float32", B.LOSS_GRAD, wl.roof_terms(B.LOSS_GRAD)) == 1.0  # 12 GB/s / 12 B < exp 8 / 4

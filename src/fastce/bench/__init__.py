@@ -1,11 +1,14 @@
 """Benchmark harness for fastce (used by ``fastce bench`` and by ``bench/``).
 
-Three tables, one machinery:
+Four tables, one machinery:
 
 * the cross-entropy table: fastce's softmax cross-entropy (forward loss, and fused
   loss+gradient) against torch, a NumPy twin, JAX/optax and scikit-learn on the same data, in
   G logits/s with fastce/peer ratios, at each ``--threads`` count; rows of >= 2^24 logits
   also give fastce's fraction of this machine's roofline (``%roof``, measured in the run);
+* the KL table (workloads ``kl-*``): ``fastce.kl_div`` / ``kl_div_with_grad`` of two models'
+  logits against torch's ``kl_div(log_softmax, log_softmax, log_target=True)`` (+ backward) and
+  a NumPy twin, in G logit pairs/s, with %roof against two input streams;
 * the per-call table (workloads ``call-NxC``; ``--no-per-call`` skips it): median
   microseconds per ``fastce.cross_entropy_with_grad(x, t)`` call (default options and
   threads) against N*C from 1e2 to 1e7, beside the NumPy twin and torch, with ratios;
