@@ -15,10 +15,11 @@
  *
  * Passes per row pair: (1) the two maxima, from memory; (2) S_a, S_b and T, from cache (a
  * 32000-class float32 pair is 256 KiB, in L2), summed in float vectors per chunk of KL_CHUNK
- * and in double across chunks (KL_CHUNK); then, where asked for, (3) the gradient with respect to b,
- * g (q_c - p_c) with q_c = e^(b_c - lse_b), and (4) the first index of each maximum and the rank
- * of b at a's argmax t: #{c : b_c > b_t} + #{c < t : b_c == b_t}, the classes that argmax's tie
- * order puts above t (so rank < k is "t is in b's top k", and rank 0 is "argmax b == t").
+ * and in double across chunks; then, where asked for, (3) the first index of each maximum and
+ * the rank of b at a's argmax t, #{c : b_c > b_t} + #{c < t : b_c == b_t}: the classes that
+ * argmax's tie order puts above t (so rank < k is "t is in b's top k", and rank 0 is "argmax
+ * b == t"); and (4) the gradient with respect to b, g (q_c - p_c) with q_c = e^(b_c - lse_b),
+ * last because it may be written over b.
  *
  * Special values, as the math says (tested):
  *   p_c = 0 (a_c = -inf, or its exp below the flush): the class contributes 0 to T, never
@@ -143,7 +144,24 @@ static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
         if (k->lse_a) k->lse_a[r] = Ma + lsa;
         if (k->lse_b) k->lse_b[r] = Mb + lsb;
 
-        /* (3) the gradient with respect to b: g (e^(b - lse_b) - e^(a - lse_a)) */
+        /* (3) the argmaxes, and the rank of b at a's argmax (before the gradient, which may be
+           written over b) */
+        if (k->argmax_a) {
+            const int64_t ia = KFN(first_max)(a, C, Ma);
+            k->argmax_a[r] = ia;
+            if (k->rank_b) { /* #{c : b_c > b_t} + #{c < t : b_c == b_t}, t = ia (argmax's tie order) */
+                const REAL bt = (REAL)XGET(b + ia);
+                const V ge = VOP(set1)(KL_BELOW(bt)), gt = VOP(set1)(bt);
+                V cnt = zero;
+                for (i = 0; i + VW <= ia; i += VW) cnt = VOP(count_gt)(cnt, XLOAD(b + i), ge);
+                if (i < ia) cnt = VOP(count_gt)(cnt, XLOAD_TAIL(b + i, ia - i, (REAL)-INFINITY), ge);
+                for (i = ia; i + VW <= C; i += VW) cnt = VOP(count_gt)(cnt, XLOAD(b + i), gt);
+                if (i < C) cnt = VOP(count_gt)(cnt, XLOAD_TAIL(b + i, C - i, (REAL)-INFINITY), gt);
+                k->rank_b[r] = VOP(hsum)(cnt);
+            }
+        }
+        if (k->argmax_b) k->argmax_b[r] = KFN(first_max)(b, C, Mb);
+        /* (4) the gradient with respect to b: g (e^(b - lse_b) - e^(a - lse_a)) */
         if (k->out) {
             const double g = k->gscale * (k->gout ? k->gout[r] : 1.0);
             const V la = VOP(set1)((REAL)(Ma + lsa)), lb = VOP(set1)((REAL)(Mb + lsb));
@@ -165,22 +183,6 @@ static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
             }
         }
 
-        /* (4) the argmaxes, and the rank of b at a's argmax */
-        if (k->argmax_a) {
-            const int64_t ia = KFN(first_max)(a, C, Ma);
-            k->argmax_a[r] = ia;
-            if (k->rank_b) { /* #{c : b_c > b_t} + #{c < t : b_c == b_t}, t = ia (argmax's tie order) */
-                const REAL bt = (REAL)XGET(b + ia);
-                const V ge = VOP(set1)(KL_BELOW(bt)), gt = VOP(set1)(bt);
-                V cnt = zero;
-                for (i = 0; i + VW <= ia; i += VW) cnt = VOP(count_gt)(cnt, XLOAD(b + i), ge);
-                if (i < ia) cnt = VOP(count_gt)(cnt, XLOAD_TAIL(b + i, ia - i, (REAL)-INFINITY), ge);
-                for (i = ia; i + VW <= C; i += VW) cnt = VOP(count_gt)(cnt, XLOAD(b + i), gt);
-                if (i < C) cnt = VOP(count_gt)(cnt, XLOAD_TAIL(b + i, C - i, (REAL)-INFINITY), gt);
-                k->rank_b[r] = VOP(hsum)(cnt);
-            }
-        }
-        if (k->argmax_b) k->argmax_b[r] = KFN(first_max)(b, C, Mb);
     }
 }
 

@@ -8,7 +8,7 @@
  * kinds index / prob / lse, outmodes none / grad / softmax / logsoftmax, with and without
  * weights, label smoothing 0 and 0.1, ignore_index hits, stream_out 0 and 1, in place (out == x),
  * per-row grad_output, row_out NULL, every target integer type, class counts 1, 2, 7, 16, 17,
- * 423, 8201 and small N.
+ * 423, 8201 and small N; and the two-stream kernel kl_rows (run_kl_grid).
  *
  * Every buffer is allocated at its exact size (no slack at the end), so AddressSanitizer reports
  * any read or write past it; inputs start at odd element offsets (x and out at every 4-byte
@@ -562,6 +562,97 @@ static void check_array_fn(const char *isa, int dbl, int is_log, void (*fn)(cons
     if (bad) n_fail++; else n_pass++;
 }
 
+/* ------------------------------------------------------------------ the two-stream kernel (kl_rows)
+ * Row pairs (a = reference, b = model) of C in {1, 2, 7, 16, 17, 423, 8201}, some classes of a
+ * at -inf (p = 0: they contribute 0), with and without the gradient (in place over b, or into
+ * its own buffer), per-row grad_output, argmaxes and ranks; checked against double math here. */
+
+static void run_kl_case(const ce_kernels *k, const char *isa_name, int dbl, int64_t N, int64_t C, int with_out,
+                        int inplace, int with_rank, int use_gout) {
+    const size_t es = dbl ? 8 : 4;
+    snprintf(current_case, sizeof current_case, "kl_rows %s %s N=%lld C=%lld out=%d inplace=%d rank=%d gout=%d",
+             isa_name, dbl ? "f64" : "f32", (long long)N, (long long)C, with_out, inplace, with_rank, use_gout);
+    void *a = alloc_buf((size_t)(N * C) * es, start_off(irand(4), es));
+    void *b = alloc_buf((size_t)(N * C) * es, start_off(irand(4), es));
+    double *b0 = malloc((size_t)(N * C) * sizeof(double));
+    for (int64_t i = 0; i < N * C; i++) {
+        const double av = 3.0 * (urand() - 0.5) + (i % 97 == 0 ? 20.0 : 0.0);
+        setv(a, dbl, i, (C > 1 && irand(9) == 0) ? -INFINITY : av);
+        setv(b, dbl, i, getv(a, dbl, i) == -INFINITY ? av : av + (urand() - 0.5));
+        b0[i] = getv(b, dbl, i);
+    }
+    for (int64_t r = 0; r < N; r++) setv(a, dbl, r * C + irand(C), 1.0);  /* one finite class per row */
+    double *kl = alloc_buf((size_t)N * 8, aligned_off(irand(2), 8));
+    double *lsa = alloc_buf((size_t)N * 8, 0), *lsb = alloc_buf((size_t)N * 8, 0);
+    int64_t *ama = with_rank ? alloc_buf((size_t)N * 8, 0) : NULL, *amb = with_rank ? alloc_buf((size_t)N * 8, 0) : NULL;
+    double *rank = with_rank ? alloc_buf((size_t)N * 8, 0) : NULL;
+    double *gout = use_gout ? alloc_buf((size_t)N * 8, start_off(irand(2), 8)) : NULL;
+    void *out = NULL;
+    if (with_out) out = inplace ? b : alloc_buf((size_t)(N * C) * es, start_off(irand(4), es));
+    if (with_out && !inplace) for (int64_t i = 0; i < N * C; i++) setv(out, dbl, i, NAN);
+    for (int64_t r = 0; r < N; r++) {
+        kl[r] = lsa[r] = lsb[r] = NAN;
+        if (gout) gout[r] = urand() * 2.0 - 0.5;
+    }
+    kl_args ka = {N, C, a, b, kl, lsa, lsb, ama, amb, rank, out, gout, 0.75};
+    const int64_t block = 1 + irand(3);
+    for (int64_t r0 = 0; r0 < N; r0 += block) k->kl_rows(&ka, r0, r0 + block < N ? r0 + block : N);
+
+    const double rtol = dbl ? 1e-9 : 2e-4;
+    int bad = !canaries_ok();
+    for (int64_t r = 0; r < N && !bad; r++) {
+        double ma = -INFINITY, mb = -INFINITY;
+        int64_t ia = 0, ib = 0;
+        for (int64_t c = 0; c < C; c++) {
+            const double av = getv(a, dbl, r * C + c) , bv = b0[r * C + c];
+            if (av > ma) { ma = av; ia = c; }
+            if (bv > mb) { mb = bv; ib = c; }
+        }
+        double sa = 0, sb = 0, t = 0, mag = 0;
+        for (int64_t c = 0; c < C; c++) {
+            const double av = getv(a, dbl, r * C + c), bv = b0[r * C + c];
+            const double pa = exp(av - ma);
+            sa += pa; sb += exp(bv - mb);
+            if (pa > 0) { t += pa * ((av - ma) - (bv - mb)); mag += pa * (fabs(av - ma) + fabs(bv - mb)); }
+        }
+        const double want = t / sa - log(sa) + log(sb);
+        bad |= !close_enough(kl[r], want, mag / sa + fabs(log(sa)) + fabs(log(sb)) + 1.0, rtol);
+        bad |= !close_enough(lsa[r], ma + log(sa), fabs(ma) + 1.0, rtol);
+        bad |= !close_enough(lsb[r], mb + log(sb), fabs(mb) + 1.0, rtol);
+        if (with_rank) {
+            int64_t above = 0;
+            for (int64_t c = 0; c < C; c++) {
+                const double bv = b0[r * C + c], bt = b0[r * C + ia];
+                above += bv > bt || (bv == bt && c < ia);
+            }
+            bad |= ama[r] != ia || amb[r] != ib || rank[r] != (double)above;
+        }
+        if (with_out) {
+            const double g = 0.75 * (gout ? gout[r] : 1.0);
+            for (int64_t c = 0; c < C && !bad; c++) {
+                const double q = exp(b0[r * C + c] - mb) / sb, p = exp(getv(a, dbl, r * C + c) - ma) / sa;
+                bad |= !close_enough(getv(out, dbl, r * C + c), g * (q - p), fabs(g) * (q + p) + 1e-7, rtol);
+            }
+        }
+        if (bad && opt_verbose) printf("  row %lld: kl %.17g want %.17g\n", (long long)r, kl[r], want);
+    }
+    if (bad) { printf("FAIL %s\n", current_case); n_fail++; } else { n_pass++; if (opt_verbose) printf("ok %s\n", current_case); }
+    free(b0);
+    free_all();
+}
+
+static void run_kl_grid(const ce_isa_table *tab, int dbl) {
+    static const int64_t Cs[] = {1, 2, 7, 16, 17, 423, 8201};
+    const ce_kernels *k = tab->kernels[dbl ? FASTCE_DT_F64 : FASTCE_DT_F32];
+    for (int ci = 0; ci < 7; ci++) {
+        const int64_t C = Cs[ci], N = C > 1000 ? 3 : C > 100 ? 5 : 11;
+        for (int with_out = 0; with_out < 2; with_out++)
+            for (int variant = 0; variant < (opt_quick ? 1 : 3); variant++)
+                run_kl_case(k, tab->name, dbl, N, C, with_out, with_out && variant == 1, variant != 2,
+                            with_out && variant != 0);
+    }
+}
+
 /* ------------------------------------------------------------------ the grid */
 
 static int64_t rows_for(int entry, int64_t C, int64_t S) {
@@ -692,6 +783,7 @@ int main(int argc, char **argv) {
         for (int dbl = 0; dbl < 2; dbl++) {
             const long p0 = n_pass, f0 = n_fail;
             run_grid(isa, tab, dbl);
+            run_kl_grid(tab, dbl);
             printf("kernel_harness: %-6s %s: %ld passed, %ld failed\n", tab->name, dbl ? "f64" : "f32",
                    n_pass - p0, n_fail - f0);
         }
