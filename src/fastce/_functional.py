@@ -312,31 +312,45 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     return tg.reduce(row_loss.reshape(-1), dtype)
 
 
+def _view_around(arr, axis):
+    """(N, C, S, reduced shape) of `arr` viewed as (N, C, S) around `axis` (no transpose)."""
+    shape = arr.shape if arr.ndim else (1,)
+    ax = normalize_axis(axis, len(shape))
+    N = int(np.prod(shape[:ax], dtype=np.int64))
+    S = int(np.prod(shape[ax + 1:], dtype=np.int64))
+    return N, shape[ax], S, (arr.shape[:ax] + arr.shape[ax + 1:] if arr.ndim else ())
+
+
+def _row_lse(arr, axis, nthreads):
+    """float64 log-sum-exp of a validated floating array over `axis` (reduced away), by the
+    kernels in one pass: -inf over no classes; NaN where a row holds NaN or +inf (as
+    cross_entropy; logsumexp then gives +inf for the latter)."""
+    N, C, S, reduced_shape = _view_around(arr, axis)
+    if C == 0:
+        return np.full(reduced_shape, -np.inf)
+    xc = as_compute(arr, arr.dtype.newbyteorder("="))  # the kernels read every float dtype as it is
+    row_out = np.empty(N * S, dtype=np.float64)
+    _kernels.ce_run(_runtime.isa_id(), xc, N, C, S, KIND_LSE, OUT_NONE, row_out=row_out, nthreads=nthreads)
+    return row_out.reshape(reduced_shape)
+
+
 def _softmax_family(x, axis, outmode, num_threads):
     """softmax / log_softmax (outmode) or logsumexp (OUT_NONE) over `axis`, via the CE kernels
     with no target: the array is viewed as (N, C, S) around `axis`, so no transpose is made."""
     arr = as_floating(x, "x")
     dtype = arr.dtype.newbyteorder("=")  # results are native-endian
     nthreads = _runtime.resolve_threads(num_threads)
-    shape = arr.shape if arr.ndim else (1,)
-    ax = normalize_axis(axis, len(shape))
-    N = int(np.prod(shape[:ax], dtype=np.int64))
-    C = shape[ax]
-    S = int(np.prod(shape[ax + 1:], dtype=np.int64))
-    reduced_shape = arr.shape[:ax] + arr.shape[ax + 1:] if arr.ndim else ()
-    if C == 0:  # logsumexp of nothing is log(0) = -inf; softmax of nothing is empty
-        if outmode == OUT_NONE:
-            return np.full(reduced_shape, -np.inf, dtype=dtype)
+    N, C, S, _ = _view_around(arr, axis)
+    if outmode == OUT_NONE:
+        lse = _row_lse(arr, axis, nthreads)
+        if C and np.isnan(lse).any():  # rare: the reshape may copy a non-contiguous input
+            _logsumexp_infinite_rows(arr.reshape(N, C, S), lse.reshape(N, S))
+        return lse.astype(dtype)
+    if C == 0:  # softmax of nothing is empty
         return np.empty(arr.shape, dtype=dtype)
     xc = as_compute(arr, dtype)  # the kernels read and write every float dtype as it is
-    out = _buffer_cache.empty(arr.shape, dtype) if outmode != OUT_NONE else None
-    row_out = np.empty(N * S, dtype=np.float64) if outmode == OUT_NONE else None
-    _kernels.ce_run(_runtime.isa_id(), xc, N, C, S, KIND_LSE, outmode, row_out=row_out, out=out,
-                    nthreads=nthreads)
-    if outmode == OUT_NONE:
-        lse = row_out.reshape(reduced_shape)
-        _logsumexp_infinite_rows(xc.reshape(N, C, S), lse.reshape(N, S))
-        return lse.astype(dtype)
+    out = _buffer_cache.empty(arr.shape, dtype)
+    _kernels.ce_run(_runtime.isa_id(), xc, N, C, S, KIND_LSE, outmode, out=out, nthreads=nthreads)
     return out
 
 
