@@ -17,6 +17,7 @@ from ._modules import CrossEntropyLoss  # noqa: E402
 from ._score import Score, score, score_linear  # noqa: E402
 from ._kl import kl_div, kl_div_with_grad  # noqa: E402
 from ._compare import Comparison, compare, compare_linear  # noqa: E402
+from ._shards import ShardStats, shard_grad, shard_stats  # noqa: E402
 from ._runtime import available_isas, get_config, get_isa, set_isa, show_config, use_isa  # noqa: E402
 from ._buffer_cache import cache_info, empty_cache, set_cache_limit  # noqa: E402
 
@@ -35,6 +36,9 @@ __all__ = [
     "compare",
     "compare_linear",
     "Comparison",
+    "shard_stats",
+    "shard_grad",
+    "ShardStats",
     "nll_loss",
     "log_softmax",
     "softmax",

@@ -52,7 +52,7 @@ from math import prod
 
 import numpy as np
 
-from . import _buffer_cache, _functional, _kernels, _runtime
+from . import _buffer_cache, _functional, _runtime
 from ._gemm import gemm
 from ._targets import LossTargets
 from ._validate import Layout, as_floating, check_label_smoothing, check_softcap, check_z_loss
@@ -423,33 +423,25 @@ def _vocab_chunk_cols(head, tg, extra, rows, chunk_size):
 
 
 def _vocab_chunked_row_losses(head, tg, z_loss, cols, nthreads):
-    """Per-row float64 losses of the plain forward over column chunks of the logits:
-    loss = w_t (lse - x_t) + z_loss w_t lse^2 for kept rows, 0 for ignored ones (row_math.h)."""
+    """Per-row float64 losses of the plain forward over column chunks of the logits: each chunk
+    is a vocabulary shard (`shard_stats`), and their merged statistics give the losses."""
+    from ._shards import shard_stats
+
     N, V = head.N, head.V
     t = tg.loss.target.reshape(-1)
-    kept = t != tg.loss.ignore_index
-    safe_t = np.where(kept, t, 0).astype(np.intp)
-    lse = np.full(N, -np.inf)
-    x_t = np.zeros(N)
-    lse_c = np.empty(N)
+    w = tg.loss.weight
     buf = _buffer_cache.empty((N * min(cols, V),), head.dtype)
-    rows = np.arange(N)
+    stats = None
     for v0 in range(0, V, cols):
         v1 = min(V, v0 + cols)
         z = buf[: N * (v1 - v0)].reshape(N, v1 - v0)  # C-contiguous
         np.matmul(head.x, head.W[v0:v1].T, out=z)
         if head.b is not None:
             z += head.b[v0:v1]
-        _kernels.ce_run(_runtime.isa_id(), z, N, v1 - v0, 1, _kernels.KIND_LSE, _kernels.OUT_NONE,
-                        row_out=lse_c, nthreads=nthreads)
-        np.logaddexp(lse, lse_c, out=lse)
-        here = kept & (safe_t >= v0) & (safe_t < v1)
-        x_t[here] = z[rows[here], safe_t[here] - v0]
-    w_t = tg.loss.weight[safe_t].astype(np.float64) if tg.loss.weight is not None else 1.0
-    loss = w_t * (lse - x_t)
-    if z_loss:
-        loss += z_loss * w_t * lse * lse
-    return np.where(kept, loss, 0.0)
+        s = shard_stats(z, t, class_start=v0, num_classes=V, weight=None if w is None else w[v0:v1],
+                        ignore_index=tg.loss.ignore_index, z_loss=z_loss, num_threads=nthreads)
+        stats = s if stats is None else stats.merge(s)
+    return stats.row_losses()
 
 
 def linear_cross_entropy_with_grad(input, linear_weight, target, *, linear_bias=None, weight=None,

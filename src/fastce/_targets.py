@@ -19,42 +19,18 @@ import numpy as np
 from . import _kernels
 from ._validate import check_ignore_index, check_index_target, check_reduction, check_weight, target_kind
 
-__all__ = ["LossTargets"]
+__all__ = ["LossTargets", "Reduction"]
 
 
-class LossTargets:
-    """Validated targets (and weights, ignore_index, reduction) for logits of `layout`.
+class Reduction:
+    """The reduction rules of per-row losses whose 'mean' divides by `denominator` (for
+    LossTargets, and for merged vocab-shard statistics, whose kept targets' weights are known
+    only once every shard is in): reduce, reduce_total, grad_scale."""
 
-    kind         'index' or 'prob'
-    target, ttype   index targets as the kernels read them (C-contiguous, native) and their
-                 dtype code; None / 0 for probability targets
-    prob         probability targets as given (np.asarray), or None
-    weight, wsum class weights in the compute dtype (or None) and their float64 sum (C without)
-    denominator  the 'mean' denominator, float
-    """
-
-    def __init__(self, target, layout, *, weight, ignore_index, reduction, cdtype, nthreads=1,
-                 index_only=False):
+    def __init__(self, layout, reduction, denominator):
         self.layout = layout
         self.reduction = check_reduction(reduction)
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.weight = check_weight(weight, layout.C, cdtype)
-        self.wsum = float(self.weight.sum(dtype=np.float64)) if self.weight is not None else float(layout.C)
-        self.kind = "index" if index_only else target_kind(target, layout)
-        self.target = self.prob = None
-        self.ttype = 0
-        if self.kind == "index":
-            self.target, self.ttype = check_index_target(target, layout)
-            bad, kept_weight, _ = _kernels.check_targets(self.target, self.ttype, layout.C, self.ignore_index,
-                                                         self.weight, nthreads)
-            if bad >= 0:
-                raise IndexError(f"Target {self.target.reshape(-1)[bad]} is out of bounds.")
-            self.denominator = kept_weight  # torch: a weighted mean divides by the kept targets' weights
-        else:
-            if self.ignore_index >= 0:
-                raise ValueError("ignore_index is not supported for floating point target (class probabilities)")
-            self.prob = np.asarray(target)
-            self.denominator = float(layout.rows)  # torch: the number of elements, whatever the weights
+        self.denominator = denominator
 
     def reduce(self, row_loss, dtype):
         """The loss of float64 per-row losses (layout.rows of them) in `dtype`: an array of the
@@ -97,3 +73,38 @@ class LossTargets:
             return None, g
         with np.errstate(divide="ignore", invalid="ignore"):
             return None, float(np.float64(g) / np.float64(self.denominator))
+
+
+class LossTargets(Reduction):
+    """Validated targets (and weights, ignore_index, reduction) for logits of `layout`.
+
+    kind         'index' or 'prob'
+    target, ttype   index targets as the kernels read them (C-contiguous, native) and their
+                 dtype code; None / 0 for probability targets
+    prob         probability targets as given (np.asarray), or None
+    weight, wsum class weights in the compute dtype (or None) and their float64 sum (C without)
+    denominator  the 'mean' denominator, float
+    """
+
+    def __init__(self, target, layout, *, weight, ignore_index, reduction, cdtype, nthreads=1,
+                 index_only=False):
+        self.layout = layout
+        self.reduction = check_reduction(reduction)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.weight = check_weight(weight, layout.C, cdtype)
+        self.wsum = float(self.weight.sum(dtype=np.float64)) if self.weight is not None else float(layout.C)
+        self.kind = "index" if index_only else target_kind(target, layout)
+        self.target = self.prob = None
+        self.ttype = 0
+        if self.kind == "index":
+            self.target, self.ttype = check_index_target(target, layout)
+            bad, kept_weight, _ = _kernels.check_targets(self.target, self.ttype, layout.C, self.ignore_index,
+                                                         self.weight, nthreads)
+            if bad >= 0:
+                raise IndexError(f"Target {self.target.reshape(-1)[bad]} is out of bounds.")
+            self.denominator = kept_weight  # torch: a weighted mean divides by the kept targets' weights
+        else:
+            if self.ignore_index >= 0:
+                raise ValueError("ignore_index is not supported for floating point target (class probabilities)")
+            self.prob = np.asarray(target)
+            self.denominator = float(layout.rows)  # torch: the number of elements, whatever the weights
