@@ -10,6 +10,7 @@ from typing import Any, Dict, List
 from . import roofline
 from .peers import KL_PEERS, PEER_NAMES, PEERS, default_threads, get_peer, kl_cases, per_call_cases
 from .plot import plot_sweep
+from .dask_table import DEFAULT_DASK_WORKLOADS, QUICK_DASK_WORKLOADS, dask_records, format_dask_table, run_dask
 from .report import (KL_LEGEND, KL_TITLE, ce_record, environment, format_environment, format_linear_table,
                      format_per_call_table, format_table, json_text, linear_record, per_call_records)
 from .timing import BenchConfig, log, run, run_linear, run_per_call
@@ -54,11 +55,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-roofline", action="store_true",
                         help="do not measure this machine's roofline (read, read+write, exp) for the "
                         f"%%roof column of rows with >= 2^{ROOFLINE_MIN_NUMEL.bit_length() - 1} logits")
+    parser.add_argument("--no-dask", action="store_true",
+                        help="skip the dask table (workloads dask-*: a 2-worker LocalCluster)")
     parser.add_argument("--list", action="store_true", help="list workloads and libraries, then exit")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
 
 
-def _list(workloads_all, per_call_all, linear_all, kl_all, quick: bool) -> int:
+def _list(workloads_all, per_call_all, linear_all, kl_all, dask_all, quick: bool) -> int:
     print("workloads%s:" % (" (--quick)" if quick else ""))
     for w in workloads_all:
         print(f"  {w.name:20s} {w.describe()}")
@@ -68,6 +71,8 @@ def _list(workloads_all, per_call_all, linear_all, kl_all, quick: bool) -> int:
         print(f"  {w.name:20s} per-call table, {w.describe()}")
     for w in linear_all:
         print(f"  {w.name:20s} linear + cross-entropy, {w.describe()}")
+    for w in dask_all:
+        print(f"  {w.name:20s} dask, {w.describe()}")
     print("libraries:")
     for p in PEERS:
         why = p.unavailable()
@@ -85,11 +90,12 @@ def main(args) -> int:
     if getattr(args, "no_per_call", False) or args.passes == FORWARD:
         per_call_all = ()
     kl_all = QUICK_KL_WORKLOADS if args.quick else DEFAULT_KL_WORKLOADS
+    dask_all = () if getattr(args, "no_dask", False) else (QUICK_DASK_WORKLOADS if args.quick else DEFAULT_DASK_WORKLOADS)
     if args.list:
-        return _list(workloads_all, per_call_all, linear_all, kl_all, args.quick)
+        return _list(workloads_all, per_call_all, linear_all, kl_all, dask_all, args.quick)
     try:
-        workloads, per_call_wls, linear_wls, kl_wls = select_sets(
-            (workloads_all, per_call_all, linear_all, kl_all), args.workload)
+        workloads, per_call_wls, linear_wls, kl_wls, dask_wls = select_sets(
+            (workloads_all, per_call_all, linear_all, kl_all, dask_all), args.workload)
         threads = parse_threads(args.threads)
         peers = list(PEER_NAMES) if args.peers is None else [s.strip() for s in args.peers.split(",") if s.strip()]
         for name in peers:
@@ -150,6 +156,10 @@ def main(args) -> int:
                                 quick=args.quick)
             results += [linear_record(c) for c in lcells]
             text.append(format_linear_table(lcells))
+        if dask_wls and "fastce" in peers:
+            drows = run_dask(cfg, dask_wls)
+            results += dask_records(drows)
+            text.append(format_dask_table(drows))
     if args.plot:
         sweep_cfg = dataclasses.replace(
             cfg,
