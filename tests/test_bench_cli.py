@@ -168,3 +168,18 @@ def test_roofline_bound_of_two_streams():
     wl = DEFAULT_KL_WORKLOADS[0]
     assert r.bound("float32", B.FORWARD, wl.roof_terms(B.FORWARD)) == 2.0  # 16 GB/s / (2 x 4 B) < exp 8 / 2
     assert r.bound("float32", B.LOSS_GRAD, wl.roof_terms(B.LOSS_GRAD)) == 1.0  # 12 GB/s / 12 B < exp 8 / 4
+
+
+def test_dask_table(capsys):
+    """The quick dask row: a 2-worker LocalCluster, fastce.dask against plain dask.array (the
+    same loss) and one-process fastce."""
+    pytest.importorskip("distributed")
+    status, out, _ = run_bench(["--quick", "-w", "dask", *FAST, "--json"], capsys)
+    assert status == 0
+    recs = [r for r in json.loads(out) if r["section"] == "dask"]
+    by_case = {r["case"]: r for r in recs}
+    assert len(by_case) == 3 and all(r["median_s"] > 0 for r in recs)
+    a = by_case["fastce.dask.cross_entropy"]["loss"]
+    assert a == pytest.approx(by_case["plain dask.array (max, exp, sum, log, take)"]["loss"], rel=1e-5)
+    status, out, _ = run_bench(["--quick", "-w", "dask", "--no-dask", *FAST], capsys)
+    assert status == 2  # no dask workload left to select

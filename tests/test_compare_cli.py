@@ -177,3 +177,23 @@ def test_resident_memory_is_bounded_by_the_blocks(tmp_path):
     growth = int(peak) - int(base)
     print(f"two files of {size / 2 ** 21:.0f} MiB each, 8 MiB blocks: RSS growth {growth / 2**20:.1f} MiB")
     assert growth < size / 4, (growth, size)
+
+
+def test_workers_option_runs_through_dask(files, capsys):
+    """--workers 2: both files read by a 2-process LocalCluster's tasks, the same figures."""
+    pytest.importorskip("distributed")
+    paths, b, a, t = files
+    status, out, _ = run([paths["b"], paths["a"], "--targets", paths["t"], "--json", "--block-rows", "50",
+                          "--workers", "2", "--top-k", "3"], capsys)
+    assert status == 0
+    same_figures(json.loads(out), fastce.compare(b, a, t, top_k=(3,)), rel=1e-6)
+    status, _, err = run(["--hidden", paths["b"], "--weight", paths["a"], "--ref-hidden", paths["b"], "--ref-weight",
+                          paths["a"], "--workers", "2"], capsys)
+    assert status == 2 and "linear form runs in one process" in err
+
+
+def test_scheduler_unreachable_is_one_error_line(files, capsys):
+    pytest.importorskip("distributed")
+    paths, *_ = files
+    status, out, err = run([paths["b"], paths["a"], "--scheduler", "tcp://127.0.0.1:9"], capsys)
+    assert status == 2 and out == "" and err.startswith("fastce compare: error: cannot connect to the dask scheduler")

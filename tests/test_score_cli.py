@@ -521,3 +521,21 @@ def test_bfloat16_flag_bad_input(files, capsys, case):
     assert rc == 2 and out == ""
     assert err.startswith("fastce score: error: ") and len(err.strip().splitlines()) == 1
     assert re.search(match, err), err
+
+
+def test_workers_option_scores_through_dask(files, capsys):
+    """--workers 2: the logits file read by a 2-process LocalCluster's tasks, in row blocks, the
+    targets checked here first; the same Score as one process."""
+    pytest.importorskip("distributed")
+    x, t = make_data(dtype=np.float32)
+    p = files(x=x, t=t)
+    d = run_json([p["x"], p["t"], "--top-k", "5", "--block-rows", "17", "--workers", "2"], capsys)
+    api = fastce.score(x, t, top_k=(1, 5))
+    assert d["tokens"] == api.count and d["rows"] == N
+    assert d["nll_sum"] == pytest.approx(api.nll_sum, rel=1e-6)
+    assert d["accuracy"] == {f"top{k}": pytest.approx(v, abs=1e-15) for k, v in api.top_k_accuracy.items()}
+    bad = t.copy()
+    bad[3] = V
+    p = files(x=x, t=bad)
+    status, out, err = run_cli([p["x"], p["t"], "--workers", "2"], capsys)
+    assert status == 2 and "out of range" in err and out == ""

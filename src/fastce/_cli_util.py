@@ -133,3 +133,45 @@ def progress(total: int, desc: str) -> Iterator[Optional[Callable[[int], None]]]
     finally:
         if bar is not None:
             bar.close()
+
+
+def add_dask_arguments(p: argparse.ArgumentParser) -> None:
+    """--workers N / --scheduler ADDRESS: run a file command through fastce.dask."""
+    g = p.add_argument_group("on a dask cluster (needs dask[array] and distributed)")
+    ex = g.add_mutually_exclusive_group()
+    ex.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                    help="start a local dask cluster of N worker processes (1 thread each) and score through it")
+    ex.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="use the dask scheduler at ADDRESS (e.g. tcp://host:8786); the workers read the files "
+                    "by their paths, which must be readable there")
+
+
+@contextlib.contextmanager
+def dask_client(args: argparse.Namespace):
+    """The distributed.Client the options ask for (None without --workers / --scheduler)."""
+    if args.workers is None and args.scheduler is None:
+        yield None
+        return
+    try:
+        import distributed
+    except ImportError:
+        raise InputError("--workers / --scheduler need dask and distributed (pip install 'dask[array]' "
+                         "distributed)") from None
+    cluster = None
+    try:
+        if args.workers is not None:
+            cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                               dashboard_address=None, silence_logs=40)
+            client = distributed.Client(cluster)
+        else:
+            try:
+                client = distributed.Client(args.scheduler, timeout="5s")
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise InputError(f"cannot connect to the dask scheduler at {args.scheduler!r}: {exc}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()

@@ -27,9 +27,12 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 
-from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, RowBlockReader, block_bounds,
+import numpy as np
+
+from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, RowBlockReader, as_dask_array, block_bounds,
                           check_float, check_int, check_rows_contiguous, read_npy_header, rows_per_block)
-from ._cli_util import guarded, int64, json_value, positive_float, positive_int, progress, top_k_list
+from ._cli_util import (add_dask_arguments, dask_client, guarded, int64, json_value, positive_float, positive_int,
+                        progress, top_k_list)
 from ._score_cli import _load_whole, _targets_block, check_targets
 
 USAGE = (
@@ -180,6 +183,25 @@ def compare_files(inputs: Inputs, *, ignore_index: int = -100, top_k: Sequence[i
     return Result(total, inputs, ignored)
 
 
+def compare_files_dask(inputs: Inputs, *, ignore_index: int = -100, top_k: Sequence[int] = (1,),
+                       block_rows: Optional[int] = None, block_mb: Optional[float] = None) -> Result:
+    """compare_files through fastce.dask on the active dask client: both logits files as dask
+    arrays of row blocks, each read by a worker from the file's path."""
+    import fastce.dask as fd
+
+    if inputs.model.logits is None:
+        raise InputError("--workers / --scheduler compare two logits files; the linear form runs in one process")
+    ignored = 0
+    t = None
+    rpb = rows_per_block(max(inputs.model.rows.row_bytes, inputs.ref.rows.row_bytes), block_rows, block_mb)
+    if inputs.targets is not None:
+        with RowBlockReader(inputs.targets) as treader:
+            ignored = check_targets(treader, inputs.model.vocab, ignore_index)
+        t = as_dask_array(inputs.targets, rpb, np.int64)
+    x, y = as_dask_array(inputs.model.logits, rpb), as_dask_array(inputs.ref.logits, rpb)
+    return Result(fd.compare(x, y, t, ignore_index=ignore_index, top_k=tuple(top_k)), inputs, ignored)
+
+
 def result_dict(res: Result) -> dict:
     d = dict(res.comparison.as_dict())
     d.update(rows=res.inputs.n, ignored=res.ignored, vocab=res.inputs.model.vocab)
@@ -238,6 +260,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["bfloat16"], default=None,
                    help="the logits files that say |V2 hold bfloat16 (np.save writes ml_dtypes' bfloat16 so)")
     p.add_argument("--ref-dtype", choices=["bfloat16"], default=None, help="the same for REF.npy only")
+    add_dask_arguments(p)
 
 
 def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> int:
@@ -259,9 +282,13 @@ def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = N
         top_k = sorted({1} | {k for ks in (args.top_k or []) for k in ks})
         if top_k[-1] > inputs.model.vocab:
             raise InputError(f"--top-k {top_k[-1]} exceeds the number of classes ({inputs.model.vocab})")
-        with progress(inputs.n, "comparing") as update:
-            res = compare_files(inputs, ignore_index=args.ignore_index, top_k=top_k, num_threads=args.threads,
-                                block_rows=args.block_rows, block_mb=args.block_mb, progress=update)
+        with progress(inputs.n, "comparing") as update, dask_client(args) as client:
+            if client is not None:
+                res = compare_files_dask(inputs, ignore_index=args.ignore_index, top_k=top_k,
+                                         block_rows=args.block_rows, block_mb=args.block_mb)
+            else:
+                res = compare_files(inputs, ignore_index=args.ignore_index, top_k=top_k, num_threads=args.threads,
+                                    block_rows=args.block_rows, block_mb=args.block_mb, progress=update)
         print(json.dumps(result_dict(res), allow_nan=False) if args.json else format_table(res))
         return 0
 

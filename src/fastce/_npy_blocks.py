@@ -301,3 +301,29 @@ def rows_per_block(row_bytes: int, block_rows: Optional[int], block_mb: Optional
         return block_rows
     mb = DEFAULT_BLOCK_MB if block_mb is None else block_mb
     return max(1, int(mb * 1024 * 1024) // max(1, row_bytes))
+
+
+# --------------------------------------------------------------------------------------------
+# the same files as dask arrays (fastce score / compare --workers N | --scheduler ADDRESS)
+
+
+def _read_rows(info: NpyInfo, r0: int, r1: int, dtype=None) -> np.ndarray:
+    """Rows [r0, r1) of the file, read where this runs (a dask worker: the file's path must be
+    readable there; with a LocalCluster it is the same machine)."""
+    with RowBlockReader(info) as reader:
+        return reader.copy_rows(r0, r1, dtype)
+
+
+def as_dask_array(info: NpyInfo, rows_per_chunk: int, dtype=None):
+    """The ``.npy`` file as a dask array chunked by rows, each chunk read by its own task from
+    the file (nothing is read here, and no data travels in the graph)."""
+    import dask
+    import dask.array as da
+
+    dt = np.dtype(dtype) if dtype is not None else info.dtype.newbyteorder("=")
+    chunks = [da.from_delayed(dask.delayed(_read_rows)(info, r0, r1, dtype), shape=(r1 - r0,) + info.shape[1:],
+                              dtype=dt)
+              for r0, r1 in block_bounds(info.shape[0], rows_per_chunk)]
+    if not chunks:
+        return da.zeros((0,) + info.shape[1:], dtype=dt)
+    return da.concatenate(chunks, axis=0)

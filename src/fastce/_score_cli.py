@@ -40,9 +40,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 # The block-mapped .npy reader; its names stay importable from here.
-from ._cli_util import error, guarded, int64, json_value, positive_float, positive_int, progress, top_k_list
+from ._cli_util import (add_dask_arguments, dask_client, error, guarded, int64, json_value, positive_float,
+                        positive_int, progress, top_k_list)
 from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, ReadError,  # noqa: F401
-                          RowBlockReader, block_bounds, check_float, check_int,
+                          RowBlockReader, as_dask_array, block_bounds, check_float, check_int,
                           check_rows_contiguous, read_npy_header, rows_per_block)
 
 #: Rows of the targets file read per block in the validation pass (8 MB of int64).
@@ -234,6 +235,27 @@ def score_files(inputs: Inputs, *, ignore_index: int = -100, top_k: Sequence[int
     return Result(score=total, inputs=inputs, ignored=ignored)
 
 
+def score_files_dask(inputs: Inputs, *, ignore_index: int = -100, top_k: Sequence[int] = (1,),
+                     softcap: Optional[float] = None, block_rows: Optional[int] = None,
+                     block_mb: Optional[float] = None) -> Result:
+    """score_files through fastce.dask on the active dask client: the logits file as a dask
+    array of row blocks, each read by a worker from the file's path; the targets are checked
+    here first (so an out-of-range target fails before any logits are read)."""
+    import fastce.dask as fd
+
+    if inputs.logits is None:
+        raise InputError("--workers / --scheduler score a LOGITS.npy file; the linear form runs in one process")
+    if softcap is not None:
+        raise InputError("--softcap is not supported with --workers / --scheduler")
+    with RowBlockReader(inputs.targets) as treader:
+        ignored = check_targets(treader, inputs.vocab, ignore_index)
+    rpb = rows_per_block(inputs.logits.row_bytes, block_rows, block_mb)
+    x = as_dask_array(inputs.logits, rpb)
+    t = as_dask_array(inputs.targets, rpb, np.int64)
+    return Result(score=fd.score(x, t, top_k=tuple(top_k), ignore_index=ignore_index), inputs=inputs,
+                  ignored=ignored)
+
+
 def _load_whole(info: NpyInfo) -> np.ndarray:
     """The weight or bias, memory-mapped whole (it is read many times, once per block)."""
     try:
@@ -318,6 +340,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["bfloat16"], default=None,
                    help="the logits file holds bfloat16 (np.save writes ml_dtypes' bfloat16 with the "
                         "header dtype |V2, which does not say so)")
+    add_dask_arguments(p)
 
 
 def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> int:
@@ -353,10 +376,14 @@ def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = N
         bad_k = [k for k in top_k if k > inputs.vocab]
         if bad_k:
             raise InputError(f"--top-k {bad_k[0]} exceeds the number of classes ({inputs.vocab})")
-        with progress(inputs.n, "scoring") as update:
-            res = score_files(inputs, ignore_index=args.ignore_index, top_k=top_k,
-                              softcap=args.softcap, num_threads=args.threads,
-                              block_rows=args.block_rows, block_mb=args.block_mb, progress=update)
+        with progress(inputs.n, "scoring") as update, dask_client(args) as client:
+            if client is not None:
+                res = score_files_dask(inputs, ignore_index=args.ignore_index, top_k=top_k, softcap=args.softcap,
+                                       block_rows=args.block_rows, block_mb=args.block_mb)
+            else:
+                res = score_files(inputs, ignore_index=args.ignore_index, top_k=top_k,
+                                  softcap=args.softcap, num_threads=args.threads,
+                                  block_rows=args.block_rows, block_mb=args.block_mb, progress=update)
         print(json.dumps(result_dict(res), allow_nan=False) if args.json else format_table(res))
         return 0
 
