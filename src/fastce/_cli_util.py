@@ -14,38 +14,113 @@ import contextlib
 import math
 import sys
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
-from ._npy_blocks import InputError, ReadError
+from ._npy_blocks import (InputError, NpyInfo, ReadError, check_float, check_rows_contiguous,
+                          read_npy_header)
+
+
+@dataclass
+class ModelFiles:
+    """One model's validated headers: its logits file, or its hidden states and LM-head weight
+    (and bias), whose logits are computed chunk by chunk."""
+
+    logits: Optional[NpyInfo] = None
+    hidden: Optional[NpyInfo] = None
+    weight: Optional[NpyInfo] = None
+    bias: Optional[NpyInfo] = None
+
+    @property
+    def rows(self) -> NpyInfo:
+        """The file that is read in row blocks (logits, or hidden for the linear form)."""
+        return self.logits if self.logits is not None else self.hidden
+
+    @property
+    def vocab(self) -> int:
+        return self.logits.shape[1] if self.logits is not None else self.weight.shape[0]
+
+    def describe(self, label: str) -> List[str]:
+        """Table lines naming the files (label: e.g. "model")."""
+        if self.logits is not None:
+            return [f"{label:<11} {self.logits.path}  ({self.logits.describe()})"]
+        out = [f"{label + ' h':<11} {self.hidden.path}  ({self.hidden.describe()})",
+               f"{label + ' W':<11} {self.weight.path}  ({self.weight.describe()})"]
+        if self.bias is not None:
+            out.append(f"{label + ' b':<11} {self.bias.path}  ({self.bias.describe()})")
+        return out
+
+
+def logits_files(path: str, role: str = "logits", dtype: Optional[str] = None, v2_only: bool = False) -> ModelFiles:
+    """A C-ordered (N, V) float logits file's header, checked (InputError on a problem)."""
+    x = read_npy_header(path, role, dtype, v2_only=v2_only)
+    check_float(x, role)
+    if len(x.shape) != 2:
+        hint = "; reshape (B, T, V) logits to (B*T, V) and (B, T) targets to (B*T,)" if len(x.shape) > 2 else ""
+        raise InputError(f"{role} file {path!r}: shape {x.shape} is not 2-D; logits must have shape (N, V){hint}")
+    check_rows_contiguous(x, role)
+    if x.shape[1] == 0:
+        raise InputError(f"{role} file {path!r}: has no classes (shape {x.shape})")
+    return ModelFiles(logits=x)
+
+
+def linear_files(hidden: str, weight: str, bias: Optional[str] = None, prefix: str = "") -> ModelFiles:
+    """The headers of hidden states (N, H), an LM-head weight (V, H) and bias (V,), checked;
+    `prefix` names the options in messages (e.g. "ref-")."""
+    h = read_npy_header(hidden, f"{prefix}hidden")
+    check_float(h, f"{prefix}hidden")
+    if len(h.shape) != 2:
+        raise InputError(f"{prefix}hidden file {hidden!r}: shape {h.shape} is not 2-D; hidden states "
+                         "must have shape (N, H)")
+    check_rows_contiguous(h, f"{prefix}hidden")
+    w = read_npy_header(weight, f"{prefix}weight")
+    check_float(w, f"{prefix}weight")
+    if len(w.shape) != 2:
+        raise InputError(f"{prefix}weight file {weight!r}: shape {w.shape} is not 2-D; the weight must "
+                         "have shape (V, H)")
+    if h.shape[1] != w.shape[1]:
+        raise InputError(f"hidden size mismatch: {prefix}hidden {hidden!r} is {h.describe()} (H = "
+                         f"{h.shape[1]}) but {prefix}weight {weight!r} is {w.describe()} (H = {w.shape[1]})")
+    if h.shape[1] == 0:
+        raise InputError(f"{prefix}hidden file {hidden!r}: has no features (shape {h.shape})")
+    if w.shape[0] == 0:
+        raise InputError(f"{prefix}weight file {weight!r}: has no classes (shape {w.shape})")
+    b = None
+    if bias is not None:
+        b = read_npy_header(bias, f"{prefix}bias")
+        check_float(b, f"{prefix}bias")
+        if b.shape != (w.shape[0],):
+            raise InputError(f"{prefix}bias file {bias!r}: shape {b.shape} does not match the weight's "
+                             f"{w.shape[0]} classes; expected ({w.shape[0]},)")
+    return ModelFiles(hidden=h, weight=w, bias=b)
+
+
+def _number(text: str, kind):
+    """int(text) or float(text), or the argparse error that names what was expected."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
 
 
 def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    v = _number(text, int)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
     return v
 
 
 def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    v = _number(text, float)
     if not (v > 0 and math.isfinite(v)):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return v
 
 
 def int64(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    v = _number(text, int)
     if not -(2 ** 63) <= v < 2 ** 63:
         raise argparse.ArgumentTypeError(f"must fit in a 64-bit integer, got {v}")
     return v
@@ -57,10 +132,7 @@ def top_k_list(text: str) -> List[int]:
         part = part.strip()
         if not part:
             continue
-        try:
-            k = int(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {part!r}") from None
+        k = _number(part, int)
         if k < 1:
             raise argparse.ArgumentTypeError(f"k must be >= 1, got {k}")
         out.append(k)

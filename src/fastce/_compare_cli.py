@@ -30,9 +30,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, RowBlockReader, as_dask_array, block_bounds,
-                          check_float, check_int, check_rows_contiguous, read_npy_header, rows_per_block)
-from ._cli_util import (add_dask_arguments, dask_client, guarded, int64, json_value, positive_float, positive_int,
-                        progress, top_k_list)
+                          check_int, read_npy_header, rows_per_block)
+from ._cli_util import (ModelFiles, add_dask_arguments, dask_client, guarded, int64, json_value, linear_files,
+                        logits_files, positive_float, positive_int, progress, top_k_list)
 from ._score_cli import _load_whole, _targets_block, check_targets
 
 USAGE = (
@@ -43,69 +43,9 @@ USAGE = (
 
 
 @dataclass
-class Side:
-    """One model's validated headers: logits, or hidden + weight (+ bias)."""
-
-    logits: Optional[NpyInfo] = None
-    hidden: Optional[NpyInfo] = None
-    weight: Optional[NpyInfo] = None
-    bias: Optional[NpyInfo] = None
-
-    @property
-    def rows(self) -> NpyInfo:
-        return self.logits if self.logits is not None else self.hidden
-
-    @property
-    def vocab(self) -> int:
-        return self.logits.shape[1] if self.logits is not None else self.weight.shape[0]
-
-    def describe(self, label: str) -> list:
-        if self.logits is not None:
-            return [f"{label:<11} {self.logits.path}  ({self.logits.describe()})"]
-        out = [f"{label + ' h':<11} {self.hidden.path}  ({self.hidden.describe()})",
-               f"{label + ' W':<11} {self.weight.path}  ({self.weight.describe()})"]
-        if self.bias is not None:
-            out.append(f"{label + ' b':<11} {self.bias.path}  ({self.bias.describe()})")
-        return out
-
-
-def _logits_side(path: str, role: str, dtype: Optional[str]) -> Side:
-    x = read_npy_header(path, role, dtype, v2_only=True)
-    check_float(x, role)
-    if len(x.shape) != 2:
-        raise InputError(f"{role} file {path!r}: shape {x.shape} is not 2-D; logits must have shape (N, V)"
-                         + ("; reshape (B, T, V) to (B*T, V)" if len(x.shape) > 2 else ""))
-    check_rows_contiguous(x, role)
-    if x.shape[1] == 0:
-        raise InputError(f"{role} file {path!r}: has no classes (shape {x.shape})")
-    return Side(logits=x)
-
-
-def _linear_side(hidden: str, weight: str, bias: Optional[str], prefix: str) -> Side:
-    h = read_npy_header(hidden, f"{prefix}hidden")
-    check_float(h, f"{prefix}hidden")
-    w = read_npy_header(weight, f"{prefix}weight")
-    check_float(w, f"{prefix}weight")
-    if len(h.shape) != 2 or len(w.shape) != 2:
-        raise InputError(f"{prefix}hidden must have shape (N, H) and {prefix}weight (V, H), got {h.shape} and "
-                         f"{w.shape}")
-    check_rows_contiguous(h, f"{prefix}hidden")
-    if h.shape[1] != w.shape[1] or w.shape[0] == 0:
-        raise InputError(f"{prefix}hidden {hidden!r} is {h.describe()} but {prefix}weight {weight!r} is "
-                         f"{w.describe()}: expected (N, H) and (V, H) with V > 0")
-    b = None
-    if bias is not None:
-        b = read_npy_header(bias, f"{prefix}bias")
-        check_float(b, f"{prefix}bias")
-        if b.shape != (w.shape[0],):
-            raise InputError(f"{prefix}bias file {bias!r}: shape {b.shape}, expected ({w.shape[0]},)")
-    return Side(hidden=h, weight=w, bias=b)
-
-
-@dataclass
 class Inputs:
-    model: Side
-    ref: Side
+    model: ModelFiles
+    ref: ModelFiles
     targets: Optional[NpyInfo]
 
     @property
@@ -116,11 +56,11 @@ class Inputs:
 def check_inputs(args: argparse.Namespace, files: Sequence[str]) -> Inputs:
     """Every header read and cross-checked before any data; InputError on the first problem."""
     if args.hidden is not None:
-        model = _linear_side(args.hidden, args.weight, args.bias, "")
-        ref = _linear_side(args.ref_hidden, args.ref_weight, args.ref_bias, "ref-")
+        model = linear_files(args.hidden, args.weight, args.bias)
+        ref = linear_files(args.ref_hidden, args.ref_weight, args.ref_bias, "ref-")
     else:
-        model = _logits_side(files[0], "logits", args.dtype)
-        ref = _logits_side(files[1], "ref", args.ref_dtype or args.dtype)
+        model = logits_files(files[0], "logits", args.dtype, v2_only=True)
+        ref = logits_files(files[1], "ref", args.ref_dtype or args.dtype, v2_only=True)
     if model.rows.shape[0] != ref.rows.shape[0] or model.vocab != ref.vocab:
         raise InputError(f"the two models differ in shape: {model.rows.path!r} gives {model.rows.shape[0]} rows of "
                          f"{model.vocab} classes, {ref.rows.path!r} {ref.rows.shape[0]} rows of {ref.vocab}")

@@ -40,11 +40,11 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 # The block-mapped .npy reader; its names stay importable from here.
-from ._cli_util import (add_dask_arguments, dask_client, error, guarded, int64, json_value, positive_float,
-                        positive_int, progress, top_k_list)
+from ._cli_util import (ModelFiles, add_dask_arguments, dask_client, error, guarded, int64, json_value,
+                        linear_files, logits_files, positive_float, positive_int, progress, top_k_list)
 from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, ReadError,  # noqa: F401
-                          RowBlockReader, as_dask_array, block_bounds, check_float, check_int,
-                          check_rows_contiguous, read_npy_header, rows_per_block)
+                          RowBlockReader, as_dask_array, block_bounds, check_int, read_npy_header,
+                          rows_per_block)
 
 #: Rows of the targets file read per block in the validation pass (8 MB of int64).
 _TARGET_CHECK_ROWS = 1 << 20
@@ -61,27 +61,14 @@ USAGE = (
 
 
 @dataclass
-class Inputs:
-    """Validated headers of one ``fastce score`` invocation."""
+class Inputs(ModelFiles):
+    """Validated headers of one ``fastce score`` invocation: the model's files and the targets."""
 
-    targets: NpyInfo
-    logits: Optional[NpyInfo] = None
-    hidden: Optional[NpyInfo] = None
-    weight: Optional[NpyInfo] = None
-    bias: Optional[NpyInfo] = None
-
-    @property
-    def rows(self) -> NpyInfo:
-        """The file that is read in row blocks (logits, or hidden for the linear form)."""
-        return self.logits if self.logits is not None else self.hidden
+    targets: Optional[NpyInfo] = None
 
     @property
     def n(self) -> int:
         return self.targets.shape[0]
-
-    @property
-    def vocab(self) -> int:
-        return self.logits.shape[1] if self.logits is not None else self.weight.shape[0]
 
 
 def check_inputs(logits: Optional[str], targets: str, hidden: Optional[str] = None,
@@ -90,53 +77,14 @@ def check_inputs(logits: Optional[str], targets: str, hidden: Optional[str] = No
     """Read and cross-check every header, in command-line order; raise :class:`InputError` on
     the first problem. Give ``logits``, or ``hidden`` and ``weight`` (and optionally ``bias``).
     ``logits_dtype="bfloat16"`` reads a logits file saved from ml_dtypes' bfloat16 (|V2)."""
-    if logits is not None:
-        x = read_npy_header(logits, "logits", logits_dtype)
-        check_float(x, "logits")
-        if len(x.shape) != 2:
-            hint = ("; reshape (B, T, V) logits to (B*T, V) and (B, T) targets to (B*T,)"
-                    if len(x.shape) > 2 else "")
-            raise InputError(f"logits file {logits!r}: shape {x.shape} is not 2-D; logits must "
-                             f"have shape (N, V){hint}")
-        check_rows_contiguous(x, "logits")
-        if x.shape[1] == 0:
-            raise InputError(f"logits file {logits!r}: has no classes (shape {x.shape})")
-        t = _targets_header(targets)
-        if x.shape[0] != t.shape[0]:
-            raise InputError(f"logits have {x.shape[0]} rows but targets have {t.shape[0]} "
-                             f"({logits!r} is {x.describe()}, {targets!r} is {t.describe()})")
-        return Inputs(targets=t, logits=x)
-
-    h = read_npy_header(hidden, "hidden")
-    check_float(h, "hidden")
-    if len(h.shape) != 2:
-        raise InputError(f"hidden file {hidden!r}: shape {h.shape} is not 2-D; hidden states "
-                         "must have shape (N, H)")
-    check_rows_contiguous(h, "hidden")
-    w = read_npy_header(weight, "weight")
-    check_float(w, "weight")
-    if len(w.shape) != 2:
-        raise InputError(f"weight file {weight!r}: shape {w.shape} is not 2-D; the weight must "
-                         "have shape (V, H)")
-    if h.shape[1] != w.shape[1]:
-        raise InputError(f"hidden size mismatch: hidden {hidden!r} is {h.describe()} (H = "
-                         f"{h.shape[1]}) but weight {weight!r} is {w.describe()} (H = {w.shape[1]})")
-    if h.shape[1] == 0:
-        raise InputError(f"hidden file {hidden!r}: has no features (shape {h.shape})")
-    if w.shape[0] == 0:
-        raise InputError(f"weight file {weight!r}: has no classes (shape {w.shape})")
-    b = None
-    if bias is not None:
-        b = read_npy_header(bias, "bias")
-        check_float(b, "bias")
-        if b.shape != (w.shape[0],):
-            raise InputError(f"bias file {bias!r}: shape {b.shape} does not match the weight's "
-                             f"{w.shape[0]} classes; expected ({w.shape[0]},)")
+    model = logits_files(logits, "logits", logits_dtype) if logits is not None else linear_files(hidden, weight, bias)
     t = _targets_header(targets)
-    if h.shape[0] != t.shape[0]:
-        raise InputError(f"hidden has {h.shape[0]} rows but targets have {t.shape[0]} "
-                         f"({hidden!r} is {h.describe()}, {targets!r} is {t.describe()})")
-    return Inputs(targets=t, hidden=h, weight=w, bias=b)
+    x = model.rows
+    if x.shape[0] != t.shape[0]:
+        what = "logits have" if logits is not None else "hidden has"
+        raise InputError(f"{what} {x.shape[0]} rows but targets have {t.shape[0]} "
+                         f"({x.path!r} is {x.describe()}, {targets!r} is {t.describe()})")
+    return Inputs(targets=t, **vars(model))
 
 
 def _targets_header(targets: str) -> NpyInfo:
