@@ -183,3 +183,22 @@ def test_shard_grad_checks_its_stats():
         fastce.shard_grad(x[:, :3], t, inc, class_start=0)
     out = np.empty((3, 3))
     assert fastce.shard_grad(x[:, 3:], t, st, class_start=3, out=out) is out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("width_cut", [1, 16, 17, 30])
+def test_shard_grad_kernel_every_isa(isa, dtype, width_cut):
+    """shard_grad_rows on each ISA and dtype, widths around the vector widths, weights and
+    smoothing, in place: the cross_entropy_with_grad gradient's columns."""
+    rng = np.random.default_rng(width_cut)
+    x, t, w, _ = problem(rng, (9, C), dict(weight=True))
+    x = x.astype(dtype)
+    kw = dict(label_smoothing=0.1)
+    stats = fastce.shard_stats(x[:, :width_cut], t, class_start=0, num_classes=C, weight=w[:width_cut], **kw) + \
+        fastce.shard_stats(x[:, width_cut:], t, class_start=width_cut, num_classes=C, weight=w[width_cut:], **kw)
+    want = fastce.cross_entropy_with_grad(x, t, weight=w.astype(dtype), **kw)[1]
+    part = np.ascontiguousarray(x[:, width_cut:])
+    g = fastce.shard_grad(part, t, stats, class_start=width_cut, weight=w[width_cut:], out=part)  # in place
+    assert g is part and g.dtype == dtype
+    tol = {np.float64: 1e-12, np.float32: 1e-6, np.float16: 2e-3}[dtype]
+    np.testing.assert_allclose(g.astype(np.float64), want[:, width_cut:].astype(np.float64), rtol=tol, atol=tol * 1e-2)

@@ -110,6 +110,18 @@ typedef struct {
 } kl_args;
 typedef void (*kl_range_fn)(const kl_args *a, int64_t i0, int64_t i1);
 
+/* One vocabulary shard's gradient from merged row statistics (shard_grad_rows, shard_impl.h):
+   x and out (N, C) C-contiguous in the table's storage dtype (out may be x). */
+typedef struct {
+    int64_t N, C;
+    const void *x;
+    void *out;
+    const double *lse, *A, *B, *fix;  /* per row */
+    const int64_t *tcol;              /* per row: the target's column in the shard, or -1 */
+    const void *weight;               /* (C,) class weights in the compute dtype, or NULL */
+} shard_args;
+typedef void (*shard_range_fn)(const shard_args *a, int64_t i0, int64_t i1);
+
 /* Work-range kernels: each processes items [i0, i1) and never raises; inputs are validated
    by the caller (targets are in range or ignore_index). */
 typedef void (*ce_range_fn)(const ce_args *a, int64_t i0, int64_t i1);
@@ -123,6 +135,7 @@ typedef struct {
     ce_range_fn small_rows;  /* S == 1, C <= FASTCE_SMALL_C: item = row; VW rows per transposed tile */
     ce_range_fn score_rows;  /* S == 1, index targets, no options: rows with the rank count gt */
     kl_range_fn kl_rows;     /* two streams (KL, compare): item = row pair */
+    shard_range_fn shard_grad_rows; /* a vocab shard's gradient from merged statistics: item = row */
     int64_t vector_width;    /* lanes per vector; tiles cover this many positions */
     /* The vector math itself, element-wise over n values, for the accuracy tests. */
     void (*exp_array)(const void *x, void *y, int64_t n);

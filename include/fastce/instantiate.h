@@ -111,8 +111,9 @@
 
 #include "fastce/kernel_impl.h"
 #include "fastce/kl_impl.h"
+#include "fastce/shard_impl.h"
 
 const ce_kernels FASTCE_KERNELS_NAME = {
     KFN(rows), KFN(seg_stats), KFN(merge_rows), KFN(seg_out), KFN(tiles), KFN(small_rows),
-    KFN(score_rows), KFN(kl_rows), VW, KFN(exp_array), KFN(log_array), KFN(exp_flush_array),
+    KFN(score_rows), KFN(kl_rows), KFN(shard_grad_rows), VW, KFN(exp_array), KFN(log_array), KFN(exp_flush_array),
 };

@@ -63,9 +63,21 @@ cdef extern from "fastce/dispatch.h" nogil:
         const double *gout
         double gscale
     ctypedef void (*kl_range_fn)(const kl_args *a, int64_t i0, int64_t i1) noexcept nogil
+    ctypedef struct shard_args:
+        int64_t N, C
+        const void *x
+        void *out
+        const double *lse
+        const double *A
+        const double *B
+        const double *fix
+        const int64_t *tcol
+        const void *weight
+    ctypedef void (*shard_range_fn)(const shard_args *a, int64_t i0, int64_t i1) noexcept nogil
     ctypedef struct ce_kernels:
         ce_range_fn rows, seg_stats, merge_rows, seg_out, tiles, small_rows, score_rows
         kl_range_fn kl_rows
+        shard_range_fn shard_grad_rows
         int64_t vector_width
         void (*exp_array)(const void *x, void *y, int64_t n) noexcept nogil
         void (*log_array)(const void *x, void *y, int64_t n) noexcept nogil
@@ -257,25 +269,48 @@ def kl_run(int isa, cnp.ndarray a, cnp.ndarray b, cnp.ndarray kl, *, lse_a=None,
     k.rank_b = <double *>_ptr(rank_b)
     k.out = <void *>_ptr(out)
     k.gout = <const double *>_ptr(gout); k.gscale = gscale
-    cdef kl_range_fn fn = fastce_isa_table(isa).kernels[storage_code(a.dtype)].kl_rows
-    cdef int64_t N = k.N, nblocks, per_block, blk, i0, i1
+    _rows_parallel(fastce_isa_table(isa).kernels[storage_code(a.dtype)].kl_rows, &k, k.N, k.C, nthreads)
+
+
+ctypedef fused row_args:
+    kl_args
+    shard_args
+
+
+cdef void _rows_parallel(void (*fn)(const row_args *, int64_t, int64_t) noexcept nogil, const row_args *k,
+                         int64_t N, int64_t C, int nthreads) noexcept:
+    """fn over rows [0, N) in blocks, as _parallel does for the one-stream kernels (one thread
+    for small work; several blocks per thread), with the GIL released."""
+    cdef int64_t nblocks, per_block, blk, i0, i1
     if N == 0:
         return
-    if N * k.C < MIN_PARALLEL_WORK:
+    if N * C < MIN_PARALLEL_WORK:
         nthreads = 1
     per_block = _per_block(N, nthreads)
     nblocks = (N + per_block - 1) // per_block
     if nthreads > nblocks:
         nthreads = <int>nblocks
     with nogil:
-        # as _parallel, for the two-stream kernel's argument type
         if nthreads <= 1:
-            fn(&k, 0, N)
+            fn(k, 0, N)
         else:
             for blk in prange(nblocks, num_threads=nthreads, schedule="dynamic", chunksize=1):
                 i0 = blk * per_block
                 i1 = min(i0 + per_block, N)
-                fn(&k, i0, i1)
+                fn(k, i0, i1)
+
+
+def shard_grad_run(int isa, cnp.ndarray x, cnp.ndarray out, lse, A, B, fix, tcol, weight=None, int nthreads=1):
+    """shard_grad_rows of `isa` over the (N, C) shard x (C-contiguous, a storage dtype) into out
+    (x's shape and dtype, C-contiguous, may be x); per-row float64 lse, A, B, fix and int64 tcol;
+    weight (C,) in the compute dtype or None. See shard_impl.h."""
+    cdef shard_args k
+    k.N = x.shape[0]; k.C = x.shape[1]
+    k.x = cnp.PyArray_DATA(x); k.out = cnp.PyArray_DATA(out)
+    k.lse = <const double *>_ptr(lse); k.A = <const double *>_ptr(A); k.B = <const double *>_ptr(B)
+    k.fix = <const double *>_ptr(fix); k.tcol = <const int64_t *>_ptr(tcol)
+    k.weight = _ptr(weight)
+    _rows_parallel(fastce_isa_table(isa).kernels[storage_code(x.dtype)].shard_grad_rows, &k, k.N, k.C, nthreads)
 
 
 def storage_code(dtype):

@@ -27,7 +27,8 @@ from ._functional import BLOCK_LOGITS
 # pair's size. Measured on kl_div((4096, 32000) float16, float32 reference): 2^20-logit blocks
 # peaked at 7.9 MiB of temporaries (1.6% of N x V x 4 bytes).
 PAIR_BLOCK_LOGITS = BLOCK_LOGITS // 4
-from ._validate import Layout, as_compute, as_floating, check_out, check_reduction, is_half
+from ._class_blocks import class_last_blocks, writable_c_view, write_class_first
+from ._validate import Layout, as_compute, as_floating, check_out, check_reduction
 
 __all__ = ["kl_div", "kl_div_with_grad"]
 
@@ -94,28 +95,15 @@ class _Pair:
         """Whole outer rows at a time: both converted to the compute dtype, classes last."""
         lay = self.layout
         N, C, S = lay.N, lay.C, lay.S
-        a3 = self.a_user.reshape(N, C, S)  # a view wherever the layout allows (the block copies)
-        b3 = self.b_user.reshape(N, C, S)
-        user_out = out
-        if out is not None and not out.flags.c_contiguous:  # reshape must give a view to write
-            out = np.empty(out.shape, out.dtype)
+        out, user_out = writable_c_view(out)
         o3 = None if out is None else out.reshape(N, C, S)
-        step = max(1, PAIR_BLOCK_LOGITS // max(C * S, 1))
-        for n0 in range(0, N, step):
-            n1 = min(N, n0 + step)
-            ab, bb = (np.ascontiguousarray(np.moveaxis(x[n0:n1], 1, 2), dtype=self.cdtype).reshape(-1, C)
-                      for x in (a3, b3))
+        arrays = (self.a_user.reshape(N, C, S), self.b_user.reshape(N, C, S))  # views where the layout allows
+        for n0, n1, (ab, bb) in class_last_blocks(arrays, N, C, S, self.cdtype, PAIR_BLOCK_LOGITS):
             block_out = None if out is None else np.empty_like(bb)
             self._kernel(ab, bb, slice(n0 * S, n1 * S), block_out, gout, gscale)
-            if out is None:
-                continue
-            g = np.moveaxis(block_out.reshape(n1 - n0, S, C), 2, 1)
-            if is_half(out.dtype):  # NumPy's float32 -> float16 is slow on tiny (subnormal) values
-                narrowed = np.empty(g.shape, dtype=out.dtype.newbyteorder("="))
-                _kernels.narrow(np.ascontiguousarray(g), narrowed)
-                g = narrowed
-            o3[n0:n1] = g
-        if user_out is not out:
+            if out is not None:
+                write_class_first(o3, n0, n1, block_out, S)
+        if user_out is not None:
             user_out[...] = out
 
     def reduce(self, reduction):

@@ -27,10 +27,11 @@ uses the global lse. The gradient of a shard's columns needs only the merged sta
 
 import numpy as np
 
-from ._functional import _row_lse
+from . import _kernels, _runtime
+from ._class_blocks import class_last_blocks, writable_c_view, write_class_first
+from ._functional import BLOCK_LOGITS, _row_lse
 from ._targets import LossTargets, Reduction
-from ._validate import Layout, as_floating, check_label_smoothing, check_out, check_z_loss, compute_dtype
-from . import _runtime
+from ._validate import Layout, as_compute, as_floating, check_label_smoothing, check_out, check_z_loss, compute_dtype
 
 __all__ = ["ShardStats", "shard_stats", "shard_grad"]
 
@@ -246,7 +247,7 @@ def shard_stats(logits_shard, target, *, class_start, num_classes, weight=None, 
 
 
 def shard_grad(logits_shard, target, stats, *, class_start, weight=None, reduction="mean", grad_output=None,
-               out=None):
+               out=None, num_threads=None):
     """The gradient of the full cross-entropy with respect to one shard's columns, from the
     merged statistics of every shard (no other shard's logits needed).
 
@@ -255,14 +256,18 @@ def shard_grad(logits_shard, target, stats, *, class_start, weight=None, reducti
         z_loss, are the loss's)
     reduction, grad_output : as cross_entropy_with_grad (grad_output a scalar for 'mean' / 'sum',
         broadcastable to the loss's shape for 'none')
-    out : optional array of the shard's shape and dtype to write the gradient into
+    out : optional array of the shard's shape and dtype to write the gradient into (it may be
+        logits_shard itself)
+    num_threads : as cross_entropy
 
-    Returns the gradient, of the shard's shape and dtype.
+    Returns the gradient, of the shard's shape and dtype: one pass over the shard by the kernel
+    shard_grad_rows (include/fastce/shard_impl.h); K-dimensional shards go through blocks with
+    the classes moved last.
     """
     if not isinstance(stats, ShardStats):
         raise TypeError(f"stats must be a ShardStats (from shard_stats), got {type(stats).__name__}")
     sh = _Shard(logits_shard, target, class_start, stats.num_classes, weight, stats.ignore_index,
-                stats.label_smoothing, stats.z_loss)
+                stats.label_smoothing, stats.z_loss, num_threads)
     if sh.layout.target_shape != stats.row_shape or not np.array_equal(sh.t, stats.target):
         raise ValueError(f"stats are of other rows or targets (shape {stats.row_shape}) than this shard "
                          f"({sh.layout.target_shape})")
@@ -274,20 +279,34 @@ def shard_grad(logits_shard, target, stats, *, class_start, weight=None, reducti
     lse = stats.lse_partial
     with np.errstate(invalid="ignore", over="ignore"):
         A = coef * ((1.0 - eps) * stats.wt + eps * stats.wsum / C + 2.0 * z * stats.wt * lse)
+    B = coef * (eps / C)
+    fix = coef * (1.0 - eps) * stats.wt
+    tcol = np.where(sh.here, sh.local, -1).astype(np.int64)
+    if out is not None:
+        check_out(out, sh.x.shape, sh.dtype, sh.x, [("target", target), ("weight", weight)])
+    else:
+        out = np.empty(sh.x.shape, sh.dtype)
     lay = sh.layout
-    shape3 = (lay.N, 1, lay.S)
-    x3 = sh.rows_view()
-    g = np.subtract(x3, lse.reshape(shape3), dtype=np.float64)
-    np.exp(g, out=g)
-    g *= A.reshape(shape3)
-    if eps > 0.0:
-        w = np.ones(sh.width) if sh.w is None else sh.w
-        g -= (coef * (eps / C)).reshape(shape3) * w.reshape(1, -1, 1)
-    n, s = np.divmod(np.arange(lay.rows), lay.S)
-    h = sh.here
-    g[n[h], sh.local[h], s[h]] -= (coef * (1.0 - eps) * stats.wt)[h]
-    if out is None:
-        return g.reshape(sh.x.shape).astype(sh.dtype)
-    check_out(out, sh.x.shape, sh.dtype, sh.x, [("target", target), ("weight", weight)])
-    out[...] = g.reshape(sh.x.shape)
+    cdtype = compute_dtype(sh.dtype)
+    w = None if sh.w is None else np.ascontiguousarray(sh.w, dtype=cdtype)
+    if sh.width == 0 or lay.rows == 0:
+        return out
+
+    def run(xb, ob, rows):
+        _kernels.shard_grad_run(_runtime.isa_id(), xb, ob, lse[rows], A[rows], B[rows], fix[rows], tcol[rows],
+                                weight=w, nthreads=sh.nthreads)
+
+    if lay.S == 1:  # (N, width) or (width,): in place, one pass
+        x2 = as_compute(sh.x, sh.dtype).reshape(lay.N, sh.width)
+        o, user_out = writable_c_view(out)
+        run(x2, o.reshape(lay.N, sh.width), slice(None))
+    else:  # K-dim: blocks with the classes moved last
+        o, user_out = writable_c_view(out)
+        o3 = o.reshape(lay.N, sh.width, lay.S)
+        for n0, n1, (xb,) in class_last_blocks((sh.rows_view(),), lay.N, sh.width, lay.S, sh.dtype, BLOCK_LOGITS):
+            ob = np.empty_like(xb)
+            run(xb, ob, slice(n0 * lay.S, n1 * lay.S))
+            write_class_first(o3, n0, n1, ob, lay.S)
+    if user_out is not None:
+        user_out[...] = o
     return out

@@ -8,7 +8,8 @@
  * kinds index / prob / lse, outmodes none / grad / softmax / logsoftmax, with and without
  * weights, label smoothing 0 and 0.1, ignore_index hits, stream_out 0 and 1, in place (out == x),
  * per-row grad_output, row_out NULL, every target integer type, class counts 1, 2, 7, 16, 17,
- * 423, 8201 and small N; and the two-stream kernel kl_rows (run_kl_grid).
+ * 423, 8201 and small N; and the two-stream kernel kl_rows and the shard gradient
+ * shard_grad_rows (run_kl_grid).
  *
  * Every buffer is allocated at its exact size (no slack at the end), so AddressSanitizer reports
  * any read or write past it; inputs start at odd element offsets (x and out at every 4-byte
@@ -641,6 +642,43 @@ static void run_kl_case(const ce_kernels *k, const char *isa_name, int dbl, int6
     free_all();
 }
 
+/* shard_grad_rows: out_c = A e^(x_c - lse) - B w_c, minus fix at the target's column (or none),
+   with and without weights, in place or not. */
+static void run_shard_case(const ce_kernels *k, const char *isa_name, int dbl, int64_t N, int64_t C, int with_w,
+                           int inplace) {
+    const size_t es = dbl ? 8 : 4;
+    snprintf(current_case, sizeof current_case, "shard_grad_rows %s %s N=%lld C=%lld w=%d inplace=%d", isa_name,
+             dbl ? "f64" : "f32", (long long)N, (long long)C, with_w, inplace);
+    void *x = alloc_buf((size_t)(N * C) * es, start_off(irand(4), es));
+    double *x0 = malloc((size_t)(N * C) * sizeof(double));
+    for (int64_t i = 0; i < N * C; i++) { setv(x, dbl, i, 4.0 * (urand() - 0.5)); x0[i] = getv(x, dbl, i); }
+    void *out = inplace ? x : alloc_buf((size_t)(N * C) * es, start_off(irand(4), es));
+    void *w = with_w ? alloc_buf((size_t)C * es, aligned_off(irand(2), es)) : NULL;
+    if (w) for (int64_t c = 0; c < C; c++) setv(w, dbl, c, 0.5 + urand());
+    double *lse = alloc_buf((size_t)N * 8, 0), *A = alloc_buf((size_t)N * 8, 0), *B = alloc_buf((size_t)N * 8, 0);
+    double *fix = alloc_buf((size_t)N * 8, 0);
+    int64_t *tcol = alloc_buf((size_t)N * 8, 0);
+    for (int64_t r = 0; r < N; r++) {
+        lse[r] = 1.0 + urand(); A[r] = urand(); B[r] = urand() * 0.1; fix[r] = urand();
+        tcol[r] = irand(3) ? irand(C) : -1;
+    }
+    shard_args sa = {N, C, x, out, lse, A, B, fix, tcol, w};
+    const int64_t block = 1 + irand(3);
+    for (int64_t r0 = 0; r0 < N; r0 += block) k->shard_grad_rows(&sa, r0, r0 + block < N ? r0 + block : N);
+    const double rtol = dbl ? 1e-9 : 2e-4;
+    int bad = !canaries_ok();
+    for (int64_t r = 0; r < N && !bad; r++)
+        for (int64_t c = 0; c < C && !bad; c++) {
+            const double wc = w ? getv(w, dbl, c) : 1.0;
+            const double want = A[r] * exp(x0[r * C + c] - lse[r]) - B[r] * wc - (c == tcol[r] ? fix[r] : 0.0);
+            bad |= !close_enough(getv(out, dbl, r * C + c), want, A[r] * exp(x0[r * C + c] - lse[r]) + B[r] * wc +
+                                 fix[r] + 1e-7, rtol);
+        }
+    if (bad) { printf("FAIL %s\n", current_case); n_fail++; } else { n_pass++; if (opt_verbose) printf("ok %s\n", current_case); }
+    free(x0);
+    free_all();
+}
+
 static void run_kl_grid(const ce_isa_table *tab, int dbl) {
     static const int64_t Cs[] = {1, 2, 7, 16, 17, 423, 8201};
     const ce_kernels *k = tab->kernels[dbl ? FASTCE_DT_F64 : FASTCE_DT_F32];
@@ -650,6 +688,8 @@ static void run_kl_grid(const ce_isa_table *tab, int dbl) {
             for (int variant = 0; variant < (opt_quick ? 1 : 3); variant++)
                 run_kl_case(k, tab->name, dbl, N, C, with_out, with_out && variant == 1, variant != 2,
                             with_out && variant != 0);
+        for (int with_w = 0; with_w < 2; with_w++)
+            for (int inplace = 0; inplace < 2; inplace++) run_shard_case(k, tab->name, dbl, N, C, with_w, inplace);
     }
 }
 
