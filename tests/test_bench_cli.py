@@ -183,3 +183,9 @@ def test_dask_table(capsys):
     assert a == pytest.approx(by_case["plain dask.array (max, exp, sum, log, take)"]["loss"], rel=1e-5)
     status, out, _ = run_bench(["--quick", "-w", "dask", "--no-dask", *FAST], capsys)
     assert status == 2  # no dask workload left to select
+
+
+def test_linear_table_quick(capsys):
+    """The quick LM-head table runs (its workloads go through the same timing loop)."""
+    status, out, _ = run_bench(["--quick", "-w", "lin-", "--peers", "fastce,numpy", *FAST], capsys)
+    assert status == 0 and "fastce.linear_cross_entropy_with_grad" in out and "x matmul" in out

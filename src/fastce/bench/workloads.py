@@ -268,6 +268,9 @@ class LinearWorkload:
     def make_shared_data(self) -> "LinearData":
         return make_linear_data(self)
 
+    def unavailable(self) -> Optional[str]:
+        return None
+
     def with_options(self, data: "LinearData") -> "LinearData":
         return data
 
