@@ -197,3 +197,18 @@ def test_scheduler_unreachable_is_one_error_line(files, capsys):
     paths, *_ = files
     status, out, err = run([paths["b"], paths["a"], "--scheduler", "tcp://127.0.0.1:9"], capsys)
     assert status == 2 and out == "" and err.startswith("fastce compare: error: cannot connect to the dask scheduler")
+
+
+def test_zarr_logits_through_dask(files, capsys, tmp_path):
+    """A zarr array as either logits file, read through dask (--workers); refused without it."""
+    pytest.importorskip("distributed")
+    zarr = pytest.importorskip("zarr")
+    paths, b, a, t = files
+    store = str(tmp_path / "b.zarr")
+    z = zarr.open_array(store, mode="w", shape=b.shape, chunks=(50, b.shape[1]), dtype=b.dtype)
+    z[:] = b
+    status, out, _ = run([store, paths["a"], "--targets", paths["t"], "--workers", "2", "--json"], capsys)
+    assert status == 0
+    same_figures(json.loads(out), fastce.compare(b, a, t), rel=1e-6)
+    status, out, err = run([store, paths["a"]], capsys)
+    assert status == 2 and "zarr input is read through dask" in err

@@ -539,3 +539,18 @@ def test_workers_option_scores_through_dask(files, capsys):
     p = files(x=x, t=bad)
     status, out, err = run_cli([p["x"], p["t"], "--workers", "2"], capsys)
     assert status == 2 and "out of range" in err and out == ""
+
+
+def test_zarr_logits_through_dask(files, capsys, tmp_path):
+    pytest.importorskip("distributed")
+    zarr = pytest.importorskip("zarr")
+    x, t = make_data(dtype=np.float32)
+    p = files(t=t)
+    store = str(tmp_path / "x.zarr")
+    z = zarr.open_array(store, mode="w", shape=x.shape, chunks=(23, x.shape[1]), dtype=x.dtype)
+    z[:] = x
+    d = run_json([store, p["t"], "--workers", "2", "--block-rows", "40"], capsys)
+    api = fastce.score(x, t)
+    assert d["tokens"] == api.count and d["nll_sum"] == pytest.approx(api.nll_sum, rel=1e-6)
+    status, out, err = run_cli([str(tmp_path / "missing.zarr"), p["t"], "--workers", "2"], capsys)
+    assert status == 2 and "not a readable zarr array" in err

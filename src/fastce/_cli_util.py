@@ -19,8 +19,8 @@ from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
-from ._npy_blocks import (InputError, NpyInfo, ReadError, check_float, check_rows_contiguous,
-                          read_npy_header)
+from ._npy_blocks import (InputError, NpyInfo, ReadError, check_float, check_rows_contiguous, is_zarr_path,
+                          read_npy_header, read_zarr_header)
 
 
 @dataclass
@@ -53,9 +53,17 @@ class ModelFiles:
         return out
 
 
-def logits_files(path: str, role: str = "logits", dtype: Optional[str] = None, v2_only: bool = False) -> ModelFiles:
-    """A C-ordered (N, V) float logits file's header, checked (InputError on a problem)."""
-    x = read_npy_header(path, role, dtype, v2_only=v2_only)
+def logits_files(path: str, role: str = "logits", dtype: Optional[str] = None, v2_only: bool = False,
+                 zarr_ok: bool = False) -> ModelFiles:
+    """A C-ordered (N, V) float logits file's header, checked (InputError on a problem); with
+    `zarr_ok`, a zarr array's too (read through dask only)."""
+    if is_zarr_path(path):
+        if not zarr_ok:
+            raise InputError(f"{role} {path!r} is a zarr store: zarr input is read through dask, with "
+                             "--workers N or --scheduler ADDRESS")
+        x = read_zarr_header(path, role)
+    else:
+        x = read_npy_header(path, role, dtype, v2_only=v2_only)
     check_float(x, role)
     if len(x.shape) != 2:
         hint = "; reshape (B, T, V) logits to (B*T, V) and (B, T) targets to (B*T,)" if len(x.shape) > 2 else ""
@@ -212,7 +220,8 @@ def add_dask_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("on a dask cluster (needs dask[array] and distributed)")
     ex = g.add_mutually_exclusive_group()
     ex.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                    help="start a local dask cluster of N worker processes (1 thread each) and score through it")
+                    help="start a local dask cluster of N worker processes (1 thread each) and run through it; "
+                    "with it (or --scheduler) a logits file may also be a zarr array (a .zarr store; needs zarr)")
     ex.add_argument("--scheduler", default=None, metavar="ADDRESS",
                     help="use the dask scheduler at ADDRESS (e.g. tcp://host:8786); the workers read the files "
                     "by their paths, which must be readable there")

@@ -59,8 +59,9 @@ def check_inputs(args: argparse.Namespace, files: Sequence[str]) -> Inputs:
         model = linear_files(args.hidden, args.weight, args.bias)
         ref = linear_files(args.ref_hidden, args.ref_weight, args.ref_bias, "ref-")
     else:
-        model = logits_files(files[0], "logits", args.dtype, v2_only=True)
-        ref = logits_files(files[1], "ref", args.ref_dtype or args.dtype, v2_only=True)
+        zarr_ok = args.workers is not None or args.scheduler is not None
+        model = logits_files(files[0], "logits", args.dtype, v2_only=True, zarr_ok=zarr_ok)
+        ref = logits_files(files[1], "ref", args.ref_dtype or args.dtype, v2_only=True, zarr_ok=zarr_ok)
     if model.rows.shape[0] != ref.rows.shape[0] or model.vocab != ref.vocab:
         raise InputError(f"the two models differ in shape: {model.rows.path!r} gives {model.rows.shape[0]} rows of "
                          f"{model.vocab} classes, {ref.rows.path!r} {ref.rows.shape[0]} rows of {ref.vocab}")

@@ -314,11 +314,51 @@ def _read_rows(info: NpyInfo, r0: int, r1: int, dtype=None) -> np.ndarray:
         return reader.copy_rows(r0, r1, dtype)
 
 
-def as_dask_array(info: NpyInfo, rows_per_chunk: int, dtype=None):
-    """The ``.npy`` file as a dask array chunked by rows, each chunk read by its own task from
-    the file (nothing is read here, and no data travels in the graph)."""
+@dataclass
+class ZarrInfo:
+    """A zarr array's path, shape and dtype (``fastce score / compare --workers`` read zarr
+    logits through dask; a zarr store is a directory, or a path ending in ``.zarr``)."""
+
+    path: str
+    shape: Tuple[int, ...]
+    dtype: np.dtype
+    fortran_order: bool = False
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
+    def describe(self) -> str:
+        return " x ".join(str(d) for d in self.shape) + f" {self.dtype.name} (zarr)"
+
+
+def is_zarr_path(path: str) -> bool:
+    return path.rstrip("/").endswith(".zarr") or os.path.isdir(path)
+
+
+def read_zarr_header(path: str, role: str) -> ZarrInfo:
+    """The header of the zarr array at ``path`` (InputError if zarr is missing or it is not one)."""
+    try:
+        import zarr
+    except ImportError:
+        raise InputError(f"{role} {path!r} is a zarr store; reading it needs zarr (pip install zarr)") from None
+    try:
+        z = zarr.open_array(path, mode="r")
+    except Exception as exc:  # zarr raises various errors for a missing or foreign store
+        raise InputError(f"{role} {path!r}: not a readable zarr array ({type(exc).__name__}: {exc})") from None
+    return ZarrInfo(path, tuple(int(d) for d in z.shape), np.dtype(z.dtype))
+
+
+def as_dask_array(info, rows_per_chunk: int, dtype=None):
+    """The ``.npy`` file (or zarr array) as a dask array chunked by rows, each chunk read by its
+    own task from the file (nothing is read here, and no data travels in the graph)."""
     import dask
     import dask.array as da
+
+    if isinstance(info, ZarrInfo):
+        x = da.from_zarr(info.path)
+        x = x.rechunk({0: rows_per_chunk, **{a: -1 for a in range(1, x.ndim)}})
+        return x if dtype is None else x.astype(dtype)
 
     dt = np.dtype(dtype) if dtype is not None else info.dtype.newbyteorder("=")
     chunks = [da.from_delayed(dask.delayed(_read_rows)(info, r0, r1, dtype), shape=(r1 - r0,) + info.shape[1:],

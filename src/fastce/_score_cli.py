@@ -73,11 +73,12 @@ class Inputs(ModelFiles):
 
 def check_inputs(logits: Optional[str], targets: str, hidden: Optional[str] = None,
                  weight: Optional[str] = None, bias: Optional[str] = None,
-                 logits_dtype: Optional[str] = None) -> Inputs:
+                 logits_dtype: Optional[str] = None, zarr_ok: bool = False) -> Inputs:
     """Read and cross-check every header, in command-line order; raise :class:`InputError` on
     the first problem. Give ``logits``, or ``hidden`` and ``weight`` (and optionally ``bias``).
     ``logits_dtype="bfloat16"`` reads a logits file saved from ml_dtypes' bfloat16 (|V2)."""
-    model = logits_files(logits, "logits", logits_dtype) if logits is not None else linear_files(hidden, weight, bias)
+    model = (logits_files(logits, "logits", logits_dtype, zarr_ok=zarr_ok) if logits is not None
+             else linear_files(hidden, weight, bias))
     t = _targets_header(targets)
     x = model.rows
     if x.shape[0] != t.shape[0]:
@@ -320,7 +321,8 @@ def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = N
             raise InputError("--dtype names the dtype of a LOGITS.npy file; the linear form reads "
                              "float32/float64 files")
         inputs = check_inputs(logits, targets, hidden=args.hidden, weight=args.weight,
-                              bias=args.bias, logits_dtype=args.dtype)
+                              bias=args.bias, logits_dtype=args.dtype,
+                              zarr_ok=args.workers is not None or args.scheduler is not None)
         bad_k = [k for k in top_k if k > inputs.vocab]
         if bad_k:
             raise InputError(f"--top-k {bad_k[0]} exceeds the number of classes ({inputs.vocab})")
