@@ -546,7 +546,7 @@ def test_zarr_logits_through_dask(files, capsys, tmp_path):
     zarr = pytest.importorskip("zarr")
     x, t = make_data(dtype=np.float32)
     p = files(t=t)
-    store = str(tmp_path / "x.zarr")
+    store = str(tmp_path / "x_store")  # no .zarr suffix: recognized by its zarr metadata
     z = zarr.open_array(store, mode="w", shape=x.shape, chunks=(23, x.shape[1]), dtype=x.dtype)
     z[:] = x
     d = run_json([store, p["t"], "--workers", "2", "--block-rows", "40"], capsys)

@@ -317,7 +317,7 @@ def _read_rows(info: NpyInfo, r0: int, r1: int, dtype=None) -> np.ndarray:
 @dataclass
 class ZarrInfo:
     """A zarr array's path, shape and dtype (``fastce score / compare --workers`` read zarr
-    logits through dask; a zarr store is a directory, or a path ending in ``.zarr``)."""
+    logits through dask; see is_zarr_path)."""
 
     path: str
     shape: Tuple[int, ...]
@@ -333,7 +333,10 @@ class ZarrInfo:
 
 
 def is_zarr_path(path: str) -> bool:
-    return path.rstrip("/").endswith(".zarr") or os.path.isdir(path)
+    """A path ending in .zarr, or a directory holding zarr metadata (v2 .zarray, v3 zarr.json)."""
+    if path.rstrip("/").endswith(".zarr"):
+        return True
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, m)) for m in (".zarray", "zarr.json"))
 
 
 def read_zarr_header(path: str, role: str) -> ZarrInfo:
