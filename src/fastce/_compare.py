@@ -234,7 +234,7 @@ def compare(logits, ref_logits, target=None, *, ignore_index=-100, top_k=(1,), n
     p = _Pair(logits, ref_logits, num_threads)
     lay = p.layout
     ks = _check_top_k(top_k, lay.C)
-    p.run(lse=target is not None, argmax=True, rank=True)
+    p.run(lse=target is not None, rank=True)
     kept = slice(None)
     if target is not None:
         tg = LossTargets(target, lay, weight=None, ignore_index=ignore_index, reduction="sum",

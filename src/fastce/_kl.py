@@ -44,7 +44,7 @@ class _Pair:
     """Validated (logits, ref_logits) of one shape, and the per-row results of kl_rows over them.
 
     run() fills, as float64 arrays over the rows: kl, and where asked for lse (the model's) and
-    ref_lse, argmax / ref_argmax (int64), rank (of the model's logit at the reference's argmax t:
+    ref_lse, rank (of the model's logit at the reference's argmax t, with ref_argmax (int64):
     #{c : logits_c > logits_t} + #{c < t : logits_c == logits_t}, so rank < k is "t is in the
     model's top k" in argmax's tie order)."""
 
@@ -61,13 +61,12 @@ class _Pair:
         self.cdtype, self.result_dtype = _pair_dtypes(self.dtype, self.ref_dtype)
         self.direct = self.dtype == self.ref_dtype and self.layout.S == 1
 
-    def run(self, *, lse=False, argmax=False, rank=False, out=None, gout=None, gscale=1.0):
+    def run(self, *, lse=False, rank=False, out=None, gout=None, gscale=1.0):
         rows = self.layout.rows
         f64 = lambda: np.empty(rows, np.float64)  # noqa: E731
         self.kl = f64()
         self.lse, self.ref_lse = (f64(), f64()) if lse else (None, None)
-        self.argmax, self.ref_argmax = ((np.empty(rows, np.int64), np.empty(rows, np.int64))
-                                        if argmax or rank else (None, None))
+        self.ref_argmax = np.empty(rows, np.int64) if rank else None
         self.rank = f64() if rank else None
         if self.direct:
             lay = self.layout
@@ -87,7 +86,7 @@ class _Pair:
         """kl_rows over the (n, C) pair a, b (one dtype, C-contiguous), results into `rows`."""
         pick = lambda arr: None if arr is None else arr[rows]  # noqa: E731
         _kernels.kl_run(_runtime.isa_id(), a, b, self.kl[rows], lse_a=pick(self.ref_lse), lse_b=pick(self.lse),
-                        argmax_a=pick(self.ref_argmax), argmax_b=pick(self.argmax), rank_b=pick(self.rank),
+                        argmax_a=pick(self.ref_argmax), rank_b=pick(self.rank),
                         out=None if out is None else out.reshape(b.shape), gout=pick(gout), gscale=gscale,
                         nthreads=self.nthreads)
 

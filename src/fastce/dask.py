@@ -151,11 +151,15 @@ def _total(parts, reduction, dtype):
     return np.asarray(total / d if d != 0 else np.nan, dtype=dtype)
 
 
-def _loss(plan, stats, reduction, dtype):
+def _row_parts(stats, reduction, dtype):
+    """{row block: delayed _row_part}: one task per row block, shared by the loss and the gradient's scale."""
+    return {r: dask.delayed(_row_part)(s, reduction, dtype) for r, s in stats.items()}
+
+
+def _loss(plan, parts, reduction, dtype):
     if reduction == "none":
-        return plan.assemble({r: dask.delayed(_row_part)(s, "none", dtype) for r, s in stats.items()}, dtype, False)
-    parts = [dask.delayed(_row_part)(s, reduction, dtype) for s in stats.values()]
-    return da.from_delayed(dask.delayed(_total)(parts, reduction, dtype), shape=(), dtype=dtype)
+        return plan.assemble(parts, dtype, False)
+    return da.from_delayed(dask.delayed(_total)(list(parts.values()), reduction, dtype), shape=(), dtype=dtype)
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, *,
@@ -172,7 +176,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     plan = _Plan(input, target, weight)
     opts = _options(ignore_index, label_smoothing, z_loss)
     stats = {r: plan.stats(r, opts, num_threads) for r in plan.row_blocks()}
-    return _loss(plan, stats, reduction, plan.x.dtype)
+    return _loss(plan, _row_parts(stats, reduction, plan.x.dtype), reduction, plan.x.dtype)
 
 
 def _grad_block(xb, tb, stats, class_start, weight, scale, gout):
@@ -204,7 +208,8 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
     plan = _Plan(input, target, weight)
     opts = _options(ignore_index, label_smoothing, z_loss)
     stats = {r: plan.stats(r, opts, num_threads) for r in plan.row_blocks()}
-    loss = _loss(plan, stats, reduction, plan.x.dtype)
+    parts = _row_parts(stats, reduction, plan.x.dtype)
+    loss = _loss(plan, parts, reduction, plan.x.dtype)
     gouts = None
     if reduction == "none":
         scale = 1.0
@@ -216,8 +221,7 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
         if grad_output is not None and np.ndim(grad_output) != 0:
             raise ValueError(f"grad_output must be a scalar for reduction='{reduction}', got shape "
                              f"{np.shape(grad_output)}")
-        parts = [dask.delayed(_row_part)(s, reduction, plan.x.dtype) for s in stats.values()]
-        scale = dask.delayed(_scale)(parts, reduction, grad_output)
+        scale = dask.delayed(_scale)(list(parts.values()), reduction, grad_output)
     pieces = {(r, j): dask.delayed(_grad_block)(plan.block(r, j), plan.t[r], stats[r], int(plan.offsets[j]),
                                                plan.weight(j), scale, None if gouts is None else gouts[r])
               for r in plan.row_blocks() for j in range(len(plan.offsets) - 1)}
