@@ -143,3 +143,27 @@ def test_exp_flush_is_exp_above_the_threshold_and_zero_below(isa, dtype, thresho
     assert np.all(np.isnan(got[np.isnan(x)]))
     assert np.all(got[np.isposinf(x)] == np.inf) and np.all(got[np.isneginf(x)] == 0)
     assert np.all(exact[keep & np.isfinite(x)] >= np.finfo(dtype).tiny)  # normal where kept
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_flush_bounded_is_exp_flush_up_to_88(isa, dtype):
+    """The hot loops' exp (no range check): exp_flush's very bits for every x <= 88, NaN and
+    -inf. float32: every float in [-105, -80] (across the flush threshold) and in [32, 88] (up
+    to the bound), a dense grid between; each vector mixes lanes from all of them."""
+    rng = np.random.default_rng(2)
+    if dtype == np.float32:
+        def every(a, b):  # every float32 in [a, b], a and b of one sign
+            lo, hi = sorted(np.array([a, b], dtype=np.float32).view(np.uint32))
+            return np.arange(lo, hi + np.uint32(1), dtype=np.uint32).view(np.float32)
+        x = np.concatenate([every(-105.0, -80.0), every(32.0, 88.0), np.linspace(-80, 32, 4_000_001),
+                            -np.logspace(-30, 0, 100_001), np.logspace(-30, 0, 100_001)])
+    else:
+        x = np.concatenate([np.linspace(-760.0, 88.0, 2_000_001), rng.uniform(-720.0, -700.0, 100_000)])
+    x = np.concatenate([x, np.array([np.nan, -np.inf, -1e30, 88.0], dtype=dtype)]).astype(dtype)
+    rng.shuffle(x)
+    got = run(isa, "exp_flush_bounded", x)
+    want = run(isa, "exp_flush", x)
+    np.testing.assert_array_equal(got.view(np.uint32 if dtype == np.float32 else np.uint64)[~np.isnan(x)],
+                                  want.view(np.uint32 if dtype == np.float32 else np.uint64)[~np.isnan(x)])
+    assert np.all(np.isnan(got[np.isnan(x)]))

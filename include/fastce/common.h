@@ -137,11 +137,12 @@ typedef struct {
     kl_range_fn kl_rows;     /* two streams (KL, compare): item = row pair */
     shard_range_fn shard_grad_rows; /* a vocab shard's gradient from merged statistics: item = row */
     int64_t vector_width;    /* lanes per vector; tiles cover this many positions */
-    /* The vector math itself, element-wise over n values, for the accuracy tests. */
-    void (*exp_array)(const void *x, void *y, int64_t n);
-    void (*log_array)(const void *x, void *y, int64_t n);
-    void (*exp_flush_array)(const void *x, void *y, int64_t n); /* the exp the kernels use */
+    /* The vector math itself, element-wise over n values (func: FASTCE_MATH_*), for the
+       accuracy tests and the bench's exp rate. */
+    void (*math_array)(const void *x, void *y, int64_t n, int func);
 } ce_kernels;
+/* math_array's functions: exp, log, and the kernels' two exps (vec_*.h, math_consts.h). */
+enum { FASTCE_MATH_EXP = 0, FASTCE_MATH_LOG = 1, FASTCE_MATH_EXP_FLUSH = 2, FASTCE_MATH_EXP_FLUSH_BOUNDED = 3 };
 
 typedef struct {
     const char *name;

@@ -115,5 +115,5 @@
 
 const ce_kernels FASTCE_KERNELS_NAME = {
     KFN(rows), KFN(seg_stats), KFN(merge_rows), KFN(seg_out), KFN(tiles), KFN(small_rows),
-    KFN(score_rows), KFN(kl_rows), KFN(shard_grad_rows), VW, KFN(exp_array), KFN(log_array), KFN(exp_flush_array),
+    KFN(score_rows), KFN(kl_rows), KFN(shard_grad_rows), VW, KFN(math_array),
 };

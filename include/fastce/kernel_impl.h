@@ -77,11 +77,11 @@ static __attribute__((noinline)) double KFN(sweep_exp)(const XT *xc, int64_t len
     int64_t i = 0;
     for (; i + EXP_UNROLL * VW <= len; i += EXP_UNROLL * VW)
         for (int u = 0; u < EXP_UNROLL; u++)
-            e[u] = VOP(add)(e[u], VOP(exp_flush)(VOP(sub)(XLOAD(xc + i + u * VW), shift)));
+            e[u] = VOP(add)(e[u], VOP(exp_flush_bounded)(VOP(sub)(XLOAD(xc + i + u * VW), shift)));
     for (; i + VW <= len; i += VW)
-        e[0] = VOP(add)(e[0], VOP(exp_flush)(VOP(sub)(XLOAD(xc + i), shift)));
+        e[0] = VOP(add)(e[0], VOP(exp_flush_bounded)(VOP(sub)(XLOAD(xc + i), shift)));
     if (i < len)
-        e[0] = VOP(add)(e[0], VOP(exp_flush)(VOP(sub)(XLOAD_TAIL(xc + i, len - i, (REAL)-INFINITY), shift)));
+        e[0] = VOP(add)(e[0], VOP(exp_flush_bounded)(VOP(sub)(XLOAD_TAIL(xc + i, len - i, (REAL)-INFINITY), shift)));
     for (int u = 1; u < EXP_UNROLL; u++) e[0] = VOP(add)(e[0], e[u]);
     return VOP(hsum)(e[0]);
 }
@@ -93,6 +93,13 @@ static __attribute__((noinline)) double KFN(sweep_exp)(const XT *xc, int64_t len
    prefetch may run past the chunk into the next row or past the array's end: a prefetch
    never faults. */
 #define ROW_PREFETCH_BYTES 8192
+/* Vectors per step of sweep_main: UNROLL, or a cache line of REAL if more, so that a float32
+   step issues one prefetch per line (AVX2: two vectors a line; a prefetch per vector asked for
+   every line twice). Counted in REAL, not XT: the order of the additions, and so the bits of
+   the sums, must not depend on how the logits are stored (a float16 row sums as its float32
+   widening does). */
+#define SWEEP_LINE_V (64 / (VW * (int)sizeof(REAL)))
+#define SWEEP_STEP (SWEEP_LINE_V > UNROLL ? SWEEP_LINE_V : UNROLL)
 
 /* One sweep over a chunk from memory: its max, the linear sums of the options, and, when
    with_exp, the sum of exp(x - shift) against a shift fixed before the sweep. With `rank`, it
@@ -108,15 +115,16 @@ FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *y
         e[u] = sx[u] = swy[u] = swyx[u] = gt[u] = zero;
     }
     int64_t i = 0;
-    for (; i + UNROLL * VW <= len; i += UNROLL * VW) {
-        for (int b = 0; b < UNROLL * VW * (int)sizeof(XT); b += 64)
+    for (; i + SWEEP_STEP * VW <= len; i += SWEEP_STEP * VW) {
+        for (int b = 0; b < SWEEP_STEP * VW * (int)sizeof(XT); b += 64)
             __builtin_prefetch((const char *)(xc + i) + b + ROW_PREFETCH_BYTES);
-        for (int u = 0; u < UNROLL; u++) {
-            const int64_t k = i + u * VW;
+        for (int v = 0; v < SWEEP_STEP; v++) {
+            const int u = v % UNROLL;
+            const int64_t k = i + v * VW;
             V xv = XLOAD(xc + k);
             mx[u] = VOP(max)(mx[u], xv);
             if (rank) gt[u] = VOP(count_gt)(gt[u], xv, thr);
-            if (with_exp) e[u] = VOP(add)(e[u], VOP(exp_flush)(VOP(sub)(xv, shift)));
+            if (with_exp) e[u] = VOP(add)(e[u], VOP(exp_flush_bounded)(VOP(sub)(xv, shift)));
             KFN(linear_step)(xv, has_w ? VOP(load)(wc + k) : zero,
                              kind == FASTCE_KIND_PROB ? VOP(load)(yc + k) : zero,
                              l, has_w, kind, smooth, &sx[u], &swy[u], &swyx[u]);
@@ -126,7 +134,7 @@ FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *y
         V xv = XLOAD(xc + i);
         mx[0] = VOP(max)(mx[0], xv);
         if (rank) gt[0] = VOP(count_gt)(gt[0], xv, thr);
-        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp_flush)(VOP(sub)(xv, shift)));
+        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp_flush_bounded)(VOP(sub)(xv, shift)));
         KFN(linear_step)(xv, has_w ? VOP(load)(wc + i) : zero,
                          kind == FASTCE_KIND_PROB ? VOP(load)(yc + i) : zero,
                          l, has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
@@ -136,7 +144,7 @@ FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *y
         V xm = XLOAD_TAIL(xc + i, rem, (REAL)-INFINITY);
         mx[0] = VOP(max)(mx[0], xm);
         if (rank) gt[0] = VOP(count_gt)(gt[0], xm, thr); /* -inf fill is never above thr */
-        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp_flush)(VOP(sub)(xm, shift)));
+        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp_flush_bounded)(VOP(sub)(xm, shift)));
         if (smooth || kind == FASTCE_KIND_PROB) /* the weight (or a 0/1 mask) zeroes missing lanes */
             KFN(linear_step)(XLOAD_TAIL(xc + i, rem, 0),
                              VOP(load_tail)(has_w ? wc + i : KFN(ones), rem, 0),
@@ -205,7 +213,7 @@ FASTCE_INLINE V KFN(out_value)(V xv, V wv, V yv, V shift, V logs, V A, V B1, V B
                                const int outmode, const int has_w, const int kind, const int smooth) {
     V d = VOP(sub)(VOP(sub)(xv, shift), logs); /* log p, in torch's order */
     if (outmode == FASTCE_OUT_LOGSOFTMAX) return d;
-    V p = VOP(exp_flush)(d);
+    V p = VOP(exp_flush_bounded)(d); /* d <= 0 */
     if (outmode == FASTCE_OUT_SOFTMAX) return p;
     V g = VOP(mul)(A, p);
     if (kind == FASTCE_KIND_PROB) {
@@ -506,11 +514,11 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
             V d = VOP(sub)(xv, m[v]);
             if (VOP(any_gt)(d, jump)) { /* rare: raise m to max(m, x), rescale the sum */
                 const V m_new = VOP(max)(m[v], xv);
-                e[v] = VOP(mul)(e[v], VOP(exp_flush)(VOP(sub)(m[v], m_new)));
+                e[v] = VOP(mul)(e[v], VOP(exp_flush_bounded)(VOP(sub)(m[v], m_new)));
                 m[v] = m_new;
                 d = VOP(sub)(xv, m[v]);
             }
-            e[v] = VOP(add)(e[v], VOP(exp_flush)(d));
+            e[v] = VOP(add)(e[v], VOP(exp_flush_bounded)(d)); /* d <= MAX_JUMP */
         }
     }
 
@@ -529,11 +537,11 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
     for (int v = 0; v < nv; v++) {
         shift[v] = VOP(shift)(mx[v]);
         if (VOP(all_finite)(VOP(add)(VOP(add)(x0[v], mx[v]), e[v]))) {
-            e[v] = VOP(mul)(e[v], VOP(exp_flush)(VOP(sub)(m[v], mx[v])));
+            e[v] = VOP(mul)(e[v], VOP(exp_flush_bounded)(VOP(sub)(m[v], mx[v])));
         } else { /* Pass B: this vector's sum of exp(x - shift) */
             e[v] = zero;
             for (int64_t c = 0; c < C; c++)
-                e[v] = VOP(add)(e[v], VOP(exp_flush)(VOP(sub)(TILE_LOAD_X(xb + c * S, v), shift[v])));
+                e[v] = VOP(add)(e[v], VOP(exp_flush_bounded)(VOP(sub)(TILE_LOAD_X(xb + c * S, v), shift[v])));
         }
         VOP(store)(mb + v * VW, mx[v]); VOP(store)(refb + v * VW, lin[v].ref);
         VOP(store)(logs_b + v * VW, VOP(log)(e[v]));
@@ -664,18 +672,26 @@ FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1
 }
 
 /* ---- the vector math over arrays (test hooks: tests/test_vector_math.py sweeps them) ---- */
-/* func: 0 exp, 1 log, 2 exp_flush (the kernels' exp) */
 FASTCE_INLINE V KFN(map_one)(V v, const int func) {
-    return func == 1 ? VOP(log)(v) : func == 2 ? VOP(exp_flush)(v) : VOP(exp)(v);
+    return func == FASTCE_MATH_LOG ? VOP(log)(v)
+         : func == FASTCE_MATH_EXP_FLUSH ? VOP(exp_flush)(v)
+         : func == FASTCE_MATH_EXP_FLUSH_BOUNDED ? VOP(exp_flush_bounded)(v) : VOP(exp)(v);
 }
 FASTCE_INLINE void KFN(map_array)(const REAL *x, REAL *y, int64_t n, const int func) {
     int64_t i = 0;
     for (; i + VW <= n; i += VW) VOP(store)(y + i, KFN(map_one)(VOP(load)(x + i), func));
     if (i < n) VOP(store_tail)(y + i, KFN(map_one)(VOP(load_tail)(x + i, n - i, 1), func), n - i);
 }
-static void KFN(exp_array)(const void *x, void *y, int64_t n) { KFN(map_array)((const REAL *)x, (REAL *)y, n, 0); }
-static void KFN(log_array)(const void *x, void *y, int64_t n) { KFN(map_array)((const REAL *)x, (REAL *)y, n, 1); }
-static void KFN(exp_flush_array)(const void *x, void *y, int64_t n) { KFN(map_array)((const REAL *)x, (REAL *)y, n, 2); }
+/* One loop per function (func literal in each), so the exp loop the bench times has no branch. */
+static void KFN(math_array)(const void *x, void *y, int64_t n, int func) {
+    switch (func) {
+    case FASTCE_MATH_LOG: KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_LOG); break;
+    case FASTCE_MATH_EXP_FLUSH: KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP_FLUSH); break;
+    case FASTCE_MATH_EXP_FLUSH_BOUNDED:
+        KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP_FLUSH_BOUNDED); break;
+    default: KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP);
+    }
+}
 
 /* ---- entry points: pick the specialization once per call ---- */
 /* Each entry point is specialized only on the options that change its code: pass 1 of a split

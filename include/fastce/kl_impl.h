@@ -120,17 +120,17 @@ static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
                     __builtin_prefetch((const char *)(b + C + i), 0, 2);
                 }
                 const V da = VOP(sub)(XLOAD(a + i), sa), db = VOP(sub)(XLOAD(b + i), sb);
-                const V pa = VOP(exp_flush)(da);
+                const V pa = VOP(exp_flush_bounded)(da);
                 ea = VOP(add)(ea, pa);
-                eb = VOP(add)(eb, VOP(exp_flush)(db));
+                eb = VOP(add)(eb, VOP(exp_flush_bounded)(db));
                 t = VOP(fmadd)(pa, VOP(sub)(da, db), t);
             }
             if (i < c1) {
                 const V da = VOP(sub)(XLOAD_TAIL(a + i, c1 - i, (REAL)-INFINITY), sa);
                 const V db = VOP(sub)(XLOAD_TAIL(b + i, c1 - i, (REAL)-INFINITY), sb);
-                const V pa = VOP(exp_flush)(da);
+                const V pa = VOP(exp_flush_bounded)(da);
                 ea = VOP(add)(ea, pa);
-                eb = VOP(add)(eb, VOP(exp_flush)(db));
+                eb = VOP(add)(eb, VOP(exp_flush_bounded)(db));
                 t = VOP(add)(t, VOP(mul_nz)(pa, VOP(sub)(da, db)));
             }
             Sa += VOP(hsum)(ea);
@@ -172,8 +172,8 @@ static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
                     __builtin_prefetch((const char *)(a + C + i), 0, 2);
                     __builtin_prefetch((const char *)(b + C + i), 0, 2);
                 }
-                const V q = VOP(exp_flush)(VOP(sub)(XLOAD(b + i), lb));
-                const V p = VOP(exp_flush)(VOP(sub)(XLOAD(a + i), la));
+                const V q = VOP(exp_flush_bounded)(VOP(sub)(XLOAD(b + i), lb)); /* <= 0 */
+                const V p = VOP(exp_flush_bounded)(VOP(sub)(XLOAD(a + i), la));
                 XSTORE(o + i, VOP(mul)(gv, VOP(sub)(q, p)));
             }
             if (i < C) {

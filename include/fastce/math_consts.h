@@ -32,6 +32,12 @@
    normal (n >= -126 / -1022, y >= 1) and the same bits as exp's. */
 #define FASTCE_EXP_FLUSH_F (-87.0f)
 #define FASTCE_EXP_FLUSH_D (-708.0)
+/* exp_flush_bounded(x): exp_flush's bits for x <= FASTCE_EXP_BOUNDED_MAX (and NaN, -inf), with
+   no range check (AVX2: 3 instructions fewer than exp_flush's check-and-branch); any value
+   above it. The kernels call it where the argument is x - max, x - lse or a difference of
+   running maxima (<= 0), or a chunk's x - running max that is kept only when <= MAX_JUMP (64).
+   At x <= 88, n = round(x log2 e) <= 127: 2^n is formed from the exponent bits directly. */
+#define FASTCE_EXP_BOUNDED_MAX 88.0
 
 /* P(r), highest degree first. */
 static const float fastce_exp_poly_f[6] = {

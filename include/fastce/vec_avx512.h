@@ -86,6 +86,10 @@ static inline vf_t vf_exp_flush(vf_t x) {
     const __mmask16 keep = _mm512_cmp_ps_mask(x, _mm512_set1_ps(FASTCE_EXP_FLUSH_F), _CMP_NLT_UQ); /* NaN kept */
     return vf_exp_clamped_(_mm512_min_ps(_mm512_set1_ps(FASTCE_EXP_HI_F), x), keep);
 }
+/* exp_flush for x <= FASTCE_EXP_BOUNDED_MAX or NaN (math_consts.h): no high clamp. */
+static inline vf_t vf_exp_flush_bounded(vf_t x) {
+    return vf_exp_clamped_(x, _mm512_cmp_ps_mask(x, _mm512_set1_ps(FASTCE_EXP_FLUSH_F), _CMP_NLT_UQ));
+}
 
 /* log(x) for the kernels' sums of exponentials (x >= 1, or 0, inf, NaN): x = m 2^e with
  * m in [sqrt(1/2), sqrt(2)), log x = e ln2 + log(1 + f), f = m - 1, by cephes' logf polynomial
@@ -203,6 +207,9 @@ static inline vd_t vd_exp(vd_t x) {
 static inline vd_t vd_exp_flush(vd_t x) {
     const __mmask8 keep = _mm512_cmp_pd_mask(x, _mm512_set1_pd(FASTCE_EXP_FLUSH_D), _CMP_NLT_UQ);
     return vd_exp_clamped_(_mm512_min_pd(_mm512_set1_pd(FASTCE_EXP_HI_D), x), keep);
+}
+static inline vd_t vd_exp_flush_bounded(vd_t x) { /* exp_flush for x <= FASTCE_EXP_BOUNDED_MAX or NaN */
+    return vd_exp_clamped_(x, _mm512_cmp_pd_mask(x, _mm512_set1_pd(FASTCE_EXP_FLUSH_D), _CMP_NLT_UQ));
 }
 
 /* double log: lane by lane through libm (used once per row, never per logit). */

@@ -79,9 +79,7 @@ cdef extern from "fastce/dispatch.h" nogil:
         kl_range_fn kl_rows
         shard_range_fn shard_grad_rows
         int64_t vector_width
-        void (*exp_array)(const void *x, void *y, int64_t n) noexcept nogil
-        void (*log_array)(const void *x, void *y, int64_t n) noexcept nogil
-        void (*exp_flush_array)(const void *x, void *y, int64_t n) noexcept nogil
+        void (*math_array)(const void *x, void *y, int64_t n, int func) noexcept nogil
     ctypedef struct ce_isa_table:
         const char *name
         const ce_kernels *kernels[4]
@@ -376,10 +374,15 @@ cdef int _run(const ce_isa_table *table, ce_args *a, int dt, int nthreads) excep
     return 0
 
 
+#: vector_math's functions, by their FASTCE_MATH_* number (common.h)
+MATH_FUNCS = ("exp", "log", "exp_flush", "exp_flush_bounded")
+
+
 def vector_math(int isa, str func, cnp.ndarray x not None):
-    """exp, log or exp_flush (the kernels' exp: +0 where exp is below ~FLT_MIN / DBL_MIN) of a
-    contiguous float32/float64 array through `isa`'s vector math (the code the kernels inline).
-    For the accuracy tests and fastce bench; not part of the public API."""
+    """A function of MATH_FUNCS over a contiguous float32/float64 array through `isa`'s vector
+    math (the code the kernels inline): exp, log, exp_flush (the kernels' exp: +0 where exp is
+    below ~FLT_MIN / DBL_MIN) or exp_flush_bounded (exp_flush's bits for x <= 88, any value
+    above). For the accuracy tests and fastce bench; not part of the public API."""
     cdef const ce_isa_table *table = fastce_isa_table(isa)
     cdef const ce_kernels *k = table.kernels[FASTCE_DT_F64 if x.dtype.itemsize == 8 else FASTCE_DT_F32]
     cdef cnp.ndarray y
@@ -387,26 +390,16 @@ def vector_math(int isa, str func, cnp.ndarray x not None):
     cdef void *py
     cdef int64_t n = x.size
     cdef int which
-    if func == "exp":
-        which = 0
-    elif func == "log":
-        which = 1
-    elif func == "exp_flush":
-        which = 2
-    else:
-        raise ValueError(f"func must be 'exp', 'log' or 'exp_flush', got {func!r}")
+    if func not in MATH_FUNCS:
+        raise ValueError(f"func must be one of {MATH_FUNCS}, got {func!r}")
+    which = MATH_FUNCS.index(func)
     if not x.flags.c_contiguous or x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8) or not x.dtype.isnative:
         raise TypeError("x must be a C-contiguous native float32 or float64 array")
     y = np.empty_like(x)
     px = cnp.PyArray_DATA(x)
     py = cnp.PyArray_DATA(y)
     with nogil:
-        if which == 0:
-            k.exp_array(px, py, n)
-        elif which == 1:
-            k.log_array(px, py, n)
-        else:
-            k.exp_flush_array(px, py, n)
+        k.math_array(px, py, n, which)
     return y
 
 
