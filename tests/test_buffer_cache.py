@@ -97,16 +97,18 @@ def test_outputs_are_ordinary_arrays(cache, data):
 
 def test_slots_limit_and_size_match(cache, data):
     x, t, _, _ = data
-    gs = [_grad(data) for _ in range(3)]
+    slots = fastce.cache_info()["max_blocks"]
+    assert slots == 4
+    gs = [_grad(data) for _ in range(slots + 1)]
     del gs
     info = fastce.cache_info()
-    assert info["cached_blocks"] == info["max_blocks"] == 2
-    assert info["cached_bytes"] == 2 * x.nbytes
+    assert info["cached_blocks"] == slots
+    assert info["cached_bytes"] == slots * x.nbytes
     # a request much smaller than every cached block does not take one
     misses = fastce.cache_info()["misses"]
     half = fastce.cross_entropy_with_grad(x[: ROWS * 2 // 3], t[: ROWS * 2 // 3])[1]
     assert fastce.cache_info()["misses"] == misses + 1
-    assert fastce.cache_info()["cached_blocks"] == 2
+    assert fastce.cache_info()["cached_blocks"] == slots
     del half
     # a limit below the cached total drops the oldest blocks
     fastce.set_cache_limit(x.nbytes + MIB)
@@ -210,3 +212,25 @@ def test_env_limit():
     assert _probe("64").stdout.strip() == str(64 * MIB)
     bad = _probe("lots")
     assert bad.returncode != 0 and "FASTCE_CACHE_MB must be a number of MiB >= 0" in bad.stderr
+
+
+def test_linear_head_gradients_reuse_released_memory(cache):
+    """linear_cross_entropy_with_grad's grad_linear_weight (and grad_input) come from the
+    cache: never memory a live result holds, and right whichever memory they got."""
+    rng = np.random.default_rng(4)
+    N, H, V = 8, 1024, 4608  # grad_linear_weight 18 MiB: cached; the rest small
+    x = rng.standard_normal((N, H)).astype(np.float32)
+    W = (0.05 * rng.standard_normal((V, H))).astype(np.float32)
+    t = rng.integers(0, V, N)
+    first = fastce.linear_cross_entropy_with_grad(x, W, t)
+    kept = first[2].copy()
+    second = fastce.linear_cross_entropy_with_grad(x, W, t)
+    assert not np.shares_memory(first[2], second[2])  # both alive: distinct memory
+    hits = fastce.cache_info()["hits"]
+    del first
+    third = fastce.linear_cross_entropy_with_grad(x, W, t)
+    assert fastce.cache_info()["hits"] == hits + 1  # took the released gradient's memory
+    np.testing.assert_array_equal(third[2], kept)
+    np.testing.assert_array_equal(second[2], kept)
+    third[2][...] = np.nan  # the caller owns it; the other result is untouched
+    np.testing.assert_array_equal(second[2], kept)

@@ -25,7 +25,9 @@
 #include <stdint.h>
 
 #define FASTCE_CACHE_MIN_BYTES ((size_t)16 << 20)
-#define FASTCE_CACHE_SLOTS 2
+/* Four: the linear head's gradient holds three at once (its chunk buffer, grad_input and
+   grad_linear_weight); cross_entropy_with_grad needs one. */
+#define FASTCE_CACHE_SLOTS 4
 
 void *fastce_cache_malloc(void *ctx, size_t size);
 void *fastce_cache_calloc(void *ctx, size_t nelem, size_t elsize);

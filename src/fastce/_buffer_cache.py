@@ -8,7 +8,7 @@ loss+gradient pass. fastce therefore allocates the outputs it creates (the gradi
 allocator for that one allocation only:
 
 * the arrays are ordinary ndarrays that own their memory;
-* when NumPy releases one of at least 16 MiB, the cache keeps its memory (at most 2 blocks, at
+* when NumPy releases one of at least 16 MiB, the cache keeps its memory (at most 4 blocks, at
   most the limit in bytes, the newest first) and a later output of that size (up to 1/8 smaller)
   gets it back with no page faults. No memory is ever shared by two live arrays;
 * the limit defaults to a quarter of physical memory; ``FASTCE_CACHE_MB`` (read at import) or

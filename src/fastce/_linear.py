@@ -473,7 +473,9 @@ def linear_cross_entropy_with_grad(input, linear_weight, target, *, linear_bias=
     -------
     (loss, grad_input, grad_linear_weight, grad_linear_bias) : grad_input has input's shape,
         grad_linear_weight linear_weight's, grad_linear_bias linear_bias's (None without a bias);
-        all of input's dtype, C-contiguous. With return_lse=True the per-row lse comes last.
+        all of input's dtype, C-contiguous; those of >= 16 MiB get their memory from fastce's
+        buffer cache, as cross_entropy_with_grad's gradient does (no page faults in a training
+        loop). With return_lse=True the per-row lse comes last.
     """
     head = _Head(input, linear_weight, linear_bias)
     tg = _Targets(head, target, weight, ignore_index, reduction, label_smoothing)
@@ -501,9 +503,11 @@ class _Grads:
     def __init__(self, head):
         self.head = head
         dt = head.dtype
-        self.gx = np.empty((head.N, head.H), dtype=dt)
+        # Large results come from the buffer cache (_buffer_cache): a training loop's next call
+        # then writes memory the program released instead of faulting in fresh pages.
+        self.gx = _buffer_cache.empty((head.N, head.H), dt)
         # = G^T x for the first chunk (beta = 0: no zero-fill pass over V x H), += for the rest.
-        self.gW = np.empty((head.row_width, head.H), dtype=dt)
+        self.gW = _buffer_cache.empty((head.row_width, head.H), dt)
         self.gb = np.zeros(head.row_width, dtype=dt) if head.b is not None else None
         self._colsum = np.empty(head.row_width, dtype=dt) if head.b is not None else None
 
