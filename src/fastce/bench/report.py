@@ -150,8 +150,9 @@ def ce_columns(peers: Sequence[str], roofs: Roofs = None) -> List[Column]:
             Column("pass", lambda r: r.pass_, left=True)]
     for p in peers:
         cols.append(Column(p, lambda r, p=p: _fmt_gps(r.cells.get(p)) + ("!" if _mismatch(r, p) else "")))
-        if p == "fastce" and roofs:
-            cols.append(Column("%roof", lambda r: _percent(roof_fraction(r.cells.get("fastce"), roofs))))
+        if p in ("fastce", "fastce(out=)") and roofs:  # (out=: the gradient into a reused buffer)
+            cols.append(Column("%roof" if p == "fastce" else "%roof(out=)",
+                               lambda r, p=p: _percent(roof_fraction(r.cells.get(p), roofs))))
     return cols + _ratio_columns(peers)
 
 
@@ -192,7 +193,8 @@ def roofline_legend(roofs: Roofs) -> List[str]:
                      for t, r in sorted(roofs.items()))
     r0 = next(iter(roofs.values()))
     return [f"roofline (measured in this run, {r0.nbytes / 2**20:.0f} MiB probes, exp x threads): {nums}.",
-            f"%roof = fastce G/s / roofline of the row (numel >= 2^{ROOFLINE_MIN_NUMEL.bit_length() - 1}): "
+            f"%roof = fastce G/s / roofline of the row (numel >= 2^{ROOFLINE_MIN_NUMEL.bit_length() - 1}; "
+            "%roof(out=): fastce(out=)'s): "
             "forward min(read GB/s / itemsize, exp G/s), loss+grad min(read+write GB/s / (2 itemsize), "
             "exp G/s / 2)."]
 
