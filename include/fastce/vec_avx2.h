@@ -13,6 +13,8 @@
  *           max error 1.0 ulp over [-745, 64].
  * Inputs are clamped to [lo, hi] with the NaN-propagating operand order (MAXPS/MINPS return the
  * second operand when either is NaN), so -inf -> 0, +inf -> inf, NaN -> NaN.
+ * The kernels' hot loops call vf_exp_flush_bounded: exp_flush's bits (so the same 1.26 ulp
+ * where the result is normal, +0 below -87) for x <= 88, with no range check.
  */
 #ifndef FASTCE_VEC_AVX2_H
 #define FASTCE_VEC_AVX2_H
