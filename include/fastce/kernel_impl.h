@@ -464,8 +464,10 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
  * pass C) and, with 64-byte vectors, TILE_V = 4 neighbouring vectors per class visit (4 whole
  * lines) keep the loads from waiting on DRAM. Measured on (8, 21, 256, 256) float32, one
  * core, kernel alone: AVX-512 forward 1.9 -> 2.6 G/s, loss+grad 0.92 -> 1.46 G/s; AVX2
- * forward 1.1 -> 1.5 G/s, where 4 vectors per visit (2 lines) was slower than 1. */
-#define TILE_V (VW * sizeof(REAL) >= 64 ? 4 : 1)
+ * forward 1.1 -> 1.5 G/s, where 4 vectors per visit (2 lines) was slower than 1. AVX2 takes 2
+ * (one whole line per visit): loss+grad 0.60-0.62 -> 0.66-0.67 G/s on one core, 1.26 -> 1.39
+ * on two, forward unchanged (1.22-1.26 G/s, exp-bound). The scalar path keeps 1. */
+#define TILE_V (VW == 1 ? 1 : VW * sizeof(REAL) >= 64 ? 4 : 2)
 #define PREFETCH_BYTES 1024
 
 FASTCE_INLINE V KFN(load_tile)(const REAL *p, int v, int nv, int64_t lanes, const int full) {
