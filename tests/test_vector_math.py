@@ -3,7 +3,8 @@
 The kernels take exp of x - max(x) <= 0 (and, in the fused sweep, of values up to +64 above a
 running max), and log of sums of exponentials >= 1. The sweeps cover those ranges densely and
 compare with a correctly rounded reference (float64 math rounded to float32; long double math
-rounded to float64). The bound asserted is the one the headers state: at most 2 ulp.
+rounded to float64). The bound asserted is the one the headers state: at most 2 ulp; the
+float32 exp (measured 0.91 ulp over every float in [-104, 88.7]) is held to 1 ulp.
 """
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ def test_exp_float32_sweep(isa):
     got = run(isa, "exp", xs)
     ref = np.exp(xs.astype(np.float64))
     err = ulp_error(got, ref, np.float32)
-    assert err.max() <= 2.0, (isa, float(err.max()), float(xs[err.argmax()]))
+    assert err.max() <= 1.0, (isa, float(err.max()), float(xs[err.argmax()]))
 
 
 @pytest.mark.parametrize("isa", ISAS)

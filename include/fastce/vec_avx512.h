@@ -67,9 +67,8 @@ static inline vf_t vf_exp_clamped_(vf_t x, __mmask16 keep) {
     __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(x, log2e, magic), magic);
     __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
     r = _mm512_fnmadd_ps(n, ln2_lo, r);
-    __m512 y = _mm512_set1_ps(fastce_exp_poly_f[0]);
-    for (int k = 1; k < 6; k++) y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(fastce_exp_poly_f[k]));
-    y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512 y = _mm512_set1_ps(fastce_exp_poly_f[0]); /* 1 + r (1 + r Q(r)) (math_consts.h) */
+    for (int k = 1; k < FASTCE_EXP_POLY_F_LEN; k++) y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(fastce_exp_poly_f[k]));
     return _mm512_maskz_scalef_ps(keep, y, n);
 }
 static inline vf_t vf_exp(vf_t x) {
