@@ -227,10 +227,15 @@ def add_dask_arguments(p: argparse.ArgumentParser) -> None:
                     "by their paths, which must be readable there")
 
 
+def uses_dask(args: argparse.Namespace) -> bool:
+    """Whether --workers or --scheduler asks to run the command through fastce.dask."""
+    return args.workers is not None or args.scheduler is not None
+
+
 @contextlib.contextmanager
 def dask_client(args: argparse.Namespace):
     """The distributed.Client the options ask for (None without --workers / --scheduler)."""
-    if args.workers is None and args.scheduler is None:
+    if not uses_dask(args):
         yield None
         return
     try:

@@ -32,7 +32,7 @@ import numpy as np
 from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, RowBlockReader, as_dask_array, block_bounds,
                           check_int, read_npy_header, rows_per_block)
 from ._cli_util import (ModelFiles, add_dask_arguments, dask_client, guarded, int64, json_value, linear_files,
-                        logits_files, positive_float, positive_int, progress, top_k_list)
+                        logits_files, positive_float, positive_int, progress, top_k_list, uses_dask)
 from ._score_cli import _load_whole, _targets_block, check_targets
 
 USAGE = (
@@ -59,7 +59,7 @@ def check_inputs(args: argparse.Namespace, files: Sequence[str]) -> Inputs:
         model = linear_files(args.hidden, args.weight, args.bias)
         ref = linear_files(args.ref_hidden, args.ref_weight, args.ref_bias, "ref-")
     else:
-        zarr_ok = args.workers is not None or args.scheduler is not None
+        zarr_ok = uses_dask(args)
         model = logits_files(files[0], "logits", args.dtype, v2_only=True, zarr_ok=zarr_ok)
         ref = logits_files(files[1], "ref", args.ref_dtype or args.dtype, v2_only=True, zarr_ok=zarr_ok)
     if model.rows.shape[0] != ref.rows.shape[0] or model.vocab != ref.vocab:
@@ -223,13 +223,15 @@ def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = N
         top_k = sorted({1} | {k for ks in (args.top_k or []) for k in ks})
         if top_k[-1] > inputs.model.vocab:
             raise InputError(f"--top-k {top_k[-1]} exceeds the number of classes ({inputs.model.vocab})")
-        with progress(inputs.n, "comparing") as update, dask_client(args) as client:
-            if client is not None:
+        with dask_client(args) as client:
+            if client is not None:  # no progress bar: the blocks are read and compared on the workers
                 res = compare_files_dask(inputs, ignore_index=args.ignore_index, top_k=top_k,
                                          block_rows=args.block_rows, block_mb=args.block_mb)
             else:
-                res = compare_files(inputs, ignore_index=args.ignore_index, top_k=top_k, num_threads=args.threads,
-                                    block_rows=args.block_rows, block_mb=args.block_mb, progress=update)
+                with progress(inputs.n, "comparing") as update:
+                    res = compare_files(inputs, ignore_index=args.ignore_index, top_k=top_k,
+                                        num_threads=args.threads, block_rows=args.block_rows,
+                                        block_mb=args.block_mb, progress=update)
         print(json.dumps(result_dict(res), allow_nan=False) if args.json else format_table(res))
         return 0
 

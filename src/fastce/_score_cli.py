@@ -41,7 +41,8 @@ import numpy as np
 
 # The block-mapped .npy reader; its names stay importable from here.
 from ._cli_util import (ModelFiles, add_dask_arguments, dask_client, error, guarded, int64, json_value,
-                        linear_files, logits_files, positive_float, positive_int, progress, top_k_list)
+                        linear_files, logits_files, positive_float, positive_int, progress, top_k_list,
+                        uses_dask)
 from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, ReadError,  # noqa: F401
                           RowBlockReader, as_dask_array, block_bounds, check_int, read_npy_header,
                           rows_per_block)
@@ -322,18 +323,19 @@ def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = N
                              "float32/float64 files")
         inputs = check_inputs(logits, targets, hidden=args.hidden, weight=args.weight,
                               bias=args.bias, logits_dtype=args.dtype,
-                              zarr_ok=args.workers is not None or args.scheduler is not None)
+                              zarr_ok=uses_dask(args))
         bad_k = [k for k in top_k if k > inputs.vocab]
         if bad_k:
             raise InputError(f"--top-k {bad_k[0]} exceeds the number of classes ({inputs.vocab})")
-        with progress(inputs.n, "scoring") as update, dask_client(args) as client:
-            if client is not None:
+        with dask_client(args) as client:
+            if client is not None:  # no progress bar: the blocks are read and scored on the workers
                 res = score_files_dask(inputs, ignore_index=args.ignore_index, top_k=top_k, softcap=args.softcap,
                                        block_rows=args.block_rows, block_mb=args.block_mb)
             else:
-                res = score_files(inputs, ignore_index=args.ignore_index, top_k=top_k,
-                                  softcap=args.softcap, num_threads=args.threads,
-                                  block_rows=args.block_rows, block_mb=args.block_mb, progress=update)
+                with progress(inputs.n, "scoring") as update:
+                    res = score_files(inputs, ignore_index=args.ignore_index, top_k=top_k,
+                                      softcap=args.softcap, num_threads=args.threads,
+                                      block_rows=args.block_rows, block_mb=args.block_mb, progress=update)
         print(json.dumps(result_dict(res), allow_nan=False) if args.json else format_table(res))
         return 0
 

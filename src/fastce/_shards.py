@@ -296,12 +296,11 @@ def shard_grad(logits_shard, target, stats, *, class_start, weight=None, reducti
         _kernels.shard_grad_run(_runtime.isa_id(), xb, ob, lse[rows], A[rows], B[rows], fix[rows], tcol[rows],
                                 weight=w, nthreads=sh.nthreads)
 
+    o, user_out = writable_c_view(out)
     if lay.S == 1:  # (N, width) or (width,): in place, one pass
         x2 = as_compute(sh.x, sh.dtype).reshape(lay.N, sh.width)
-        o, user_out = writable_c_view(out)
         run(x2, o.reshape(lay.N, sh.width), slice(None))
     else:  # K-dim: blocks with the classes moved last
-        o, user_out = writable_c_view(out)
         o3 = o.reshape(lay.N, sh.width, lay.S)
         for n0, n1, (xb,) in class_last_blocks((sh.rows_view(),), lay.N, sh.width, lay.S, sh.dtype, BLOCK_LOGITS):
             ob = np.empty_like(xb)
