@@ -146,12 +146,11 @@ def test_exp_flush_is_exp_above_the_threshold_and_zero_below(isa, dtype, thresho
     assert np.all(exact[keep & np.isfinite(x)] >= np.finfo(dtype).tiny)  # normal where kept
 
 
-@pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_exp_flush_bounded_is_exp_flush_up_to_88(isa, dtype):
-    """The hot loops' exp (no range check): exp_flush's very bits for every x <= 88, NaN and
-    -inf. float32: every float in [-105, -80] (across the flush threshold) and in [32, 88] (up
-    to the bound), a dense grid between; each vector mixes lanes from all of them."""
+def _bounded_exp_inputs(dtype):
+    """x <= 88 as the bounded exps see it: float32, every float in [-105, -80] (across the flush
+    threshold) and in [32, 88] (up to the bound) and a dense grid between; float64, a grid over
+    [-760, 88] and around its threshold. With NaN, -inf and -1e30, shuffled so that each vector
+    mixes lanes from all of them."""
     rng = np.random.default_rng(2)
     if dtype == np.float32:
         def every(a, b):  # every float32 in [a, b], a and b of one sign
@@ -163,8 +162,37 @@ def test_exp_flush_bounded_is_exp_flush_up_to_88(isa, dtype):
         x = np.concatenate([np.linspace(-760.0, 88.0, 2_000_001), rng.uniform(-720.0, -700.0, 100_000)])
     x = np.concatenate([x, np.array([np.nan, -np.inf, -1e30, 88.0], dtype=dtype)]).astype(dtype)
     rng.shuffle(x)
+    return x
+
+
+def _bits(a):
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_flush_bounded_is_exp_flush_up_to_88(isa, dtype):
+    """The hot loops' exp (no range check): exp_flush's very bits for every x <= 88, NaN and -inf."""
+    x = _bounded_exp_inputs(dtype)
     got = run(isa, "exp_flush_bounded", x)
     want = run(isa, "exp_flush", x)
-    np.testing.assert_array_equal(got.view(np.uint32 if dtype == np.float32 else np.uint64)[~np.isnan(x)],
-                                  want.view(np.uint32 if dtype == np.float32 else np.uint64)[~np.isnan(x)])
+    np.testing.assert_array_equal(_bits(got)[~np.isnan(x)], _bits(want)[~np.isnan(x)])
     assert np.all(np.isnan(got[np.isnan(x)]))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype,threshold", [(np.float32, -87.0), (np.float64, -708.0)])
+def test_exp_floored_is_exp_flush_bounded_but_at_most_exp_threshold_below_it(isa, dtype, threshold):
+    """The sums' exp: exp_flush_bounded's bits at and above the flush threshold (and NaN); below
+    it, +0 or exp(threshold) (whichever the ISA finds cheaper), never anything else, so that
+    a sum holding a term >= 1 cannot see the difference."""
+    x = _bounded_exp_inputs(dtype)
+    got = run(isa, "exp_floored", x)
+    want = run(isa, "exp_flush_bounded", x)
+    above = x >= dtype(threshold)
+    np.testing.assert_array_equal(_bits(got)[above], _bits(want)[above])
+    assert np.all(np.isnan(got[np.isnan(x)]))
+    floor = run(isa, "exp_flush_bounded", np.array([threshold], dtype=dtype))[0]
+    below = got[x < dtype(threshold)]
+    assert below.size > 0 and np.all((below == 0) | (below == floor))
+    assert not np.any(np.signbit(below))

@@ -141,8 +141,9 @@ typedef struct {
        accuracy tests and the bench's exp rate. */
     void (*math_array)(const void *x, void *y, int64_t n, int func);
 } ce_kernels;
-/* math_array's functions: exp, log, and the kernels' two exps (vec_*.h, math_consts.h). */
-enum { FASTCE_MATH_EXP = 0, FASTCE_MATH_LOG = 1, FASTCE_MATH_EXP_FLUSH = 2, FASTCE_MATH_EXP_FLUSH_BOUNDED = 3 };
+/* math_array's functions: exp, log, and the kernels' three exps (vec_*.h, math_consts.h). */
+enum { FASTCE_MATH_EXP = 0, FASTCE_MATH_LOG = 1, FASTCE_MATH_EXP_FLUSH = 2, FASTCE_MATH_EXP_FLUSH_BOUNDED = 3,
+       FASTCE_MATH_EXP_FLOORED = 4 };
 
 typedef struct {
     const char *name;

@@ -102,7 +102,8 @@ static __attribute__((noinline)) double KFN(sweep_exp)(const XT *xc, int64_t len
 #define SWEEP_STEP (SWEEP_LINE_V > UNROLL ? SWEEP_LINE_V : UNROLL)
 
 /* One sweep over a chunk from memory: its max, the linear sums of the options, and, when
-   with_exp, the sum of exp(x - shift) against a shift fixed before the sweep. With `rank`, it
+   with_exp, the sum of exp(x - shift) against a shift fixed before the sweep (the running max
+   of the row's earlier chunks, whose sum, >= 1, this one joins: so exp_floored). With `rank`, it
    also counts the logits above `thr` into st->gt (the scoring kernel's rank of the target). */
 FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *yc, int64_t len,
                                      const KFN(lin) *l, const int has_w, const int kind,
@@ -124,7 +125,7 @@ FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *y
             V xv = XLOAD(xc + k);
             mx[u] = VOP(max)(mx[u], xv);
             if (rank) gt[u] = VOP(count_gt)(gt[u], xv, thr);
-            if (with_exp) e[u] = VOP(add)(e[u], VOP(exp_flush_bounded)(VOP(sub)(xv, shift)));
+            if (with_exp) e[u] = VOP(add)(e[u], VOP(exp_floored)(VOP(sub)(xv, shift)));
             KFN(linear_step)(xv, has_w ? VOP(load)(wc + k) : zero,
                              kind == FASTCE_KIND_PROB ? VOP(load)(yc + k) : zero,
                              l, has_w, kind, smooth, &sx[u], &swy[u], &swyx[u]);
@@ -134,7 +135,7 @@ FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *y
         V xv = XLOAD(xc + i);
         mx[0] = VOP(max)(mx[0], xv);
         if (rank) gt[0] = VOP(count_gt)(gt[0], xv, thr);
-        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp_flush_bounded)(VOP(sub)(xv, shift)));
+        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp_floored)(VOP(sub)(xv, shift)));
         KFN(linear_step)(xv, has_w ? VOP(load)(wc + i) : zero,
                          kind == FASTCE_KIND_PROB ? VOP(load)(yc + i) : zero,
                          l, has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
@@ -144,7 +145,7 @@ FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *y
         V xm = XLOAD_TAIL(xc + i, rem, (REAL)-INFINITY);
         mx[0] = VOP(max)(mx[0], xm);
         if (rank) gt[0] = VOP(count_gt)(gt[0], xm, thr); /* -inf fill is never above thr */
-        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp_flush_bounded)(VOP(sub)(xm, shift)));
+        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp_floored)(VOP(sub)(xm, shift)));
         if (smooth || kind == FASTCE_KIND_PROB) /* the weight (or a 0/1 mask) zeroes missing lanes */
             KFN(linear_step)(XLOAD_TAIL(xc + i, rem, 0),
                              VOP(load_tail)(has_w ? wc + i : KFN(ones), rem, 0),
@@ -520,7 +521,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
                 m[v] = m_new;
                 d = VOP(sub)(xv, m[v]);
             }
-            e[v] = VOP(add)(e[v], VOP(exp_flush_bounded)(d)); /* d <= MAX_JUMP */
+            e[v] = VOP(add)(e[v], VOP(exp_floored)(d)); /* d <= MAX_JUMP; e holds exp(0) = 1 */
         }
     }
 
@@ -550,35 +551,47 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
         VOP(store)(sxb + v * VW, sx[v]); VOP(store)(swyb + v * VW, swy[v]); VOP(store)(swyxb + v * VW, swyx[v]);
     }
     const int64_t nl = (nv - 1) * VW + lanes;
+    /* The options as ce_finish sees them: a local copy (so the compiler knows the stores below
+       leave them alone) with what this specialization fixes written in (the kind; eps = 0
+       without smoothing), so that ce_finish folds to the case at hand. Without an output only
+       the loss and lse are kept, and the gradient's coefficients fold away. */
+    ce_args opt = *a;
+    opt.kind = kind;
+    if (kind == FASTCE_KIND_INDEX && !smooth) opt.eps = 0.0;
+    if (kind == FASTCE_KIND_INDEX) ce_targets_at(a->target, a->ttype, pos0, nl, t_b);
     for (int64_t l = 0; l < nv * VW; l++) {
         ce_state st = {mb[l], 0.0, 0.0, refb[l], sxb[l], swyb[l], swyxb[l], 0.0};
-        A_b[l] = B1_b[l] = B0_b[l] = 0; t_b[l] = -1;
-        if (HALF_OUT_) { /* read only for lanes with a target; set for every lane all the same */
-            const ce_row none = {0};
-            row_b[HALF_OUT_ ? l : 0] = none;
-            xt_b[HALF_OUT_ ? l : 0] = 0.0;
+        if (outmode) {
+            A_b[l] = B1_b[l] = B0_b[l] = 0;
+            if (HALF_OUT_) { /* read only for lanes with a target; set for every lane all the same */
+                const ce_row none = {0};
+                row_b[HALF_OUT_ ? l : 0] = none;
+                xt_b[HALF_OUT_ ? l : 0] = 0.0;
+            }
         }
-        if (l >= nl) continue;
+        if (l >= nl) { t_b[l] = -1; continue; }
         const int64_t pos = pos0 + l;
         double w_t = 1.0;
         if (kind == FASTCE_KIND_INDEX) {
-            const int64_t t = ce_target_at(a->target, a->ttype, pos);
-            if (t == a->ignore_index) { /* loss 0, gradient 0 (A = B = 0 times p <= 1) */
-                if (a->row_out) a->row_out[pos] = 0.0;
-                if (a->row_lse) a->row_lse[pos] = ce_shift(mb[l]) + logs_b[l];
+            const int64_t t = t_b[l];
+            if (t == opt.ignore_index) { /* loss 0, gradient 0 (A = B = 0 times p <= 1) */
+                if (opt.row_out) opt.row_out[pos] = 0.0;
+                if (opt.row_lse) opt.row_lse[pos] = ce_shift(mb[l]) + logs_b[l];
+                t_b[l] = -1;
                 continue;
             }
-            t_b[l] = t;
             st.xt = XGET(xb + t * S + l);
-            if (HALF_OUT_) xt_b[HALF_OUT_ ? l : 0] = st.xt;
+            if (HALF_OUT_ && outmode) xt_b[HALF_OUT_ ? l : 0] = st.xt;
             if (has_w) w_t = w[t];
         }
-        const ce_row rr = ce_finish(a, &st, logs_b[l], w_t, ce_coef(a, pos));
-        if (a->row_out) a->row_out[pos] = rr.loss;
-        if (a->row_lse) a->row_lse[pos] = rr.lse;
-        A_b[l] = (REAL)rr.A; B1_b[l] = (REAL)rr.B1; B0_b[l] = (REAL)rr.B0;
-        fix_b[l] = rr.fix;
-        if (HALF_OUT_) row_b[HALF_OUT_ ? l : 0] = rr;
+        const ce_row rr = ce_finish(&opt, &st, logs_b[l], w_t, ce_coef(&opt, pos));
+        if (opt.row_out) opt.row_out[pos] = rr.loss;
+        if (opt.row_lse) opt.row_lse[pos] = rr.lse;
+        if (outmode) {
+            A_b[l] = (REAL)rr.A; B1_b[l] = (REAL)rr.B1; B0_b[l] = (REAL)rr.B0;
+            fix_b[l] = rr.fix;
+            if (HALF_OUT_) row_b[HALF_OUT_ ? l : 0] = rr;
+        }
     }
     if (!outmode) return;
 
@@ -677,7 +690,8 @@ FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1
 FASTCE_INLINE V KFN(map_one)(V v, const int func) {
     return func == FASTCE_MATH_LOG ? VOP(log)(v)
          : func == FASTCE_MATH_EXP_FLUSH ? VOP(exp_flush)(v)
-         : func == FASTCE_MATH_EXP_FLUSH_BOUNDED ? VOP(exp_flush_bounded)(v) : VOP(exp)(v);
+         : func == FASTCE_MATH_EXP_FLUSH_BOUNDED ? VOP(exp_flush_bounded)(v)
+         : func == FASTCE_MATH_EXP_FLOORED ? VOP(exp_floored)(v) : VOP(exp)(v);
 }
 FASTCE_INLINE void KFN(map_array)(const REAL *x, REAL *y, int64_t n, const int func) {
     int64_t i = 0;
@@ -691,6 +705,7 @@ static void KFN(math_array)(const void *x, void *y, int64_t n, int func) {
     case FASTCE_MATH_EXP_FLUSH: KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP_FLUSH); break;
     case FASTCE_MATH_EXP_FLUSH_BOUNDED:
         KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP_FLUSH_BOUNDED); break;
+    case FASTCE_MATH_EXP_FLOORED: KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP_FLOORED); break;
     default: KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP);
     }
 }

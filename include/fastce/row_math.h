@@ -71,6 +71,19 @@ FASTCE_INLINE int64_t ce_target_at(const void *t, int ttype, int64_t i) {
     }
 }
 
+/* Targets [i0, i0 + n) as int64 into out: ce_target_at with the dtype's switch outside the
+   loop (a tile's finish reads its lanes' targets at once). */
+FASTCE_INLINE void ce_targets_at(const void *t, int ttype, int64_t i0, int64_t n, int64_t *out) {
+#define CE_TARGETS_CASE(T) case T: for (int64_t i = 0; i < n; i++) out[i] = ce_target_at(t, T, i0 + i); break
+    switch (ttype) {
+    CE_TARGETS_CASE(FASTCE_I8); CE_TARGETS_CASE(FASTCE_I16); CE_TARGETS_CASE(FASTCE_I32);
+    CE_TARGETS_CASE(FASTCE_I64); CE_TARGETS_CASE(FASTCE_U8); CE_TARGETS_CASE(FASTCE_U16);
+    CE_TARGETS_CASE(FASTCE_U32);
+    default: for (int64_t i = 0; i < n; i++) out[i] = ce_target_at(t, FASTCE_U64, i0 + i);
+    }
+#undef CE_TARGETS_CASE
+}
+
 typedef struct {
     double lse, loss;
     double shift, logs;      /* lse = shift + logs; pass 2 uses p = exp((x - shift) - logs) */

@@ -16,7 +16,8 @@
  * Inputs are clamped to [lo, hi] with the NaN-propagating operand order (MAXPS/MINPS return the
  * second operand when either is NaN), so -inf -> 0, +inf -> inf, NaN -> NaN.
  * The kernels' hot loops call vf_exp_flush_bounded: exp_flush's bits (so the same 0.91 ulp
- * where the result is normal, +0 below -87) for x <= 88, with no range check.
+ * where the result is normal, +0 below -87) for x <= 88, with no range check; their sums of
+ * exponentials call vf_exp_floored, which gives exp(-87) instead of that +0.
  */
 #ifndef FASTCE_VEC_AVX2_H
 #define FASTCE_VEC_AVX2_H
@@ -154,6 +155,13 @@ static inline vf_t vf_exp_flush_bounded(vf_t x) {
     return _mm256_and_ps(vf_exp_normal_(_mm256_max_ps(lo, x)), keep); /* max(lo, NaN) = NaN */
 }
 
+/* exp_flush_bounded without the flush: lanes below FASTCE_EXP_FLUSH_F give exp(FASTCE_EXP_FLUSH_F)
+   (1.6e-38) instead of +0, two instructions fewer (AVX2 has no masked scale). Only for the terms
+   of a sum that holds a term >= 1 (math_consts.h). */
+static inline vf_t vf_exp_floored(vf_t x) {
+    return vf_exp_normal_(_mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_FLUSH_F), x)); /* max(lo, NaN) = NaN */
+}
+
 /* log(x) for the kernels' sums of exponentials (x >= 1, or 0, inf, NaN): x = m 2^e with
  * m in [sqrt(1/2), sqrt(2)), log x = e ln2 + log(1 + f), f = m - 1, by cephes' logf polynomial
  * (measured max error 0.78 ulp over [1.01, 1e30]; tests/test_vector_math.py). 0 -> -inf, +inf -> +inf, NaN or x < 0 -> NaN.
@@ -287,6 +295,8 @@ static inline vd_t vd_exp_flush(vd_t x) {
 }
 
 static inline vd_t vd_exp_flush_bounded(vd_t x) { return vd_exp_flush(x); }
+/* As vf_exp_floored: exp(FASTCE_EXP_FLUSH_D) below it instead of +0, for x <= 88 or NaN. */
+static inline vd_t vd_exp_floored(vd_t x) { return vd_exp_clamped_(_mm256_max_pd(_mm256_set1_pd(FASTCE_EXP_FLUSH_D), x)); }
 /* double log: lane by lane through libm (used once per row, never per logit). */
 static inline vd_t vd_log(vd_t x) {
     double lanes[VD_W];

@@ -30,6 +30,7 @@
     static inline P##_t P##_exp(P##_t x) { return EXPF(x); }                                    \
     static inline P##_t P##_exp_flush(P##_t x) { return x < FLUSH ? (T)0 : EXPF(x); }           \
     static inline P##_t P##_exp_flush_bounded(P##_t x) { return P##_exp_flush(x); }                 \
+    static inline P##_t P##_exp_floored(P##_t x) { return P##_exp_flush(x); }                      \
     static inline P##_t P##_log(P##_t x) { return LOGF(x); }
 
 FASTCE_VEC_DEFINE_SCALAR(vf, float, expf, logf, FASTCE_EXP_FLUSH_F)
