@@ -529,12 +529,12 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
        coefficients (row_math.h). */
     REAL mb[TILE_V * VW], refb[TILE_V * VW], logs_b[TILE_V * VW], sxb[TILE_V * VW];
     REAL swyb[TILE_V * VW], swyxb[TILE_V * VW], A_b[TILE_V * VW], B1_b[TILE_V * VW], B0_b[TILE_V * VW];
-    /* Per lane, for the target's gradient: the fix alone when the output is stored as REAL;
-       the row's coefficients and x_t too for 2-byte outputs (fix_target recomputes g_t). */
+    /* Per lane: the target, its logit x_t and weight; for the target's gradient, the fix alone
+       when the output is stored as REAL, the row's coefficients too for 2-byte outputs
+       (fix_target recomputes g_t from x_t). */
     enum { HALF_OUT_ = sizeof(XT) != sizeof(REAL) };
-    double fix_b[TILE_V * VW];
+    double fix_b[TILE_V * VW], xt_b[TILE_V * VW], wt_b[TILE_V * VW];
     ce_row row_b[HALF_OUT_ ? TILE_V * VW : 1];
-    double xt_b[HALF_OUT_ ? TILE_V * VW : 1];
     int64_t t_b[TILE_V * VW];
     V shift[TILE_V];
     for (int v = 0; v < nv; v++) {
@@ -558,41 +558,34 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
     ce_args opt = *a;
     opt.kind = kind;
     if (kind == FASTCE_KIND_INDEX && !smooth) opt.eps = 0.0;
-    if (kind == FASTCE_KIND_INDEX) ce_targets_at(a->target, a->ttype, pos0, nl, t_b);
-    for (int64_t l = 0; l < nv * VW; l++) {
-        ce_state st = {mb[l], 0.0, 0.0, refb[l], sxb[l], swyb[l], swyxb[l], 0.0};
-        if (outmode) {
-            A_b[l] = B1_b[l] = B0_b[l] = 0;
-            if (HALF_OUT_) { /* read only for lanes with a target; set for every lane all the same */
-                const ce_row none = {0};
-                row_b[HALF_OUT_ ? l : 0] = none;
-                xt_b[HALF_OUT_ ? l : 0] = 0.0;
-            }
+    /* Each lane's target (t_b: -1 for an ignored or padding lane), its logit and weight. */
+    if (kind == FASTCE_KIND_INDEX) {
+        ce_targets_at(a->target, a->ttype, pos0, nl, t_b);
+        for (int64_t l = 0; l < nv * VW; l++) {
+            const int64_t t = l < nl && t_b[l] != opt.ignore_index ? t_b[l] : -1;
+            t_b[l] = t;
+            xt_b[l] = t >= 0 ? XGET(xb + t * S + l) : 0.0;
+            wt_b[l] = has_w ? (t >= 0 ? (double)w[t] : 0.0) : 1.0;
         }
-        if (l >= nl) { t_b[l] = -1; continue; }
-        const int64_t pos = pos0 + l;
-        double w_t = 1.0;
-        if (kind == FASTCE_KIND_INDEX) {
-            const int64_t t = t_b[l];
-            if (t == opt.ignore_index) { /* loss 0, gradient 0 (A = B = 0 times p <= 1) */
-                if (opt.row_out) opt.row_out[pos] = 0.0;
-                if (opt.row_lse) opt.row_lse[pos] = ce_shift(mb[l]) + logs_b[l];
-                t_b[l] = -1;
-                continue;
-            }
-            st.xt = XGET(xb + t * S + l);
-            if (HALF_OUT_ && outmode) xt_b[HALF_OUT_ ? l : 0] = st.xt;
-            if (has_w) w_t = w[t];
-        }
-        const ce_row rr = ce_finish(&opt, &st, logs_b[l], w_t, ce_coef(&opt, pos));
-        if (opt.row_out) opt.row_out[pos] = rr.loss;
-        if (opt.row_lse) opt.row_lse[pos] = rr.lse;
+    }
+    /* Then the lanes' losses and coefficients in one loop with no branch that depends on the
+       lane (the compiler vectorizes it). An ignored lane has loss 0 and gradient 0 (A = B = 0
+       times p <= 1), and its lse. */
+    for (int64_t l = 0; l < nl; l++) {
+        const ce_state st = {mb[l], 0.0, kind == FASTCE_KIND_INDEX ? xt_b[l] : 0.0, refb[l], sxb[l], swyb[l], swyxb[l], 0.0};
+        const int keep = kind != FASTCE_KIND_INDEX || t_b[l] >= 0;
+        const ce_row rr = ce_finish(&opt, &st, logs_b[l], kind == FASTCE_KIND_INDEX ? wt_b[l] : 1.0,
+                                    ce_coef(&opt, pos0 + l));
+        if (opt.row_out) opt.row_out[pos0 + l] = keep ? rr.loss : 0.0;
+        if (opt.row_lse) opt.row_lse[pos0 + l] = rr.lse;
         if (outmode) {
-            A_b[l] = (REAL)rr.A; B1_b[l] = (REAL)rr.B1; B0_b[l] = (REAL)rr.B0;
+            A_b[l] = keep ? (REAL)rr.A : 0; B1_b[l] = keep ? (REAL)rr.B1 : 0; B0_b[l] = keep ? (REAL)rr.B0 : 0;
             fix_b[l] = rr.fix;
             if (HALF_OUT_) row_b[HALF_OUT_ ? l : 0] = rr;
         }
     }
+    if (outmode)
+        for (int64_t l = nl; l < nv * VW; l++) A_b[l] = B1_b[l] = B0_b[l] = 0; /* padding lanes */
     if (!outmode) return;
 
     /* Pass C: the output, class by class, prefetching the output lines of the next tile for
@@ -621,7 +614,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
         if (!HALF_OUT_) {
             XPUT(out_t, XGET(out_t) - (REAL)fix_b[l]);
         } else {
-            KFN(fix_target)(out_t, xt_b[HALF_OUT_ ? l : 0], has_w ? w + t_b[l] : NULL, &row_b[HALF_OUT_ ? l : 0],
+            KFN(fix_target)(out_t, xt_b[l], has_w ? w + t_b[l] : NULL, &row_b[HALF_OUT_ ? l : 0],
                             outmode, has_w, kind, smooth);
         }
     }
