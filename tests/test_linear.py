@@ -557,7 +557,7 @@ def test_vocab_chunked_forward_matches_row_chunks(monkeypatch, dtype, opts):
     expected = fastce.linear_cross_entropy(x, W, t, chunk_size=5, **kw)  # row chunks
     calls = []
     real = _linear._vocab_chunked_row_losses
-    monkeypatch.setattr(_linear, "DEFAULT_CHUNK_BYTES", N * np.dtype(dtype).itemsize * 10)
+    monkeypatch.setattr(_linear, "LOSS_CHUNK_BYTES", N * np.dtype(dtype).itemsize * 10)
     monkeypatch.setattr(_linear, "MIN_VOCAB_CHUNK", 1)
     monkeypatch.setattr(_linear, "default_chunk_rows", lambda *a, **k: 10)
     monkeypatch.setattr(_linear, "_vocab_chunked_row_losses", lambda *a, **k: calls.append(1) or real(*a, **k))

@@ -60,18 +60,19 @@ from ._validate import Layout, as_floating, check_label_smoothing, check_softcap
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad", "iter_logit_chunks",
            "default_chunk_rows"]
 
-# The default chunk holds at most this many bytes of logits (at least one row). For
-# N=4096, H=1024, V=32000 float32 that is 256 rows (31 MiB): 6% of the 500 MiB of full logits,
-# and big enough that re-reading W once per chunk costs little next to the chunk's matmul.
+# iter_logit_chunks' default chunk holds at most this many bytes of logits (at least one row):
+# for N=4096, H=1024, V=32000 float32, 256 rows (31 MiB), 6% of the 500 MiB of full logits.
 DEFAULT_CHUNK_BYTES = 32 << 20
 
-# The gradient pass's default chunk may be larger: up to this many bytes, but never more than
-# the weight gradient (V x H) that the call returns anyway (and never less than
-# DEFAULT_CHUNK_BYTES). Each chunk makes the BLAS stream all of W twice (logits, G @ W) and
-# read+write all of grad_W once, a cost per chunk that only more rows per chunk amortize.
-# Measured at N=4096, H=1024, V=32000 float32, 2 threads, against the three full matmuls:
-# 256-row chunks (32 MiB) 1.33x, 512 rows 1.15x, 1024 rows (128 MiB) 1.05x.
-GRAD_CHUNK_BYTES = 128 << 20
+# The loss functions' default chunk is larger: up to this many bytes of logits (at least one
+# row or column), because every chunk costs a BLAS call whose operands it must pack again, a
+# cost that only larger chunks amortize. Measured at N=4096, H=1024, V=32000 float32, 2 threads:
+#   forward (column chunks), against the single matmul: 32 MiB chunks 1.06-1.09x, 64 MiB
+#     1.04-1.09x, 128 MiB 1.02-1.06x;
+#   gradient (row chunks), against the three full matmuls: 256-row chunks (32 MiB) 1.33x,
+#     512 rows 1.15x, 1024 rows (128 MiB) 1.05x. The gradient's chunk is also never more than
+#     the weight gradient (V x H) that the call returns anyway, nor less than DEFAULT_CHUNK_BYTES.
+LOSS_CHUNK_BYTES = 128 << 20
 
 
 # --------------------------------------------------------------------------
@@ -315,10 +316,10 @@ def _kernel_threads(num_threads):
 def _chunk_setup(head, chunk_size, grad=False):
     rows = _check_chunk_size(chunk_size)
     if rows is None:
-        nbytes = DEFAULT_CHUNK_BYTES
-        if grad:  # see GRAD_CHUNK_BYTES
+        nbytes = LOSS_CHUNK_BYTES
+        if grad:  # see LOSS_CHUNK_BYTES
             grad_w_bytes = head.row_width * head.H * head.dtype.itemsize
-            nbytes = max(DEFAULT_CHUNK_BYTES, min(GRAD_CHUNK_BYTES, grad_w_bytes))
+            nbytes = max(DEFAULT_CHUNK_BYTES, min(LOSS_CHUNK_BYTES, grad_w_bytes))
         rows = default_chunk_rows(head.N, head.row_width, head.dtype.itemsize, nbytes)
     # The kernels' view of a chunk's (n, V*D) logits: (n, V, d1, ..., dk), no copy.
     return rows, lambda z: z.reshape(z.shape[0], head.V, *head.out_features) if head.out_features else z
@@ -361,8 +362,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         -100 (torch's spelling). Must be negative with probability targets.
     label_smoothing : float in [0, 1]
     chunk_size : int, optional
-        Rows of input per chunk. None picks a buffer of about 32 MiB (at least one row); see
-        `default_chunk_rows`. Peak extra memory is this buffer plus O(N). With None, the plain
+        Rows of input per chunk. None picks a buffer of up to 128 MiB (at least one row; see
+        `LOSS_CHUNK_BYTES`). Peak extra memory is this buffer plus O(N). With None, the plain
         forward (class-index targets, a 2-D weight, no smoothing, softcap or return_lse) of more
         rows than one chunk holds computes the logits in column chunks of the same buffer
         instead, so the BLAS reads the weight once (`_vocab_chunk_cols`).
@@ -417,7 +418,7 @@ def _vocab_chunk_cols(head, tg, extra, rows, chunk_size):
     if (chunk_size is not None or tg.loss.kind != "index" or head.D != 1 or tg.eps > 0.0
             or extra["softcap"] is not None or extra["return_lse"] or rows >= head.N):
         return 0
-    cols = DEFAULT_CHUNK_BYTES // max(1, head.N * head.dtype.itemsize)
+    cols = LOSS_CHUNK_BYTES // max(1, head.N * head.dtype.itemsize)
     cols = cols // 64 * 64 if cols >= 64 else cols  # whole cache lines per row of a chunk
     return cols if MIN_VOCAB_CHUNK <= cols < head.V else 0
 
@@ -458,10 +459,10 @@ def linear_cross_entropy_with_grad(input, linear_weight, target, *, linear_bias=
         grad_linear_bias   += G.sum(axis=0)
 
     Besides its results it allocates the (chunk_size, V) buffer, O(N + V) and nothing of size
-    N x V or V x H. With chunk_size=None that buffer is larger than the forward's: up to 128 MiB
-    but never more than grad_linear_weight (nor less than 32 MiB), because every chunk streams
-    all of W twice and grad_linear_weight once, a cost that only more rows per chunk amortize
-    (`GRAD_CHUNK_BYTES`).
+    N x V or V x H. With chunk_size=None that buffer holds up to 128 MiB of logits, but never
+    more than grad_linear_weight (nor less than 32 MiB), because every chunk streams all of W
+    twice and grad_linear_weight once, a cost that only more rows per chunk amortize
+    (`LOSS_CHUNK_BYTES`).
 
     Parameters
     ----------

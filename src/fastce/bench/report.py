@@ -352,7 +352,7 @@ LINEAR_LEGEND = (
     "extra MB = peak memory during one call beyond its inputs and returned results (the grads): "
     "traced = tracemalloc (NumPy allocations; not torch's), RSS = high-water mark (5 > /proc/self/clear_refs). "
     "Full logits: {full}.",
-    "fastce.linear_cross_entropy*: default chunk_size (a ~32 MiB logits buffer; up to 128 MiB for the gradient) "
+    "fastce.linear_cross_entropy*: default chunk_size (a logits buffer of up to 128 MiB) "
     "and num_threads (1 thread "
     "for the CE step between BLAS calls); torch: options=None is linear + cross_entropy, options= is "
     "torch.nn.LinearCrossEntropyOptions() (chunked); ! = loss differs from fastce's by > 1e-3.",
