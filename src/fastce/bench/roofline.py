@@ -4,9 +4,10 @@ puts on a row of the cross-entropy table (the ``%roof`` column).
 * read: ``fastce._kernels.probe_read`` -- one streaming read of a float32 array of
   ``>= 256 MiB`` on n threads (GB/s, the best of 5);
 * read+write: ``probe_copy`` -- ``dst[...] = src`` (GB/s counting the bytes read and written);
-* exp: ``vector_math(isa, "exp_flush_bounded", x)`` -- the exp the kernels' hot loops inline,
-  one thread, on an L2-sized array (32768 values in [-80, 0]), float32 and float64; n threads
-  are taken to do n times as many.
+* exp: ``vector_math(isa, "exp_floored", x)`` -- the exp the kernels' sums of exponentials
+  inline (the gradient pass's exp_flush_bounded is no faster), one thread, on an L2-sized
+  array (32768 values in [-80, 0]), float32 and float64; n threads are taken to do n times as
+  many.
 
 Bound, in G logits/s, for logits of ``itemsize`` bytes: forward ``min(read GB/s / itemsize,
 exp G/s)``; loss+grad ``min(read+write GB/s / (2 itemsize), exp G/s / 2)`` (each logit is read
@@ -27,7 +28,7 @@ from .workloads import FORWARD, np_dtype
 PROBE_BYTES = 256 * 2**20
 PROBE_REPEATS = 5
 EXP_VALUES = 32768
-EXP_FUNC = "exp_flush_bounded"  # the exp of the kernels' sweeps (vec_*.h)
+EXP_FUNC = "exp_floored"  # the exp of the kernels' sums of exponentials (vec_*.h)
 
 
 @dataclasses.dataclass(frozen=True)
