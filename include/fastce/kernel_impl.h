@@ -125,7 +125,7 @@ FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *y
             V xv = XLOAD(xc + k);
             mx[u] = VOP(max)(mx[u], xv);
             if (rank) gt[u] = VOP(count_gt)(gt[u], xv, thr);
-            if (with_exp) e[u] = VOP(add)(e[u], VOP(exp_floored)(VOP(sub)(xv, shift)));
+            if (with_exp) e[u] = VOP(exp_floored_add)(VOP(sub)(xv, shift), e[u]);
             KFN(linear_step)(xv, has_w ? VOP(load)(wc + k) : zero,
                              kind == FASTCE_KIND_PROB ? VOP(load)(yc + k) : zero,
                              l, has_w, kind, smooth, &sx[u], &swy[u], &swyx[u]);
@@ -135,7 +135,7 @@ FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *y
         V xv = XLOAD(xc + i);
         mx[0] = VOP(max)(mx[0], xv);
         if (rank) gt[0] = VOP(count_gt)(gt[0], xv, thr);
-        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp_floored)(VOP(sub)(xv, shift)));
+        if (with_exp) e[0] = VOP(exp_floored_add)(VOP(sub)(xv, shift), e[0]);
         KFN(linear_step)(xv, has_w ? VOP(load)(wc + i) : zero,
                          kind == FASTCE_KIND_PROB ? VOP(load)(yc + i) : zero,
                          l, has_w, kind, smooth, &sx[0], &swy[0], &swyx[0]);
@@ -145,7 +145,7 @@ FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *y
         V xm = XLOAD_TAIL(xc + i, rem, (REAL)-INFINITY);
         mx[0] = VOP(max)(mx[0], xm);
         if (rank) gt[0] = VOP(count_gt)(gt[0], xm, thr); /* -inf fill is never above thr */
-        if (with_exp) e[0] = VOP(add)(e[0], VOP(exp_floored)(VOP(sub)(xm, shift)));
+        if (with_exp) e[0] = VOP(exp_floored_add)(VOP(sub)(xm, shift), e[0]);
         if (smooth || kind == FASTCE_KIND_PROB) /* the weight (or a 0/1 mask) zeroes missing lanes */
             KFN(linear_step)(XLOAD_TAIL(xc + i, rem, 0),
                              VOP(load_tail)(has_w ? wc + i : KFN(ones), rem, 0),
@@ -521,7 +521,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
                 m[v] = m_new;
                 d = VOP(sub)(xv, m[v]);
             }
-            e[v] = VOP(add)(e[v], VOP(exp_floored)(d)); /* d <= MAX_JUMP; e holds exp(0) = 1 */
+            e[v] = VOP(exp_floored_add)(d, e[v]); /* d <= MAX_JUMP; e holds exp(0) = 1 */
         }
     }
 

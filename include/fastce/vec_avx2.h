@@ -161,6 +161,13 @@ static inline vf_t vf_exp_flush_bounded(vf_t x) {
 static inline vf_t vf_exp_floored(vf_t x) {
     return vf_exp_normal_(_mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_FLUSH_F), x)); /* max(lo, NaN) = NaN */
 }
+/* acc + exp_floored(x), the scaling by 2^n fused into the addition: one FMA for a multiply and
+   an add (and one rounding fewer). The step of the kernels' sums of exponentials. */
+static inline vf_t vf_exp_floored_add(vf_t x, vf_t acc) {
+    __m256 f, n;
+    const __m256 y = vf_exp_reduced_(vf_exp_reduce_(_mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_FLUSH_F), x), &f, &n));
+    return _mm256_fmadd_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(f), 23)), acc);
+}
 
 /* log(x) for the kernels' sums of exponentials (x >= 1, or 0, inf, NaN): x = m 2^e with
  * m in [sqrt(1/2), sqrt(2)), log x = e ln2 + log(1 + f), f = m - 1, by cephes' logf polynomial
@@ -297,6 +304,7 @@ static inline vd_t vd_exp_flush(vd_t x) {
 static inline vd_t vd_exp_flush_bounded(vd_t x) { return vd_exp_flush(x); }
 /* As vf_exp_floored: exp(FASTCE_EXP_FLUSH_D) below it instead of +0, for x <= 88 or NaN. */
 static inline vd_t vd_exp_floored(vd_t x) { return vd_exp_clamped_(_mm256_max_pd(_mm256_set1_pd(FASTCE_EXP_FLUSH_D), x)); }
+static inline vd_t vd_exp_floored_add(vd_t x, vd_t acc) { return _mm256_add_pd(acc, vd_exp_floored(x)); }
 /* double log: lane by lane through libm (used once per row, never per logit). */
 static inline vd_t vd_log(vd_t x) {
     double lanes[VD_W];

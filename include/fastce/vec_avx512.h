@@ -92,6 +92,7 @@ static inline vf_t vf_exp_flush_bounded(vf_t x) {
 /* The flush costs nothing here (a mask on VSCALEF), so the sums' exp is exp_flush_bounded
    itself (math_consts.h allows +0 or exp(FASTCE_EXP_FLUSH_F) below the threshold). */
 static inline vf_t vf_exp_floored(vf_t x) { return vf_exp_flush_bounded(x); }
+static inline vf_t vf_exp_floored_add(vf_t x, vf_t acc) { return _mm512_add_ps(acc, vf_exp_floored(x)); }
 
 /* log(x) for the kernels' sums of exponentials (x >= 1, or 0, inf, NaN): x = m 2^e with
  * m in [sqrt(1/2), sqrt(2)), log x = e ln2 + log(1 + f), f = m - 1, by cephes' logf polynomial
@@ -214,6 +215,7 @@ static inline vd_t vd_exp_flush_bounded(vd_t x) { /* exp_flush for x <= FASTCE_E
     return vd_exp_clamped_(x, _mm512_cmp_pd_mask(x, _mm512_set1_pd(FASTCE_EXP_FLUSH_D), _CMP_NLT_UQ));
 }
 static inline vd_t vd_exp_floored(vd_t x) { return vd_exp_flush_bounded(x); }
+static inline vd_t vd_exp_floored_add(vd_t x, vd_t acc) { return _mm512_add_pd(acc, vd_exp_floored(x)); }
 
 /* double log: lane by lane through libm (used once per row, never per logit). */
 static inline vd_t vd_log(vd_t x) {

@@ -31,6 +31,7 @@
     static inline P##_t P##_exp_flush(P##_t x) { return x < FLUSH ? (T)0 : EXPF(x); }           \
     static inline P##_t P##_exp_flush_bounded(P##_t x) { return P##_exp_flush(x); }                 \
     static inline P##_t P##_exp_floored(P##_t x) { return P##_exp_flush(x); }                      \
+    static inline P##_t P##_exp_floored_add(P##_t x, P##_t acc) { return acc + P##_exp_floored(x); } \
     static inline P##_t P##_log(P##_t x) { return LOGF(x); }
 
 FASTCE_VEC_DEFINE_SCALAR(vf, float, expf, logf, FASTCE_EXP_FLUSH_F)
