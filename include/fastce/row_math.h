@@ -72,8 +72,9 @@ FASTCE_INLINE int64_t ce_target_at(const void *t, int ttype, int64_t i) {
 }
 
 /* Targets [i0, i0 + n) as int64 into out: ce_target_at with the dtype's switch outside the
-   loop (a tile's finish reads its lanes' targets at once). */
-FASTCE_INLINE void ce_targets_at(const void *t, int ttype, int64_t i0, int64_t n, int64_t *out) {
+   loop (a tile's finish reads its lanes' targets at once). Out of line: it has no options,
+   and an inlined copy (eight vectorized loops) in every specialization slowed the build. */
+static __attribute__((noinline, unused)) void ce_targets_at(const void *t, int ttype, int64_t i0, int64_t n, int64_t *out) {
 #define CE_TARGETS_CASE(T) case T: for (int64_t i = 0; i < n; i++) out[i] = ce_target_at(t, T, i0 + i); break
     switch (ttype) {
     CE_TARGETS_CASE(FASTCE_I8); CE_TARGETS_CASE(FASTCE_I16); CE_TARGETS_CASE(FASTCE_I32);
