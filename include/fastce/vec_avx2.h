@@ -128,10 +128,14 @@ static inline int vf_exp_all_normal_(vf_t x) {
     const __m256 dist = _mm256_and_ps(_mm256_sub_ps(x, _mm256_set1_ps(0.75f)), abs_mask);
     return !_mm256_movemask_ps(_mm256_cmp_ps(dist, _mm256_set1_ps(87.25f), _CMP_NLE_UQ));
 }
+/* 2^n from vf_exp_reduce_'s *f, for n + 127 in [1, 254]. */
+static inline __m256 vf_exp_scale_(__m256 f) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(f), 23));
+}
 static inline vf_t vf_exp_normal_(vf_t x) {
     __m256 f, n;
     const __m256 y = vf_exp_reduced_(vf_exp_reduce_(x, &f, &n));
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(f), 23)));
+    return _mm256_mul_ps(y, vf_exp_scale_(f));
 }
 static inline vf_t vf_exp(vf_t x) {
     return vf_exp_all_normal_(x) ? vf_exp_normal_(x) : vf_exp_any_(x);
@@ -158,15 +162,16 @@ static inline vf_t vf_exp_flush_bounded(vf_t x) {
 /* exp_flush_bounded without the flush: lanes below FASTCE_EXP_FLUSH_F give exp(FASTCE_EXP_FLUSH_F)
    (1.6e-38) instead of +0, two instructions fewer (AVX2 has no masked scale). Only for the terms
    of a sum that holds a term >= 1 (math_consts.h). */
-static inline vf_t vf_exp_floored(vf_t x) {
-    return vf_exp_normal_(_mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_FLUSH_F), x)); /* max(lo, NaN) = NaN */
+static inline __m256 vf_exp_floor_arg_(vf_t x) {
+    return _mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_FLUSH_F), x); /* max(lo, NaN) = NaN */
 }
+static inline vf_t vf_exp_floored(vf_t x) { return vf_exp_normal_(vf_exp_floor_arg_(x)); }
 /* acc + exp_floored(x), the scaling by 2^n fused into the addition: one FMA for a multiply and
    an add (and one rounding fewer). The step of the kernels' sums of exponentials. */
 static inline vf_t vf_exp_floored_add(vf_t x, vf_t acc) {
     __m256 f, n;
-    const __m256 y = vf_exp_reduced_(vf_exp_reduce_(_mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_FLUSH_F), x), &f, &n));
-    return _mm256_fmadd_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(f), 23)), acc);
+    const __m256 y = vf_exp_reduced_(vf_exp_reduce_(vf_exp_floor_arg_(x), &f, &n));
+    return _mm256_fmadd_ps(y, vf_exp_scale_(f), acc);
 }
 
 /* log(x) for the kernels' sums of exponentials (x >= 1, or 0, inf, NaN): x = m 2^e with
