@@ -571,3 +571,99 @@ def test_vocab_chunked_forward_matches_row_chunks(monkeypatch, dtype, opts):
         calls.clear()
         fastce.linear_cross_entropy(x, W, t, **kw, **extra)
         assert not calls, extra
+
+
+def _forward_case(dtype, opts, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, H)).astype(dtype)
+    W = rng.standard_normal((V, H)).astype(dtype)
+    t = rng.integers(0, V, N)
+    t[::4] = -100
+    kw = dict(reduction=opts.get("reduction", "mean"), z_loss=opts.get("z_loss", 0.0))
+    if opts.get("use_bias"):
+        kw["linear_bias"] = rng.standard_normal(V).astype(dtype)
+    if opts.get("weighted"):
+        kw["weight"] = rng.uniform(0.5, 1.5, V).astype(dtype)
+    return x, W, t, kw
+
+
+def _force_pipelines(monkeypatch, n, cols):
+    """Make the pipelined forward run on the small test head: n pipelines (whatever NumPy's BLAS
+    has), chunks of `cols` classes; returns the list its calls are recorded in."""
+    from fastce import _blas_threads
+
+    calls = []
+    real = _linear._pipelined_row_losses
+    monkeypatch.setattr(_linear, "MIN_PIPELINE_ROWS", 1)
+    monkeypatch.setattr(_linear, "MIN_VOCAB_CHUNK", 1)
+    monkeypatch.setattr(_linear, "LOSS_CHUNK_BYTES", n * N * 8 * cols)  # float64 width; float32 gets 2x
+    monkeypatch.setattr(_blas_threads, "blas_threads", lambda: n)
+    monkeypatch.setattr(_linear, "_pipelined_row_losses", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("opts", [dict(), dict(reduction="sum", use_bias=True), dict(reduction="none", weighted=True),
+                                  dict(z_loss=1e-2, weighted=True, use_bias=True)],
+                         ids=["mean", "sum-bias", "none-weight", "zloss-weight-bias"])
+def test_pipelined_forward_matches_row_chunks(monkeypatch, dtype, n, opts):
+    """The pipelined forward (n threads, each over its own vocabulary columns in chunks, their
+    statistics merged) gives the row-chunked forward's loss to rounding, for every option it
+    serves; forced on a small head (V = 37: ranges of 12-13 or 18-19 classes, 5-class chunks)."""
+    from fastce import _blas_threads
+
+    x, W, t, kw = _forward_case(dtype, opts, seed=22)
+    expected = fastce.linear_cross_entropy(x, W, t, chunk_size=5, **kw)  # row chunks
+    before = _blas_threads.blas_threads()
+    calls = _force_pipelines(monkeypatch, n, cols=5)
+    got = fastce.linear_cross_entropy(x, W, t, **kw)
+    assert calls == [n], "the pipelined path did not run"
+    rtol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(expected, np.float64), rtol=rtol, atol=1e-12)
+    assert np.asarray(got).dtype == np.dtype(dtype)
+    monkeypatch.undo()
+    assert _blas_threads.blas_threads() == before  # the one-thread section ended
+
+
+def test_pipelined_forward_only_where_it_serves(monkeypatch):
+    """The paths the pipelines leave alone: options whose per-row sums need whole rows, an
+    explicit chunk_size or num_threads, fewer rows than MIN_PIPELINE_ROWS, a one-thread BLAS."""
+    from fastce import _blas_threads
+
+    x, W, t, kw = _forward_case(np.float64, {}, seed=23)
+    calls = _force_pipelines(monkeypatch, 2, cols=5)
+    for extra in (dict(label_smoothing=0.1), dict(softcap=3.0), dict(return_lse=True), dict(chunk_size=7),
+                  dict(num_threads=1), dict(num_threads=2)):
+        fastce.linear_cross_entropy(x, W, t, **kw, **extra)
+        assert not calls, extra
+    monkeypatch.setattr(_linear, "MIN_PIPELINE_ROWS", N + 1)
+    fastce.linear_cross_entropy(x, W, t, **kw)
+    monkeypatch.setattr(_linear, "MIN_PIPELINE_ROWS", 1)
+    monkeypatch.setattr(_blas_threads, "blas_threads", lambda: 1)
+    fastce.linear_cross_entropy(x, W, t, **kw)
+    assert not calls
+    fastce.linear_cross_entropy(x, W[:, None, :].repeat(2, axis=1), np.zeros((N, 2), np.int64))  # K-dim head
+    assert not calls
+
+
+def test_pipelined_forward_error_in_a_pipeline(monkeypatch):
+    """An error in any pipeline reaches the caller, after every pipeline has stopped, and the
+    BLAS's thread count is restored."""
+    from fastce import _blas_threads
+
+    x, W, t, kw = _forward_case(np.float64, {}, seed=24)
+    before = _blas_threads.blas_threads()
+    _force_pipelines(monkeypatch, 3, cols=5)
+    real = _linear._vocab_range_stats
+
+    def failing(head, tg, z_loss, v_lo, v_hi, buf, nthreads):
+        if v_lo > 0:
+            raise MemoryError(f"pipeline at {v_lo}")
+        return real(head, tg, z_loss, v_lo, v_hi, buf, nthreads)
+
+    monkeypatch.setattr(_linear, "_vocab_range_stats", failing)
+    with pytest.raises(MemoryError, match="pipeline at"):
+        fastce.linear_cross_entropy(x, W, t, **kw)
+    monkeypatch.undo()
+    assert _blas_threads.blas_threads() == before

@@ -49,14 +49,21 @@ def _numpy_blas_path():
     return None
 
 
-def _load_cblas():
-    """{dtype: (function, int type, scalar type)} for NumPy's cblas_?gemm, or None."""
+def numpy_blas_library():
+    """ctypes handle of the BLAS library NumPy loaded (see `_numpy_blas_path`), or None."""
     path = _numpy_blas_path()
     if path is None:
         return None
     try:
-        lib = ctypes.CDLL(path)  # already loaded: no second copy; CDLL calls release the GIL
+        return ctypes.CDLL(path)  # already loaded: no second copy; CDLL calls release the GIL
     except OSError:
+        return None
+
+
+def _load_cblas():
+    """{dtype: (function, int type, scalar type)} for NumPy's cblas_?gemm, or None."""
+    lib = numpy_blas_library()
+    if lib is None:
         return None
     found = {}
     for dtype, letter, scalar in ((np.float32, "s", ctypes.c_float), (np.float64, "d", ctypes.c_double)):

@@ -353,8 +353,9 @@ LINEAR_LEGEND = (
     "traced = tracemalloc (NumPy allocations; not torch's), RSS = high-water mark (5 > /proc/self/clear_refs). "
     "Full logits: {full}.",
     "fastce.linear_cross_entropy*: default chunk_size (a logits buffer of up to 128 MiB) "
-    "and num_threads (1 thread "
-    "for the CE step between BLAS calls); torch: options=None is linear + cross_entropy, options= is "
+    "and num_threads (the forward of >= 1024 rows: one pipeline per BLAS thread, each a one-thread "
+    "matmul of its vocabulary columns and their CE step; loss+grad: 1 thread for the CE step "
+    "between BLAS calls); torch: options=None is linear + cross_entropy, options= is "
     "torch.nn.LinearCrossEntropyOptions() (chunked); ! = loss differs from fastce's by > 1e-3.",
 )
 
