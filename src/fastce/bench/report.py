@@ -348,7 +348,8 @@ def linear_columns(ref_loss: Optional[float]) -> List[Column]:
 LINEAR_LEGEND = (
     "x matmul = min time / min time of the pass's NumPy baseline: one matmul(x, W.T, out=) for "
     "forward, the three matmuls of the gradients (logits, G @ W, G.T @ x; all out=) for loss+grad. "
-    "Cases timed round-robin, 0.25 s apart (0.1 s with --quick; BLAS/OpenMP workers spin after a call).",
+    "Cases timed round-robin, >= 5 rounds 0.25 s apart (3 rounds 0.1 s apart with --quick; BLAS/OpenMP workers "
+    "spin after a call).",
     "extra MB = peak memory during one call beyond its inputs and returned results (the grads): "
     "traced = tracemalloc (NumPy allocations; not torch's), RSS = high-water mark (5 > /proc/self/clear_refs). "
     "Full logits: {full}.",

@@ -178,9 +178,12 @@ def run_linear(cfg: BenchConfig, workloads: Sequence[Any], threads: int, pause: 
     at one thread count, always round-robin, ``pause`` s apart (OpenBLAS's idle workers spin
     for up to ~0.1 s after a call, libgomp's for a few ms, so a shorter pause would let one
     library's spinning threads slow the next library's call), with each case's peak extra
-    memory. ``quick`` leaves out the slow cases (torch's chunked options)."""
+    memory, >= 5 rounds (``cfg.min_repeats`` with ``quick``): the ratios are of min times, and
+    these calls (~1 s) vary by 5-10% from round to round on a shared host. ``quick`` leaves out
+    the slow cases (torch's chunked options)."""
     lcfg = dataclasses.replace(cfg, workloads=workloads, threads=[threads], pause=pause,
-                               interleave=True, quick=quick, measure_memory=True)
+                               interleave=True, quick=quick, measure_memory=True,
+                               min_repeats=cfg.min_repeats if quick else max(cfg.min_repeats, 5))
     return run(lcfg, linear_cases(cfg.passes, cfg.peers))
 
 
