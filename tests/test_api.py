@@ -666,6 +666,48 @@ def test_large_common_offset(isa, dtype, offset, spread, target_kind, eps):
                          f"{name} vs torch", ctx, kind=kind)
 
 
+JUMPS = [0.0, 30.0, 63.5, 64.5, 80.0, 90.0, 200.0, 1e4, 1e30]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", [(3, 7, 37), (45, 5)], ids=["kdim", "smallC"])
+def test_tiles_max_far_above_the_first_logit(isa, dtype, shape):
+    """The tiles (K-dim positions, or short rows transposed) sum exp(x - x0) against each lane's
+    first logit x0, and redo a vector of lanes from cache against its max when that max lies
+    more than MAX_JUMP (64) above x0: here lane by lane the max sits `jump` above the first
+    class, for jumps on both sides of 64, beyond exp's range (88, 709) and up to 1e30, mixed
+    across the lanes of one vector. Loss, gradient and log_softmax against the reference."""
+    rng = np.random.default_rng(seed_of("jump", shape))
+    x = rng.standard_normal(shape)
+    axis = 1
+    lanes = np.moveaxis(x, axis, -1)  # (..., C) view: lane = one row / position
+    flat = lanes.reshape(-1, shape[axis])
+    for i in range(flat.shape[0]):
+        jump = JUMPS[i % len(JUMPS)]
+        if np.dtype(dtype) == np.float32 and jump > 1e30:
+            jump = 1e30
+        c = 1 + i % (shape[axis] - 1)
+        flat[i, c] = flat[i, 0] + jump  # the max, `jump` above the first logit
+    lanes[...] = flat.reshape(lanes.shape)
+    x = x.astype(dtype)
+    t = rng.integers(0, shape[axis], shape[:1] + shape[2:])
+    ctx = f"isa={isa} dtype={np.dtype(dtype).name} shape={shape}"
+    loss, grad = fastce.cross_entropy_with_grad(x, t, reduction="none")
+    r_loss, r_grad = ref.cross_entropy_with_grad(x, t, reduction="none")
+    # Losses and log-probabilities are differences of logits: relative 1e-6 (1e-12) plus a few
+    # ulps of the lane's largest logit, the most float32 (float64) can hold of them.
+    ulp, rel = (2.0**-23, 1e-6) if np.dtype(dtype) == np.float32 else (2.0**-52, 1e-12)
+    xmax = np.abs(x.astype(np.float64)).max(axis=axis)
+    assert np.all(np.isfinite(loss)), ctx
+    err = np.abs(loss.astype(np.float64) - r_loss)
+    assert np.all(err <= rel * np.abs(r_loss) + 2 * ulp * xmax), (ctx, err.max())
+    assert_close(grad, r_grad, dtype, "grad vs reference", ctx, kind="grad")
+    lsm = fastce.log_softmax(x, axis=axis).astype(np.float64)
+    r_lsm = ref.log_softmax(x, axis)
+    err = np.abs(lsm - r_lsm)
+    assert np.all(err <= rel * np.abs(r_lsm) + 2 * ulp * np.expand_dims(xmax, axis)), (ctx, err.max())
+
+
 # --------------------------------------------------------------------------
 # huge magnitudes
 # --------------------------------------------------------------------------
