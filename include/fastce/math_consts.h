@@ -35,14 +35,16 @@
 /* exp_flush_bounded(x): exp_flush's bits for x <= FASTCE_EXP_BOUNDED_MAX (and NaN, -inf), with
    no range check (AVX2: 3 instructions fewer than exp_flush's check-and-branch); any value
    above it. The kernels call it where the argument is x - max, x - lse or a difference of
-   running maxima (<= 0), or a chunk's x - running max that is kept only when <= MAX_JUMP (64).
+   running maxima (<= 0), a chunk's x - running max that is kept only when <= MAX_JUMP (64), or
+   a tile's x - m kept only when the max is within TILE_MAX_SPREAD (16) of m (kernel_impl.h).
    At x <= 88, n = round(x log2 e) <= 127: 2^n is formed from the exponent bits directly. */
 #define FASTCE_EXP_BOUNDED_MAX 88.0
 /* exp_floored(x), for the terms of a sum of exponentials: exp_flush_bounded's bits for x >= the
    flush threshold (up to FASTCE_EXP_BOUNDED_MAX, and NaN); below it, +0 or exp(threshold)
    (1.6e-38 / 3.3e-308) as each ISA finds cheaper (AVX2: the flush's compare and mask are 2 of
    about 20 instructions a vector of the forward's sweep; AVX-512 masks for free). Only sums
-   that hold a term >= 1 take it (x - max over a row, x - a running max the sum has reached):
+   that hold a term >= 1 take it (x - max over a row, x - a running max the sum has reached, a
+   tile's x - m, m the max of logits the sum holds):
    there even 2^24 such terms add less than 1e-30, far below the sum's own rounding. */
 
 /* exp(r) = 1 + r (1 + r Q(r)), Q of degree 4: Q's coefficients, highest degree first, then the
