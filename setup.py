@@ -37,7 +37,12 @@ ISA_DIR = os.path.join("src", "fastce", "_isa")
 KERNEL_SOURCE = os.path.join(ISA_DIR, "kernels.c")
 HEADERS = [os.path.join(INCLUDE, "fastce", h) for h in sorted(os.listdir(os.path.join(INCLUDE, "fastce")))]
 
-BASE_FLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-g0"]
+# -fno-wrapv undoes the -fwrapv of Python's own CFLAGS for the kernel objects only: the kernels
+# never rely on signed overflow wrapping (tools/sanitize.sh runs them under UBSan), and without
+# it gcc optimizes their index arithmetic freely. Measured: the AVX2 (4096, 32000) float32
+# forward 3.09-3.25 -> 3.14-3.32 G/s on one core, 5.2-6.1 -> 5.8-6.6 on two; AVX-512 unchanged;
+# the build 104 -> 98 s of CPU.
+BASE_FLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-fno-wrapv", "-g0"]
 # (name, code in include/fastce/common.h, flags, macro set when it builds), biggest first. The
 # scalar kernels are always built.
 X86_ISAS = [
