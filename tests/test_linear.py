@@ -535,16 +535,15 @@ def test_options_beyond_torch_accept_0d_arrays_like_cross_entropy():
         fastce.linear_cross_entropy_with_grad(x, W, t, grad_output="2")
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
-@pytest.mark.parametrize("opts", [dict(), dict(reduction="sum", use_bias=True), dict(reduction="none", weighted=True),
-                                  dict(z_loss=1e-2, weighted=True, use_bias=True)],
-                         ids=["mean", "sum-bias", "none-weight", "zloss-weight-bias"])
-def test_vocab_chunked_forward_matches_row_chunks(monkeypatch, dtype, opts):
-    """The forward over column chunks of the vocabulary (W read once; each row's lse merged with
-    logaddexp) gives the row-chunked forward's loss, to rounding; forced here on a small head by
-    shrinking the chunk budget (4 column chunks of 10, 10, 10 and 7 classes)."""
-    opts = dict(opts)
-    rng = np.random.default_rng(21)
+# The plain forward's options, for the tests of its vocabulary-chunked and pipelined paths.
+FORWARD_OPTS = [dict(), dict(reduction="sum", use_bias=True), dict(reduction="none", weighted=True),
+                dict(z_loss=1e-2, weighted=True, use_bias=True)]
+FORWARD_OPT_IDS = ["mean", "sum-bias", "none-weight", "zloss-weight-bias"]
+
+
+def _forward_case(dtype, opts, seed):
+    """x, W, t (every 4th ignored) and the keyword options of a small plain-forward case."""
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((N, H)).astype(dtype)
     W = rng.standard_normal((V, H)).astype(dtype)
     t = rng.integers(0, V, N)
@@ -554,6 +553,16 @@ def test_vocab_chunked_forward_matches_row_chunks(monkeypatch, dtype, opts):
         kw["linear_bias"] = rng.standard_normal(V).astype(dtype)
     if opts.get("weighted"):
         kw["weight"] = rng.uniform(0.5, 1.5, V).astype(dtype)
+    return x, W, t, kw
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("opts", FORWARD_OPTS, ids=FORWARD_OPT_IDS)
+def test_vocab_chunked_forward_matches_row_chunks(monkeypatch, dtype, opts):
+    """The forward over column chunks of the vocabulary (W read once; each row's lse merged with
+    logaddexp) gives the row-chunked forward's loss, to rounding; forced here on a small head by
+    shrinking the chunk budget (4 column chunks of 10, 10, 10 and 7 classes)."""
+    x, W, t, kw = _forward_case(dtype, opts, seed=21)
     expected = fastce.linear_cross_entropy(x, W, t, chunk_size=5, **kw)  # row chunks
     calls = []
     real = _linear._vocab_chunked_row_losses
@@ -573,20 +582,6 @@ def test_vocab_chunked_forward_matches_row_chunks(monkeypatch, dtype, opts):
         assert not calls, extra
 
 
-def _forward_case(dtype, opts, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N, H)).astype(dtype)
-    W = rng.standard_normal((V, H)).astype(dtype)
-    t = rng.integers(0, V, N)
-    t[::4] = -100
-    kw = dict(reduction=opts.get("reduction", "mean"), z_loss=opts.get("z_loss", 0.0))
-    if opts.get("use_bias"):
-        kw["linear_bias"] = rng.standard_normal(V).astype(dtype)
-    if opts.get("weighted"):
-        kw["weight"] = rng.uniform(0.5, 1.5, V).astype(dtype)
-    return x, W, t, kw
-
-
 def _force_pipelines(monkeypatch, n, cols):
     """Make the pipelined forward run on the small test head: n pipelines (whatever NumPy's BLAS
     has), chunks of `cols` classes; returns the list its calls are recorded in."""
@@ -604,9 +599,7 @@ def _force_pipelines(monkeypatch, n, cols):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
 @pytest.mark.parametrize("n", [2, 3])
-@pytest.mark.parametrize("opts", [dict(), dict(reduction="sum", use_bias=True), dict(reduction="none", weighted=True),
-                                  dict(z_loss=1e-2, weighted=True, use_bias=True)],
-                         ids=["mean", "sum-bias", "none-weight", "zloss-weight-bias"])
+@pytest.mark.parametrize("opts", FORWARD_OPTS, ids=FORWARD_OPT_IDS)
 def test_pipelined_forward_matches_row_chunks(monkeypatch, dtype, n, opts):
     """The pipelined forward (n threads, each over its own vocabulary columns in chunks, their
     statistics merged) gives the row-chunked forward's loss to rounding, for every option it
