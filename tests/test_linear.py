@@ -621,7 +621,8 @@ def test_pipelined_forward_matches_row_chunks(monkeypatch, dtype, n, opts):
 
 def test_pipelined_forward_only_where_it_serves(monkeypatch):
     """The paths the pipelines leave alone: options whose per-row sums need whole rows, an
-    explicit chunk_size or num_threads, fewer rows than MIN_PIPELINE_ROWS, a one-thread BLAS."""
+    explicit chunk_size or num_threads, fewer rows than MIN_PIPELINE_ROWS, so many rows that a
+    pipeline's chunk would be narrower than MIN_VOCAB_CHUNK, a one-thread BLAS, a K-dim head."""
     from fastce import _blas_threads
 
     x, W, t, kw = _forward_case(np.float64, {}, seed=23)
@@ -633,6 +634,9 @@ def test_pipelined_forward_only_where_it_serves(monkeypatch):
     monkeypatch.setattr(_linear, "MIN_PIPELINE_ROWS", N + 1)
     fastce.linear_cross_entropy(x, W, t, **kw)
     monkeypatch.setattr(_linear, "MIN_PIPELINE_ROWS", 1)
+    monkeypatch.setattr(_linear, "MIN_VOCAB_CHUNK", 6)  # each pipeline's 5-column chunk: too narrow
+    fastce.linear_cross_entropy(x, W, t, **kw)
+    monkeypatch.setattr(_linear, "MIN_VOCAB_CHUNK", 1)
     monkeypatch.setattr(_blas_threads, "blas_threads", lambda: 1)
     fastce.linear_cross_entropy(x, W, t, **kw)
     assert not calls

@@ -466,10 +466,15 @@ def _pipelines(head, tg, extra, chunk_size, num_threads):
     BLAS is on one thread process-wide (`_blas_threads`)."""
     if num_threads is not None or not _plain_forward(head, tg, extra, chunk_size):
         return 0
-    if head.N < MIN_PIPELINE_ROWS:
-        return 0
+    if head.N < MIN_PIPELINE_ROWS or _pipeline_cols(head, 2) < MIN_VOCAB_CHUNK:
+        return 0  # too few rows, or so many that a chunk would be narrower than MIN_VOCAB_CHUNK
     n = min(_blas_threads.blas_threads(), head.V // MIN_VOCAB_CHUNK)
-    return n if n >= 2 else 0
+    return n if n >= 2 and _pipeline_cols(head, n) >= MIN_VOCAB_CHUNK else 0
+
+
+def _pipeline_cols(head, n):
+    """Columns per chunk of each of n pipelines: their buffers hold LOSS_CHUNK_BYTES in all."""
+    return _whole_lines(LOSS_CHUNK_BYTES // n // max(1, head.N * head.dtype.itemsize))
 
 
 def _vocab_range_stats(head, tg, z_loss, v_lo, v_hi, buf, nthreads):
@@ -508,8 +513,10 @@ def _pipelined_row_losses(head, tg, z_loss, n):
     from concurrent.futures import ThreadPoolExecutor
 
     N, V = head.N, head.V
+    # Ranges of at least MIN_VOCAB_CHUNK (> 64) columns each: rounding down to whole lines
+    # leaves them distinct and non-empty.
     bounds = [0] + [_whole_lines(V * k // n) for k in range(1, n)] + [V]
-    cols = max(MIN_VOCAB_CHUNK, _whole_lines(LOSS_CHUNK_BYTES // n // max(1, N * head.dtype.itemsize)))
+    cols = _pipeline_cols(head, n)
     bufs = [_buffer_cache.empty((N * min(cols, hi - lo),), head.dtype) for lo, hi in zip(bounds, bounds[1:])]
     run = lambda k: _vocab_range_stats(head, tg, z_loss, bounds[k], bounds[k + 1], bufs[k], 1)  # noqa: E731
     with _blas_threads.single_threaded_blas(), ThreadPoolExecutor(max_workers=n - 1) as pool:
