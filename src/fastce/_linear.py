@@ -446,7 +446,7 @@ def _vocab_chunk_cols(head, tg, extra, rows, chunk_size):
     (`_plain_forward`) of more rows than one row chunk holds."""
     if not _plain_forward(head, tg, extra, chunk_size) or rows >= head.N:
         return 0
-    cols = _whole_lines(LOSS_CHUNK_BYTES // max(1, head.N * head.dtype.itemsize))
+    cols = _chunk_cols(head, 1)
     return cols if MIN_VOCAB_CHUNK <= cols < head.V else 0
 
 
@@ -466,14 +466,16 @@ def _pipelines(head, tg, extra, chunk_size, num_threads):
     BLAS is on one thread process-wide (`_blas_threads`)."""
     if num_threads is not None or not _plain_forward(head, tg, extra, chunk_size):
         return 0
-    if head.N < MIN_PIPELINE_ROWS or _pipeline_cols(head, 2) < MIN_VOCAB_CHUNK:
-        return 0  # too few rows, or so many that a chunk would be narrower than MIN_VOCAB_CHUNK
+    if head.N < MIN_PIPELINE_ROWS:
+        return 0
     n = min(_blas_threads.blas_threads(), head.V // MIN_VOCAB_CHUNK)
-    return n if n >= 2 and _pipeline_cols(head, n) >= MIN_VOCAB_CHUNK else 0
+    # Not for so many rows that a pipeline's chunk would be narrower than MIN_VOCAB_CHUNK.
+    return n if n >= 2 and _chunk_cols(head, n) >= MIN_VOCAB_CHUNK else 0
 
 
-def _pipeline_cols(head, n):
-    """Columns per chunk of each of n pipelines: their buffers hold LOSS_CHUNK_BYTES in all."""
+def _chunk_cols(head, n):
+    """Columns per column chunk when n buffers (one per pipeline; 1 without) hold
+    LOSS_CHUNK_BYTES of logits in all, rounded down to whole cache lines."""
     return _whole_lines(LOSS_CHUNK_BYTES // n // max(1, head.N * head.dtype.itemsize))
 
 
@@ -516,7 +518,7 @@ def _pipelined_row_losses(head, tg, z_loss, n):
     # Ranges of at least MIN_VOCAB_CHUNK (> 64) columns each: rounding down to whole lines
     # leaves them distinct and non-empty.
     bounds = [0] + [_whole_lines(V * k // n) for k in range(1, n)] + [V]
-    cols = _pipeline_cols(head, n)
+    cols = _chunk_cols(head, n)
     bufs = [_buffer_cache.empty((N * min(cols, hi - lo),), head.dtype) for lo, hi in zip(bounds, bounds[1:])]
     run = lambda k: _vocab_range_stats(head, tg, z_loss, bounds[k], bounds[k + 1], bufs[k], 1)  # noqa: E731
     with _blas_threads.single_threaded_blas(), ThreadPoolExecutor(max_workers=n - 1) as pool:
