@@ -189,3 +189,18 @@ def test_linear_table_quick(capsys):
     """The quick LM-head table runs (its workloads go through the same timing loop)."""
     status, out, _ = run_bench(["--quick", "-w", "lin-", "--peers", "fastce,numpy", *FAST], capsys)
     assert status == 0 and "fastce.linear_cross_entropy_with_grad" in out and "x matmul" in out
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    """ratio = min / the baseline's min; paired_ratio = median over rounds of time / the
+    baseline's time in that round (a slow round for both cancels out)."""
+    from types import SimpleNamespace
+
+    from fastce.bench.timing import _ratios
+
+    base = Cell("wl", 2, "forward", SimpleNamespace(baseline=True), times=[1.0, 2.0, 1.1, 1.0, 1.2])
+    case = Cell("wl", 2, "forward", SimpleNamespace(baseline=False), times=[1.03, 2.02, 1.16, 1.04, 1.23])
+    _ratios([base, case])
+    assert case.ratio == pytest.approx(1.03)
+    assert case.paired_ratio == pytest.approx(sorted([1.03, 1.01, 1.16 / 1.1, 1.04, 1.23 / 1.2])[2])
+    assert base.paired_ratio == pytest.approx(1.0)

@@ -340,6 +340,7 @@ def linear_columns(ref_loss: Optional[float]) -> List[Column]:
         Column("min s", lambda c: f"{c.best:.3f}" if c.best is not None else "err" if c.error else "-"),
         Column("median s", _timed(lambda c: f"{c.seconds:.3f}")),
         Column("x matmul", _timed(lambda c: f"{c.ratio:.2f}" if c.ratio else "")),
+        Column("x matmul (paired)", _timed(lambda c: f"{c.paired_ratio:.3f}" if c.paired_ratio else "")),
         Column("extra MB (traced)", _timed(lambda c: _mb(c.peak_traced))),
         Column("extra MB (RSS)", _timed(lambda c: _mb(c.peak_rss))),
     ]
@@ -347,8 +348,9 @@ def linear_columns(ref_loss: Optional[float]) -> List[Column]:
 
 LINEAR_LEGEND = (
     "x matmul = min time / min time of the pass's NumPy baseline: one matmul(x, W.T, out=) for "
-    "forward, the three matmuls of the gradients (logits, G @ W, G.T @ x; all out=) for loss+grad. "
-    "Cases timed round-robin, >= 5 rounds 0.25 s apart (3 rounds 0.1 s apart with --quick; BLAS/OpenMP workers "
+    "forward, the three matmuls of the gradients (logits, G @ W, G.T @ x; all out=) for loss+grad; "
+    "x matmul (paired) = the median over rounds of each round's time / the baseline's time in that round. "
+    "Cases timed round-robin, >= 7 rounds 0.25 s apart (3 rounds 0.1 s apart with --quick; BLAS/OpenMP workers "
     "spin after a call).",
     "extra MB = peak memory during one call beyond its inputs and returned results (the grads): "
     "traced = tracemalloc (NumPy allocations; not torch's), RSS = high-water mark (5 > /proc/self/clear_refs). "
@@ -426,7 +428,8 @@ def linear_record(cell: Cell) -> Dict[str, Any]:
     c = cell.case
     return _record(cell, "linear", {
         "case": c.name, "library": c.library, "median_s": cell.seconds, "min_s": cell.best,
-        "repeats": cell.repeats, "ratio_to_matmul": cell.ratio, "baseline": c.baseline,
+        "repeats": cell.repeats, "ratio_to_matmul": cell.ratio,
+        "paired_ratio_to_matmul": cell.paired_ratio, "baseline": c.baseline,
         "loss": cell.loss, "peak_extra_tracemalloc_bytes": cell.peak_traced,
         "peak_extra_rss_bytes": cell.peak_rss, "full_logits_bytes": cell.workload.logits_nbytes,
         "skipped": cell.skipped, "error": cell.error,

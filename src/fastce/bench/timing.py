@@ -47,6 +47,7 @@ class Cell:
     reused: bool = False  # single-threaded case: measurement shared across rows
     cut_short: bool = False  # stopped by max_time before min_repeats
     ratio: Optional[float] = None  # min time / min time of the row's baseline case
+    paired_ratio: Optional[float] = None  # median over rounds of time / the baseline's time that round
     peak_traced: Optional[int] = None  # extra memory of one call: tracemalloc peak
     peak_rss: Optional[int] = None  # ... and RSS high-water mark (cfg.measure_memory)
     batch: int = 1  # calls per timed sample (cfg.batch_min_s); times are per call
@@ -172,18 +173,23 @@ def run(cfg: BenchConfig, cases: Optional[Sequence[Case]] = None) -> List[Cell]:
     return cells
 
 
+#: rounds of the linear table (the full run)
+LINEAR_ROUNDS = 7
+
+
 def run_linear(cfg: BenchConfig, workloads: Sequence[Any], threads: int, pause: float = 0.25,
                quick: bool = False) -> List[Cell]:
     """The linear + cross-entropy table: every case of ``linear_cases(cfg.passes, cfg.peers)``
     at one thread count, always round-robin, ``pause`` s apart (OpenBLAS's idle workers spin
     for up to ~0.1 s after a call, libgomp's for a few ms, so a shorter pause would let one
     library's spinning threads slow the next library's call), with each case's peak extra
-    memory, >= 5 rounds (``cfg.min_repeats`` with ``quick``): the ratios are of min times, and
-    these calls (~1 s) vary by 5-10% from round to round on a shared host. ``quick`` leaves out
-    the slow cases (torch's chunked options)."""
+    memory, >= 7 rounds (``cfg.min_repeats`` with ``quick``): these calls (~1 s) vary by 5-10%
+    from round to round on a shared host, so the table gives both the ratio of min times and the
+    median of the per-round ratios (`_ratios`). ``quick`` leaves out the slow cases (torch's
+    chunked options)."""
     lcfg = dataclasses.replace(cfg, workloads=workloads, threads=[threads], pause=pause,
                                interleave=True, quick=quick, measure_memory=True,
-                               min_repeats=cfg.min_repeats if quick else max(cfg.min_repeats, 5))
+                               min_repeats=cfg.min_repeats if quick else max(cfg.min_repeats, LINEAR_ROUNDS))
     return run(lcfg, linear_cases(cfg.passes, cfg.peers))
 
 
@@ -294,11 +300,19 @@ def _time_jobs(cfg: BenchConfig, jobs: Sequence[_Job], round_robin: bool) -> Non
 
 
 def _ratios(row: Sequence[Cell]) -> None:
-    """ratio = min time / the row baseline's min time (the least noisy statistic here)."""
+    """ratio = min time / the row baseline's min time (the least noisy statistic here), and
+    paired_ratio = the median over rounds of each round's time / the baseline's time in that
+    round (round-robin rows: the k-th time of every case is from round k, so load that drifts
+    over seconds on a shared host hits both terms of a round's ratio alike; a median of
+    per-round ratios of ~1 s calls is steadier than a ratio of two mins)."""
     base = next((c for c in row if c.case.baseline and c.best), None)
+    if base is None:
+        return
     for c in row:
-        if base is not None and c.best is not None:
+        if c.best is not None:
             c.ratio = c.best / base.best
+            if c.times and base.times:
+                c.paired_ratio = statistics.median(t / b for t, b in zip(c.times, base.times))
 
 
 def _log_row(cfg: BenchConfig, row: Sequence[Cell]) -> None:
