@@ -14,7 +14,8 @@ Four tables, one machinery:
   threads) against N*C from 1e2 to 1e7, beside the NumPy twin and torch, with ratios;
 * the linear + cross-entropy (LM head) table (workloads ``lin-*``; ``--no-linear`` skips it):
   ``fastce.linear_cross_entropy`` and ``..._with_grad`` in seconds per call against the NumPy
-  matmul(s) any LM head must do anyway (``x matmul``) and against torch's
+  matmul(s) any LM head must do anyway (``x matmul``: the ratio of min times, and the median
+  of the per-round ratios) and against torch's
   ``F.linear_cross_entropy``, with the peak extra memory of each call.
 
 Modules, one job each:
