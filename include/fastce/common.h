@@ -143,7 +143,7 @@ typedef struct {
 } ce_kernels;
 /* math_array's functions: exp, log, and the kernels' three exps (vec_*.h, math_consts.h). */
 enum { FASTCE_MATH_EXP = 0, FASTCE_MATH_LOG = 1, FASTCE_MATH_EXP_FLUSH = 2, FASTCE_MATH_EXP_FLUSH_BOUNDED = 3,
-       FASTCE_MATH_EXP_FLOORED = 4 };
+       FASTCE_MATH_EXP_FLOORED = 4, FASTCE_MATH_EXP_FLOORED_ADD = 5 };
 
 typedef struct {
     const char *name;

@@ -701,7 +701,9 @@ FASTCE_INLINE V KFN(map_one)(V v, const int func) {
     return func == FASTCE_MATH_LOG ? VOP(log)(v)
          : func == FASTCE_MATH_EXP_FLUSH ? VOP(exp_flush)(v)
          : func == FASTCE_MATH_EXP_FLUSH_BOUNDED ? VOP(exp_flush_bounded)(v)
-         : func == FASTCE_MATH_EXP_FLOORED ? VOP(exp_floored)(v) : VOP(exp)(v);
+         : func == FASTCE_MATH_EXP_FLOORED ? VOP(exp_floored)(v)
+         : func == FASTCE_MATH_EXP_FLOORED_ADD ? VOP(exp_floored_add)(v, VOP(set1)((REAL)1)) /* a sum holding 1 */
+         : VOP(exp)(v);
 }
 FASTCE_INLINE void KFN(map_array)(const REAL *x, REAL *y, int64_t n, const int func) {
     int64_t i = 0;
@@ -716,6 +718,8 @@ static void KFN(math_array)(const void *x, void *y, int64_t n, int func) {
     case FASTCE_MATH_EXP_FLUSH_BOUNDED:
         KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP_FLUSH_BOUNDED); break;
     case FASTCE_MATH_EXP_FLOORED: KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP_FLOORED); break;
+    case FASTCE_MATH_EXP_FLOORED_ADD:
+        KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP_FLOORED_ADD); break;
     default: KFN(map_array)((const REAL *)x, (REAL *)y, n, FASTCE_MATH_EXP);
     }
 }

@@ -375,7 +375,7 @@ cdef int _run(const ce_isa_table *table, ce_args *a, int dt, int nthreads) excep
 
 
 #: vector_math's functions, by their FASTCE_MATH_* number (common.h)
-MATH_FUNCS = ("exp", "log", "exp_flush", "exp_flush_bounded", "exp_floored")
+MATH_FUNCS = ("exp", "log", "exp_flush", "exp_flush_bounded", "exp_floored", "exp_floored_add")
 
 
 def vector_math(int isa, str func, cnp.ndarray x not None):
@@ -383,7 +383,8 @@ def vector_math(int isa, str func, cnp.ndarray x not None):
     math (the code the kernels inline): exp, log, exp_flush (the kernels' exp: +0 where exp is
     below ~FLT_MIN / DBL_MIN), exp_flush_bounded (exp_flush's bits for x <= 88, any value
     above) or exp_floored (as exp_flush_bounded, but +0 or exp(threshold) below the flush
-    threshold; the sums' exp). For the accuracy tests and fastce bench; not part of the public API."""
+    threshold; the sums' exp) or exp_floored_add (1 + exp_floored(x), as the sums' step adds
+    a term to a sum that holds 1). For the accuracy tests and fastce bench; not part of the public API."""
     cdef const ce_isa_table *table = fastce_isa_table(isa)
     cdef const ce_kernels *k = table.kernels[FASTCE_DT_F64 if x.dtype.itemsize == 8 else FASTCE_DT_F32]
     cdef cnp.ndarray y
