@@ -7,7 +7,8 @@
 * Calls from inside a concurrent.futures thread pool, nested pools, and side by side with
   torch's own OpenMP threads.
 * fork() after fastce ran multi-threaded: a child (multiprocessing 'fork' start method) calls
-  fastce with num_threads=2 and must finish; a deadlock fails the test through a timeout.
+  fastce with num_threads=2 and must finish; a deadlock fails the test through a timeout. The
+  forking parent is a fresh interpreter (subprocess) with only numpy and fastce in it.
 * num_threads far above the number of cores must not crash the process (subprocess).
 """
 
@@ -325,8 +326,24 @@ def _check_fork_results(results, expected):
         np.testing.assert_allclose(r[1:], expected, rtol=1e-5, atol=1e-4)
 
 
+def _in_fresh_interpreter(body):
+    """Run `body`, a function of this module, in a new Python process (numpy and fastce
+    imported, nothing else), as a program that forks would. Inside pytest, other test files
+    have started other runtimes' threads (JAX's, torch's) by then, and fork() with those alive
+    can deadlock in their code, not fastce's (Python warns of it)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys; sys.path.insert(0, {here!r}); import test_threads; test_threads.{body.__name__}(); "
+            "assert not {'jax', 'torch'} & set(sys.modules), 'another runtime was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=4 * TIMEOUT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_fork_after_multithreaded_use():
+    _in_fresh_interpreter(_fork_after_multithreaded_use)
+
+
+def _fork_after_multithreaded_use():
     expected = _expected_fork()
     # the parent runs multi-threaded first, so its OpenMP thread team exists at fork time
     for _ in range(3):
@@ -350,6 +367,10 @@ def _fork_grandchild(q):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_fork_twice_and_fork_during_kernels():
+    _in_fresh_interpreter(_fork_twice_and_fork_during_kernels)
+
+
+def _fork_twice_and_fork_during_kernels():
     expected = _expected_fork()
     fastce.cross_entropy(_FORK_X, _FORK_T, num_threads=2)
     # a child that itself forks a grandchild
@@ -387,6 +408,10 @@ def test_fork_twice_and_fork_during_kernels():
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_fork_pool_map():
     """multiprocessing.Pool with the fork start method, after multi-threaded use."""
+    _in_fresh_interpreter(_fork_pool_map)
+
+
+def _fork_pool_map():
     fastce.cross_entropy(_FORK_X, _FORK_T, num_threads=2)
     expected = float(fastce.cross_entropy(_FORK_X, _FORK_T, num_threads=1))
     ctx = mp.get_context("fork")
