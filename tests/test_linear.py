@@ -664,3 +664,20 @@ def test_pipelined_forward_error_in_a_pipeline(monkeypatch):
         fastce.linear_cross_entropy(x, W, t, **kw)
     monkeypatch.undo()
     assert _blas_threads.blas_threads() == before
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_ids)
+@pytest.mark.parametrize("n", [1, 2, 3, 16])
+def test_column_chunks_are_an_odd_number_of_whole_lines(dtype, n):
+    """The column chunks' width: within the n buffers' LOSS_CHUNK_BYTES, whole 64-byte lines per
+    row and an odd number of them (rows 4 KiB apart share cache sets), at most 64 columns and a
+    line short of the budget."""
+    itemsize = np.dtype(dtype).itemsize
+    for N in (1, 1000, 1024, 4096, 5000, 29127, 65536, 200_000):
+        head = _linear._Head(np.zeros((N, 4), dtype), np.zeros((8, 4), dtype), None)
+        cols = _linear._chunk_cols(head, n)
+        assert n * N * cols * itemsize <= _linear.LOSS_CHUNK_BYTES
+        if cols >= 64:
+            lines, rest = divmod(cols * itemsize, 64)
+            assert rest == 0 and lines % 2 == 1, (N, cols)
+            assert n * N * (cols + 64 + 64 // itemsize) * itemsize > _linear.LOSS_CHUNK_BYTES, (N, cols)
