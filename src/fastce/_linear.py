@@ -463,8 +463,9 @@ def _pipelines(head, tg, extra, chunk_size, num_threads):
     Measured at (4096, 1024, 32000) float32 on 2 cores, 31 rounds, each against the single
     matmul of the same round: pipelines 1.026x (median; min over min 1.035x), multithreaded
     column chunks 1.054x (1.063x); with chunks an odd number of cache lines wide
-    (`_chunk_cols`), 15 rounds: pipelines 0.987x, against 1.026x for 4096-column chunks. For fewer rows see MIN_PIPELINE_ROWS. While it runs, NumPy's
-    BLAS is on one thread process-wide (`_blas_threads`)."""
+    (`_chunk_cols`), 15 rounds: pipelines 0.987x, against 1.026x for 4096-column chunks. For
+    fewer rows see MIN_PIPELINE_ROWS. While it runs, NumPy's BLAS is on one thread
+    process-wide (`_blas_threads`)."""
     if num_threads is not None or not _plain_forward(head, tg, extra, chunk_size):
         return 0
     if head.N < MIN_PIPELINE_ROWS:
