@@ -672,11 +672,13 @@ JUMPS = [0.0, 30.0, 63.5, 64.5, 80.0, 90.0, 200.0, 1e4, 1e30]
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("shape", [(3, 7, 37), (45, 5)], ids=["kdim", "smallC"])
 def test_tiles_max_far_above_the_first_logit(isa, dtype, shape):
-    """The tiles (K-dim positions, or short rows transposed) sum exp(x - x0) against each lane's
-    first logit x0, and redo a vector of lanes from cache against its max when that max lies
-    more than MAX_JUMP (64) above x0: here lane by lane the max sits `jump` above the first
-    class, for jumps on both sides of 64, beyond exp's range (88, 709) and up to 1e30, mixed
-    across the lanes of one vector. Loss, gradient and log_softmax against the reference."""
+    """The tiles (K-dim positions, or short rows transposed) sum exp(x - m) against m, the max
+    of each lane's first TILE_REF_CLASSES (4) logits, and redo a vector of lanes from cache
+    against its max when that max lies more than TILE_MAX_SPREAD (16) above m: here lane by
+    lane the max sits `jump` above the first class (within the first four or after them), for
+    jumps on both sides of 16 (and of 64, the row kernels' MAX_JUMP), beyond exp's range (88,
+    709) and up to 1e30, mixed across the lanes of one vector. Loss, gradient and log_softmax
+    against the reference."""
     rng = np.random.default_rng(seed_of("jump", shape))
     x = rng.standard_normal(shape)
     axis = 1

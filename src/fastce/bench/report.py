@@ -15,7 +15,7 @@ import numpy as np
 
 from .peers import NA, PEERS
 from .roofline import Roofline
-from .timing import Cell
+from .timing import LINEAR_ROUNDS, Cell
 from .workloads import PER_CALL_TARGET, ROOFLINE_MIN_NUMEL, all_threads
 
 #: {threads: Roofline} of this run (see :mod:`.roofline`); None: not measured
@@ -350,7 +350,7 @@ LINEAR_LEGEND = (
     "x matmul = min time / min time of the pass's NumPy baseline: one matmul(x, W.T, out=) for "
     "forward, the three matmuls of the gradients (logits, G @ W, G.T @ x; all out=) for loss+grad; "
     "x matmul (paired) = the median over rounds of each round's time / the baseline's time in that round. "
-    "Cases timed round-robin, >= 7 rounds 0.25 s apart (3 rounds 0.1 s apart with --quick; BLAS/OpenMP workers "
+    f"Cases timed round-robin, >= {LINEAR_ROUNDS} rounds 0.25 s apart (3 rounds 0.1 s apart with --quick; BLAS/OpenMP workers "
     "spin after a call).",
     "extra MB = peak memory during one call beyond its inputs and returned results (the grads): "
     "traced = tracemalloc (NumPy allocations; not torch's), RSS = high-water mark (5 > /proc/self/clear_refs). "
