@@ -461,8 +461,8 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
  *
  * Why several vectors and a prefetch: in place, a tile reads C lines spaced cstride apart, one
  * stream per class, which the hardware prefetchers follow poorly. A software prefetch
- * PREFETCH_BYTES ahead in every class's stream (input in pass A, output, for writing, in
- * pass C) and, with 64-byte vectors, TILE_V = 4 neighbouring vectors per class visit (4 whole
+ * PREFETCH_BYTES ahead in every class's stream (tile_ahead: into the next n's planes near a
+ * plane's end; input in pass A, output, for writing, in pass C) and, with 64-byte vectors, TILE_V = 4 neighbouring vectors per class visit (4 whole
  * lines) keep the loads from waiting on DRAM. Measured on (8, 21, 256, 256) float32, one
  * core, kernel alone: AVX-512 forward 1.9 -> 2.6 G/s, loss+grad 0.92 -> 1.46 G/s; AVX2
  * forward 1.1 -> 1.5 G/s, where 4 vectors per visit (2 lines) was slower than 1. AVX2 takes 2
@@ -483,6 +483,19 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
 #define TILE_REF_CLASSES 4
 #define PREFETCH_BYTES 1024
 
+/* The prefetch's target for tile (n, p0): the offset, in elements, from it to the position
+   PREFETCH_BYTES further on in the order the tiles are visited (p through S, then n), where
+   the classes' streams will be read next. Within the plane that is PREFETCH_BYTES itself;
+   across its end it is the next n's plane, C planes on (an offset of PREFETCH_BYTES alone would
+   land in class c + 1's plane, already read: with S of 64 to 512 floats that was every prefetch,
+   and the forward ran at half its speed). Past the array's end: 0, the tile itself. */
+FASTCE_INLINE int64_t KFN(tile_ahead)(int64_t n, int64_t p0, int64_t N, int64_t C, int64_t S) {
+    const int64_t step = PREFETCH_BYTES / (int64_t)sizeof(XT);
+    if (p0 + step < S) return step;
+    const int64_t q = n * S + p0 + step, n2 = q / S;
+    return n2 < N ? (n2 - n) * C * S + (q - n2 * S) - p0 : 0;
+}
+
 FASTCE_INLINE V KFN(load_tile)(const REAL *p, int v, int nv, int64_t lanes, const int full) {
     return full || v < nv - 1 ? VOP(load)(p) : VOP(load_tail)(p, lanes, 0);
 }
@@ -494,7 +507,7 @@ FASTCE_INLINE V KFN(load_tile_x)(const XT *p, int v, int nv, int64_t lanes, cons
 
 FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *yb, XT *ob,
                                    int64_t cstride, int64_t pos0, const int nv, int64_t lanes,
-                                   const int full, const int prefetch, const int has_w,
+                                   const int full, const int prefetch, int64_t ahead, const int has_w,
                                    const int kind, const int smooth, const int outmode) {
     const int64_t C = a->C, S = cstride;
     const REAL *w = (const REAL *)a->weight;
@@ -523,7 +536,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
     for (int64_t c = 0; c < C; c++) {
         const XT *xc = xb + c * S;
         if (prefetch)
-            for (int v = 0; v < nv; v += line_v) __builtin_prefetch((const char *)(xc + v * VW) + PREFETCH_BYTES);
+            for (int v = 0; v < nv; v += line_v) __builtin_prefetch(xc + ahead + v * VW);
         for (int v = 0; v < nv; v++) {
             const V xv = TILE_LOAD_X(xc, v);
             mx[v] = VOP(max)(mx[v], xv);
@@ -615,7 +628,7 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
     for (int64_t c = 0; c < C; c++) {
         const V wv = has_w ? VOP(set1)(w[c]) : zero;
         if (prefetch)
-            for (int v = 0; v < nv; v += line_v) __builtin_prefetch((char *)(ob + c * S + v * VW) + PREFETCH_BYTES, 1);
+            for (int v = 0; v < nv; v += line_v) __builtin_prefetch(ob + c * S + ahead + v * VW, 1);
         for (int v = 0; v < nv; v++) {
             const V yv = kind == FASTCE_KIND_PROB ? TILE_LOAD(yb + c * S, v) : zero;
             const V r = KFN(out_value)(TILE_LOAD_X(xb + c * S, v), wv, yv, shift[v], logs[v], A[v],
@@ -649,15 +662,16 @@ FASTCE_INLINE void KFN(tiles_spec)(const ce_args *a, int64_t i0, int64_t i1, con
         const XT *xb = (const XT *)a->x + offset;
         const REAL *yb = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + offset : NULL;
         XT *ob = outmode ? (XT *)a->out + offset : NULL;
+        const int64_t ahead = KFN(tile_ahead)(n, p0, a->N, C, S);
         if (TILE_V > 1 && i + TILE_V <= i1 && p0 + TILE_V * VW <= S) { /* (dead code when TILE_V is 1) */
-            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, TILE_V, VW, 1, 1, has_w, kind, smooth, outmode);
+            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, TILE_V, VW, 1, 1, ahead, has_w, kind, smooth, outmode);
             i += TILE_V;
             continue;
         }
         if (p0 + VW <= S)
-            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, 1, VW, 1, 1, has_w, kind, smooth, outmode);
+            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, 1, VW, 1, 1, ahead, has_w, kind, smooth, outmode);
         else
-            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, 1, S - p0, 0, 1, has_w, kind, smooth, outmode);
+            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, 1, S - p0, 0, 1, ahead, has_w, kind, smooth, outmode);
         i++;
     }
 }
@@ -691,7 +705,7 @@ FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1
         const int64_t lanes = i1 - r < VW ? i1 - r : VW;
         KFN(transpose_x_padded)((const XT *)a->x + r * C, bx, lanes, C);
         if (kind == FASTCE_KIND_PROB) KFN(transpose_padded)((const REAL *)a->prob + r * C, by, lanes, C);
-        KFN(tile_group)(a, bx, by, bo, VW, r, 1, lanes, 1, 0, has_w, kind, smooth, outmode);
+        KFN(tile_group)(a, bx, by, bo, VW, r, 1, lanes, 1, 0, 0, has_w, kind, smooth, outmode);
         if (outmode) KFN(transpose_x)(bo, (XT *)a->out + r * C, C, lanes, VW, C);
     }
 }
