@@ -2,7 +2,9 @@
  * that all ISAs evaluate the same polynomials (their Horner loops unroll over these tables).
  *
  * exp(x) = 2^n exp(r), n = round(x log2 e), r = x - n ln2_hi - n ln2_lo, |r| <= ln2/2.
- *   float : exp(r) = 1 + r (1 + r Q(r)), Q of degree 4 (a fitted minimax), one Horner chain.
+ *   float : exp(r) = 1 + r (1 + r Q(r)), Q of degree 4 (a fitted minimax), one Horner chain
+ *           (AVX-512). AVX2 takes 2^(n/8) from a table and a polynomial of degree 4 on
+ *           |r| <= ln2/16 (fastce_exp8_poly_f below).
  *   double: exp(r) = sum_{k=0}^{13} r^k / k! (Taylor; truncation < 5e-18 relative).
  * log(x) = e ln2 + log(1 + f), f in [sqrt(1/2) - 1, sqrt(2) - 1):
  *   float : log(1 + f) = f - f^2/2 + f^3 Q(f), Q of degree 8 (cephes logf).
@@ -56,6 +58,24 @@
 static const float fastce_exp_poly_f[FASTCE_EXP_POLY_F_LEN] = {
     0.001381459180265665f, 0.008368708193302155f, 0.04166838899254799f,
     0.1666652113199234f, 0.4999999403953552f, 1.0f, 1.0f,
+};
+/* AVX2's float exp (vec_avx2.h) takes 2^(n/8) from a table instead: n = round(8 x log2 e),
+   r = x - n (ln2/8)_hi - n (ln2/8)_lo, |r| <= ln2/16, and
+       exp(x) = s (1 + P(r)),  s = 2^(n >> 3) 2^((n & 7)/8),  P(r) = r (1 + r (c2 + r (c3 + c4 r))),
+   computed as fma(P(r), s, s), so the table's rounding (<= half an ulp), P's and that one
+   fma's are the whole error. P: c1..c4 fitted as a near-minimax in relative error on
+   |r| <= ln2/16 (8e-11 in double), then rounded to float (c1 = 1 and c2 = 1/2 exactly): four
+   instructions where the 2^n form's polynomial on |r| <= ln2/2 takes six, and vpermps (the
+   lookup) runs on a port the FMAs do not use. ln2/8 is FASTCE_LN2_HI_F / 8 (9 significant
+   bits: n times it is exact for |n| < 2^15) and FASTCE_LN2_LO_F / 8, both exact divisions. */
+#define FASTCE_EXP8_POLY_F_LEN 4
+static const float fastce_exp8_poly_f[FASTCE_EXP8_POLY_F_LEN] = {
+    0.04166460409760475f, 0.16668614745140076f, 0.5f, 1.0f, /* c4, c3, c2, c1 */
+};
+/* 2^(k/8), k = 0..7, rounded to float. */
+static const float fastce_exp2_8th_f[8] = {
+    0x1.000000p+0f, 0x1.172b84p+0f, 0x1.306fe0p+0f, 0x1.4bfdaep+0f,
+    0x1.6a09e6p+0f, 0x1.8ace54p+0f, 0x1.ae89fap+0f, 0x1.d5818ep+0f,
 };
 /* 1/k! for k = 13 down to 0. */
 static const double fastce_exp_poly_d[14] = {

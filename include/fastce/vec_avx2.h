@@ -1,21 +1,21 @@
 /* fastce/vec_avx2.h: AVX2 + FMA vector math (8 floats, 4 doubles). Compile with -mavx2 -mfma.
  *
- * exp(x): n = round(x log2 e) (float: rounded once, by a magic-number FMA), r = x - n ln2
- * (Cody-Waite: ln2 split in two so n*ln2_hi is exact), |r| <= ln2/2, exp(r) by a polynomial,
- * times 2^n built from exponent bits in two factors 2^(n>>1) * 2^(n - (n>>1)) so that results
- * in the subnormal range round once, correctly, and 2^128 / 2^1024 overflow to inf as they
- * should. float vectors whose results are all normal skip the clamps and the second factor
- * (vf_exp below).
- *   float : 1 + r (1 + r Q(r)), Q of degree 4 fitted as a near-minimax (math_consts.h), one
- *           Horner chain of 6 FMAs. Measured max error 0.91 ulp over every float in
- *           [-104, 88.7] against a correctly rounded exp (the cephes form before it: 1.26 ulp
- *           and 8 instructions); tests/test_vector_math.py sweeps it on every ISA and asserts
- *           <= 2 ulp.
- *   double: Taylor series to r^13 (truncation < 5e-18 relative on |r| <= ln2/2); measured
- *           max error 1.0 ulp over [-745, 64].
+ * exp(x), float: n = round(8 x log2 e) (rounded once, by a magic-number FMA), r = x - n ln2/8
+ * (Cody-Waite: ln2/8 split in two so n*(ln2/8)_hi is exact), |r| <= ln2/16, and
+ * exp(x) = s (1 + P(r)) computed as fma(P, s, s), s = 2^(n >> 3) 2^((n & 7)/8) from a table of
+ * eight (vpermps) and the exponent bits, P of degree 4 (math_consts.h; XNNPACK's rr2_lut8_p4
+ * shape). Measured max error 0.92 ulp over every float in [-87, 88] against exp in double (the
+ * 2^n form with a degree-6 polynomial on |r| <= ln2/2 before it: 0.91 ulp, two FMAs more a
+ * vector); tests/test_vector_math.py sweeps it on every ISA and asserts <= 2 ulp. Results in
+ * the subnormal range take s as two factors, 2^((n & 7)/8) 2^e1 and then 2^e2, so 2^128
+ * overflows to inf as it should; they round twice (< 1 subnormal ulp). float vectors whose
+ * results are all normal skip the clamps and the second factor (vf_exp below).
+ * exp(x), double: n = round(x log2 e), r = x - n ln2, Taylor series to r^13 (truncation
+ *           < 5e-18 relative on |r| <= ln2/2), times 2^n in two factors; measured max error
+ *           1.0 ulp over [-745, 64].
  * Inputs are clamped to [lo, hi] with the NaN-propagating operand order (MAXPS/MINPS return the
  * second operand when either is NaN), so -inf -> 0, +inf -> inf, NaN -> NaN.
- * The kernels' hot loops call vf_exp_flush_bounded: exp_flush's bits (so the same 0.91 ulp
+ * The kernels' hot loops call vf_exp_flush_bounded: exp_flush's bits (so the same 0.92 ulp
  * where the result is normal, +0 below -87) for x <= 88, with no range check; their sums of
  * exponentials call vf_exp_floored, which gives exp(-87) instead of that +0.
  */
@@ -89,53 +89,63 @@ static inline double vf_hsum(vf_t v) {
     return vd_hsum_(_mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
                                   _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
 }
-/* The argument reduction shared by both paths below: n = round(x log2 e) (rounded once, by
-   FASTCE_ROUND_MAGIC_F; |x log2 e| < 2^22 for every x they see) and r = x - n ln2. The 127
-   added with the magic number puts n + 127 in the low bits of *f, so *f << 23 is 2^n's float
-   bit pattern whenever n + 127 is in [1, 254]. */
+/* The argument reduction shared by both paths below: n = round(8 x log2 e), rounded once by
+   FASTCE_ROUND_MAGIC_F (|8 x log2 e| < 2^22 for every x they see) and left in *f's low
+   mantissa bits, and r = x - n ln2/8, |r| <= ln2/16 (math_consts.h). */
 static inline __m256 vf_exp_reduce_(__m256 x, __m256 *f, __m256 *n) {
-    const __m256 magic = _mm256_set1_ps(FASTCE_ROUND_MAGIC_F + 127.0f);
-    *f = _mm256_fmadd_ps(x, _mm256_set1_ps((float)FASTCE_LOG2E), magic);
+    const __m256 magic = _mm256_set1_ps(FASTCE_ROUND_MAGIC_F);
+    *f = _mm256_fmadd_ps(x, _mm256_set1_ps((float)(8.0 * FASTCE_LOG2E)), magic);
     *n = _mm256_sub_ps(*f, magic);
-    const __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(FASTCE_LN2_HI_F), x);
-    return _mm256_fnmadd_ps(*n, _mm256_set1_ps(FASTCE_LN2_LO_F), r);
+    const __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(FASTCE_LN2_HI_F / 8), x);
+    return _mm256_fnmadd_ps(*n, _mm256_set1_ps(FASTCE_LN2_LO_F / 8), r);
 }
-/* exp(r), |r| <= ln2/2: 1 + r (1 + r Q(r)), one Horner chain (math_consts.h). */
-static inline vf_t vf_exp_reduced_(__m256 r) {
-    __m256 y = _mm256_set1_ps(fastce_exp_poly_f[0]);
-    for (int k = 1; k < FASTCE_EXP_POLY_F_LEN; k++) y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(fastce_exp_poly_f[k]));
-    return y;
+/* exp(r) - 1 for |r| <= ln2/16: r (c1 + r (c2 + r (c3 + c4 r))), one Horner chain. */
+static inline __m256 vf_expm1_reduced_(__m256 r) {
+    __m256 t = _mm256_set1_ps(fastce_exp8_poly_f[0]);
+    for (int k = 1; k < FASTCE_EXP8_POLY_F_LEN; k++) t = _mm256_fmadd_ps(t, r, _mm256_set1_ps(fastce_exp8_poly_f[k]));
+    return _mm256_mul_ps(t, r);
 }
-/* Any x: clamped, and 2^n applied in two factors (see the top of this file). */
+/* Any x: clamped, and 2^(n/8) applied as 2^((n & 7)/8) 2^e1 (exact, normal), then 2^e2
+   (e1 + e2 = n >> 3, see the top of this file). */
 static inline vf_t vf_exp_any_(vf_t x) {
     x = _mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_LO_F), x);
     x = _mm256_min_ps(_mm256_set1_ps(FASTCE_EXP_HI_F), x);
     __m256 f, n;
-    const __m256 y = vf_exp_reduced_(vf_exp_reduce_(x, &f, &n));
-    __m256i ni = _mm256_cvtps_epi32(n);
-    __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256 p = vf_expm1_reduced_(vf_exp_reduce_(x, &f, &n));
+    const __m256i ni = _mm256_cvtps_epi32(n), e = _mm256_srai_epi32(ni, 3);
+    const __m256 t = _mm256_permutevar8x32_ps(_mm256_loadu_ps(fastce_exp2_8th_f), ni); /* lanes n & 7 */
+    __m256i n1 = _mm256_srai_epi32(e, 1), n2 = _mm256_sub_epi32(e, n1);
     __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
     __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(y, p1), p2);
+    const __m256 s1 = _mm256_mul_ps(t, p1);
+    return _mm256_mul_ps(_mm256_fmadd_ps(p, s1, s1), p2);
 }
 /* exp (and vf_exp_flush). When every lane has x in [-86.5, 88] (|x - 0.75| <= 87.25, false for NaN
-   and +-inf), n is in [-125, 127], y 2^n is a normal float and needs neither the clamps nor the
-   two factors: 2^n comes straight from f's bits. Other vectors take vf_exp_any_. Both compute
-   the same n, r and y, so the result is the same bit for bit (checked over all 2^32 inputs);
-   the fast path took the one-core AVX2 forward of (4096, 32000) from 2.8 to 3.7 G/s. */
+   and +-inf), n >> 3 is in [-125, 127], s (1 + P) is a normal float and needs neither the
+   clamps nor the two factors: s comes straight from f's bits and the table. Other vectors take
+   vf_exp_any_. Both compute the same n, r and P, and fma(P, s, s) scaled by a power of two, so
+   the result is the same bit for bit wherever it is normal; the fast path took the one-core
+   AVX2 forward of (4096, 32000) from 2.8 to 3.7 G/s (with the 2^n form). */
 static inline int vf_exp_all_normal_(vf_t x) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 dist = _mm256_and_ps(_mm256_sub_ps(x, _mm256_set1_ps(0.75f)), abs_mask);
     return !_mm256_movemask_ps(_mm256_cmp_ps(dist, _mm256_set1_ps(87.25f), _CMP_NLE_UQ));
 }
-/* 2^n from vf_exp_reduce_'s *f, for n + 127 in [1, 254]. */
+/* s = 2^(n/8) from vf_exp_reduce_'s *f, for n >> 3 in [-126, 127]: f's bits are
+   0x4B400000 + n, so shifted left by 20 they are (n << 20) modulo 2^32, that is
+   ((n >> 3) << 23) + ((n & 7) << 20); vpermps picks, by their low 3 bits (n & 7), a table of
+   2^(k/8)'s bits (exponent field 127) less k << 20, and one integer add gives s's bits. */
 static inline __m256 vf_exp_scale_(__m256 f) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(f), 23));
+    const __m256i k20 = _mm256_setr_epi32(0, 1 << 20, 2 << 20, 3 << 20, 4 << 20, 5 << 20, 6 << 20, 7 << 20);
+    const __m256i table = _mm256_sub_epi32(_mm256_castps_si256(_mm256_loadu_ps(fastce_exp2_8th_f)), k20);
+    const __m256i fb = _mm256_castps_si256(f);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(fb, 20), _mm256_permutevar8x32_epi32(table, fb)));
 }
 static inline vf_t vf_exp_normal_(vf_t x) {
     __m256 f, n;
-    const __m256 y = vf_exp_reduced_(vf_exp_reduce_(x, &f, &n));
-    return _mm256_mul_ps(y, vf_exp_scale_(f));
+    const __m256 p = vf_expm1_reduced_(vf_exp_reduce_(x, &f, &n));
+    const __m256 s = vf_exp_scale_(f);
+    return _mm256_fmadd_ps(p, s, s);
 }
 static inline vf_t vf_exp(vf_t x) {
     return vf_exp_all_normal_(x) ? vf_exp_normal_(x) : vf_exp_any_(x);
@@ -166,13 +176,10 @@ static inline __m256 vf_exp_floor_arg_(vf_t x) {
     return _mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_FLUSH_F), x); /* max(lo, NaN) = NaN */
 }
 static inline vf_t vf_exp_floored(vf_t x) { return vf_exp_normal_(vf_exp_floor_arg_(x)); }
-/* acc + exp_floored(x), the scaling by 2^n fused into the addition: one FMA for a multiply and
-   an add (and one rounding fewer). The step of the kernels' sums of exponentials. */
-static inline vf_t vf_exp_floored_add(vf_t x, vf_t acc) {
-    __m256 f, n;
-    const __m256 y = vf_exp_reduced_(vf_exp_reduce_(vf_exp_floor_arg_(x), &f, &n));
-    return _mm256_fmadd_ps(y, vf_exp_scale_(f), acc);
-}
+/* acc + exp_floored(x): the step of the kernels' sums of exponentials. (Fusing the scale into
+   the addition, fma(1 + P, s, acc), saves an instruction but rounds 1 + P first: 1.59 ulp
+   where this form measures 0.92.) */
+static inline vf_t vf_exp_floored_add(vf_t x, vf_t acc) { return _mm256_add_ps(acc, vf_exp_floored(x)); }
 
 /* log(x) for the kernels' sums of exponentials (x >= 1, or 0, inf, NaN): x = m 2^e with
  * m in [sqrt(1/2), sqrt(2)), log x = e ln2 + log(1 + f), f = m - 1, by cephes' logf polynomial
