@@ -15,8 +15,9 @@ int fastce_omp_max_threads(void);
 /* Validates n index targets of dtype ttype against [0, C) or ignore_index, and totals the
    target weights of the kept ones (w of dtype `wdouble ? double : float`, or NULL for 1).
    Returns the position of the first bad target, or -1. Runs on up to nthreads threads; the
-   totals do not depend on their number. */
-int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C,
+   totals do not depend on their number. Without weights (and for any dtype but uint64) the
+   check is `isa`'s vectorized check_block. */
+int64_t fastce_check_targets(int isa, const void *target, int ttype, int64_t n, int64_t C,
                              int64_t ignore_index, const void *weight, int wdouble, int nthreads,
                              double *weight_sum, int64_t *kept);
 /* Pairwise sum of n doubles in a fixed order (the reduction of per-row losses). */

@@ -710,6 +710,43 @@ FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1
     }
 }
 
+/* ---- the index targets' check without weights (fastce_check_targets, dispatch.c) ----
+ * Targets [i0, i1) of dtype ttype (any but uint64, whose values above INT64_MAX only the
+ * dispatcher's scalar loop tells apart from ignore_index): the index rule (torch's), a target
+ * equal to ignore_index is ignored and any other must lie in [0, C). Returns the first bad
+ * position or -1, and the count in range. One loop with no branch, so that gcc vectorizes it
+ * with this object's ISA (compiled for the baseline ISA the loop, with its early exit, took
+ * ~1.7 cycles a target: 0.31 ms for 524288 int64 targets, ~5% of the one-thread AVX2
+ * (8, 21, 256, 256) forward); a second loop finds the first bad target only when there is one. */
+#if FASTCE_BUILD_ISA != FASTCE_ISA_SCALAR /* (the scalar table has none: instantiate.h) */
+FASTCE_INLINE int64_t KFN(check_block_t)(const void *t, const int ttype, int64_t i0, int64_t i1, int64_t C,
+                                         int64_t ignore_index, int64_t *kept) {
+    int64_t count = 0, bad = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t v = ce_target_at(t, ttype, i);
+        const int64_t live = v != ignore_index, in_range = (uint64_t)v < (uint64_t)C;
+        count += live & in_range;
+        bad |= live & !in_range;
+    }
+    *kept = count;
+    if (bad)
+        for (int64_t i = i0; i < i1; i++) {
+            const int64_t v = ce_target_at(t, ttype, i);
+            if (v != ignore_index && (uint64_t)v >= (uint64_t)C) return i;
+        }
+    return -1;
+}
+static int64_t KFN(check_block)(const void *t, int ttype, int64_t i0, int64_t i1, int64_t C,
+                                int64_t ignore_index, int64_t *kept) {
+#define CHECK_CASE(T) case T: return KFN(check_block_t)(t, T, i0, i1, C, ignore_index, kept)
+    switch (ttype) {
+    CHECK_CASE(FASTCE_I8); CHECK_CASE(FASTCE_I16); CHECK_CASE(FASTCE_I32); CHECK_CASE(FASTCE_I64);
+    CHECK_CASE(FASTCE_U8); CHECK_CASE(FASTCE_U16); default: return KFN(check_block_t)(t, FASTCE_U32, i0, i1, C, ignore_index, kept);
+    }
+#undef CHECK_CASE
+}
+#endif
+
 /* ---- the vector math over arrays (test hooks: tests/test_vector_math.py sweeps them) ---- */
 FASTCE_INLINE V KFN(map_one)(V v, const int func) {
     return func == FASTCE_MATH_LOG ? VOP(log)(v)

@@ -94,7 +94,7 @@ cdef extern from "fastce/dispatch.h" nogil:
     int fastce_openmp_enabled()
     int fastce_omp_max_threads()
     int FASTCE_SMALL_C
-    int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C,
+    int64_t fastce_check_targets(int isa, const void *target, int ttype, int64_t n, int64_t C,
                                  int64_t ignore_index, const void *weight, int wdouble,
                                  int nthreads, double *weight_sum, int64_t *kept)
     double fastce_sum_f64(const double *v, int64_t n)
@@ -138,10 +138,10 @@ def omp_max_threads():
 cdef inline const void *_ptr(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
-def check_targets(cnp.ndarray target, int ttype, int64_t C, int64_t ignore_index, weight,
+def check_targets(int isa, cnp.ndarray target, int ttype, int64_t C, int64_t ignore_index, weight,
                   int nthreads=1):
     """Returns (first bad position or -1, sum of kept targets' weights, number kept), checked
-    on up to nthreads threads (the totals do not depend on their number)."""
+    on up to nthreads threads (the totals do not depend on their number), by `isa`'s kernels."""
     cdef double wsum = 0.0
     cdef int64_t kept = 0, bad
     cdef const void *t = cnp.PyArray_DATA(target)
@@ -149,7 +149,7 @@ def check_targets(cnp.ndarray target, int ttype, int64_t C, int64_t ignore_index
     cdef int wdouble = weight is not None and weight.dtype.itemsize == 8
     cdef int64_t n = target.size
     with nogil:
-        bad = fastce_check_targets(t, ttype, n, C, ignore_index, w, wdouble, nthreads, &wsum, &kept)
+        bad = fastce_check_targets(isa, t, ttype, n, C, ignore_index, w, wdouble, nthreads, &wsum, &kept)
     return bad, wsum, kept
 
 def probe_read(cnp.ndarray x not None, int nthreads=1):

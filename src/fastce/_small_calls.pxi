@@ -70,7 +70,7 @@ def small_call(int isa, x, target, reduction, ignore_index, bint with_grad, num_
         return None
     ttype = TARGET_DTYPE_CODES[ta.dtype]  # native integer dtype: always there
 
-    bad = fastce_check_targets(cnp.PyArray_DATA(ta), ttype, N, C, ii, NULL, 0, 1, &wsum, &kept)
+    bad = fastce_check_targets(isa, cnp.PyArray_DATA(ta), ttype, N, C, ii, NULL, 0, 1, &wsum, &kept)
     if bad >= 0:
         return None
     row_out = cnp.PyArray_EMPTY(1, &N, cnp.NPY_DOUBLE, 0)

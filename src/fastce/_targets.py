@@ -16,7 +16,7 @@ score and the linear (LM head) variants:
 """
 import numpy as np
 
-from . import _kernels
+from . import _kernels, _runtime
 from ._validate import check_ignore_index, check_index_target, check_reduction, check_weight, target_kind
 
 __all__ = ["LossTargets", "Reduction"]
@@ -98,8 +98,8 @@ class LossTargets(Reduction):
         self.ttype = 0
         if self.kind == "index":
             self.target, self.ttype = check_index_target(target, layout)
-            bad, kept_weight, _ = _kernels.check_targets(self.target, self.ttype, layout.C, self.ignore_index,
-                                                         self.weight, nthreads)
+            bad, kept_weight, _ = _kernels.check_targets(_runtime.isa_id(), self.target, self.ttype, layout.C,
+                                                         self.ignore_index, self.weight, nthreads)
             if bad >= 0:
                 raise IndexError(f"Target {self.target.reshape(-1)[bad]} is out of bounds.")
             self.denominator = kept_weight  # torch: a weighted mean divides by the kept targets' weights

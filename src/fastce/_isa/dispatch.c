@@ -108,9 +108,14 @@ check_range_t(const void *target, const int ttype, int64_t i0, int64_t i1, int64
     return -1;
 }
 
-static int64_t check_range(const void *target, int ttype, int64_t i0, int64_t i1, int64_t C,
-                           int64_t ignore_index, const void *weight, int wdouble, double *weight_sum,
-                           int64_t *kept) {
+static int64_t check_range(const ce_kernels *k, const void *target, int ttype, int64_t i0, int64_t i1,
+                           int64_t C, int64_t ignore_index, const void *weight, int wdouble,
+                           double *weight_sum, int64_t *kept) {
+    if (k->check_block && !weight && ttype != FASTCE_U64) { /* vectorized; the kept weight is the count */
+        const int64_t bad = k->check_block(target, ttype, i0, i1, C, ignore_index, kept);
+        *weight_sum = (double)*kept;
+        return bad;
+    }
 #define CHECK_CASE(T) case T: return check_range_t(target, T, i0, i1, C, ignore_index, weight, wdouble, weight_sum, kept)
     switch (ttype) {
     CHECK_CASE(FASTCE_I8); CHECK_CASE(FASTCE_I16); CHECK_CASE(FASTCE_I32); CHECK_CASE(FASTCE_I64);
@@ -124,15 +129,17 @@ static int64_t check_range(const void *target, int ttype, int64_t i0, int64_t i1
    bit-identical) whatever the number of threads. */
 #define CHECK_BLOCK ((int64_t)1 << 16)
 
-int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C,
+int64_t fastce_check_targets(int isa, const void *target, int ttype, int64_t n, int64_t C,
                              int64_t ignore_index, const void *weight, int wdouble, int nthreads,
                              double *weight_sum, int64_t *kept) {
+    const ce_isa_table *table = fastce_isa_table(isa);
+    const ce_kernels *k = (table ? table : fastce_isa_table(FASTCE_ISA_SCALAR))->kernels[FASTCE_DT_F32];
     const int64_t nb = (n + CHECK_BLOCK - 1) / CHECK_BLOCK;
     int64_t *block_bad = nb > 1 ? malloc((size_t)nb * 2 * sizeof(int64_t)) : NULL;
     double *block_w = nb > 1 ? malloc((size_t)nb * sizeof(double)) : NULL;
     if (!block_bad || !block_w) { /* one block, or no memory for the per-block totals */
         free(block_bad); free(block_w);
-        return check_range(target, ttype, 0, n, C, ignore_index, weight, wdouble, weight_sum, kept);
+        return check_range(k, target, ttype, 0, n, C, ignore_index, weight, wdouble, weight_sum, kept);
     }
     int64_t *block_kept = block_bad + nb;
     if (nthreads > nb) nthreads = (int)nb;
@@ -141,7 +148,7 @@ int64_t fastce_check_targets(const void *target, int ttype, int64_t n, int64_t C
 #endif
     for (int64_t b = 0; b < nb; b++) {
         const int64_t i1 = (b + 1) * CHECK_BLOCK < n ? (b + 1) * CHECK_BLOCK : n;
-        block_bad[b] = check_range(target, ttype, b * CHECK_BLOCK, i1, C, ignore_index, weight, wdouble,
+        block_bad[b] = check_range(k, target, ttype, b * CHECK_BLOCK, i1, C, ignore_index, weight, wdouble,
                                    &block_w[b], &block_kept[b]);
     }
     int64_t bad = -1, count = 0;
