@@ -462,9 +462,9 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
  * Why several vectors and a prefetch: in place, a tile reads C lines spaced cstride apart, one
  * stream per class, which the hardware prefetchers follow poorly. A software prefetch
  * PREFETCH_BYTES ahead in every class's stream (tile_ahead: into the next n's planes near a
- * plane's end; input in pass A, output, for writing, in pass C) and, with 64-byte vectors, TILE_V = 4 neighbouring vectors per class visit (4 whole
- * lines) keep the loads from waiting on DRAM. Measured on (8, 21, 256, 256) float32, one
- * core, kernel alone: AVX-512 forward 1.9 -> 2.6 G/s, loss+grad 0.92 -> 1.46 G/s; AVX2
+ * plane's end; input in pass A, output, for writing, in pass C) and, with 64-byte vectors,
+ * TILE_V = 4 neighbouring vectors per class visit (4 whole lines) keep the loads from waiting
+ * on DRAM. Measured on (8, 21, 256, 256) float32, one core, kernel alone: AVX-512 forward 1.9 -> 2.6 G/s, loss+grad 0.92 -> 1.46 G/s; AVX2
  * forward 1.1 -> 1.5 G/s, where 4 vectors per visit (2 lines) was slower than 1. AVX2 takes 2
  * (one whole line per visit): loss+grad 0.60-0.62 -> 0.66-0.67 G/s on one core, 1.26 -> 1.39
  * on two, forward unchanged (1.22-1.26 G/s, exp-bound). The scalar path keeps 1. */
@@ -718,13 +718,13 @@ FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1
  * with this object's ISA (compiled for the baseline ISA the loop, with its early exit, took
  * ~1.7 cycles a target: 0.31 ms for 524288 int64 targets, ~5% of the one-thread AVX2
  * (8, 21, 256, 256) forward); a second loop finds the first bad target only when there is one. */
-#if FASTCE_BUILD_ISA != FASTCE_ISA_SCALAR /* (the scalar table has none: instantiate.h) */
+#if FASTCE_BUILD_ISA != FASTCE_ISA_SCALAR && FASTCE_BUILD_DTYPE == FASTCE_DT_F32 /* the one used (instantiate.h) */
 FASTCE_INLINE int64_t KFN(check_block_t)(const void *t, const int ttype, int64_t i0, int64_t i1, int64_t C,
                                          int64_t ignore_index, int64_t *kept) {
     int64_t count = 0, bad = 0;
     for (int64_t i = i0; i < i1; i++) {
         const int64_t v = ce_target_at(t, ttype, i);
-        const int64_t live = v != ignore_index, in_range = (uint64_t)v < (uint64_t)C;
+        const int64_t live = v != ignore_index, in_range = ce_target_in_range(v, C);
         count += live & in_range;
         bad |= live & !in_range;
     }
@@ -732,7 +732,7 @@ FASTCE_INLINE int64_t KFN(check_block_t)(const void *t, const int ttype, int64_t
     if (bad)
         for (int64_t i = i0; i < i1; i++) {
             const int64_t v = ce_target_at(t, ttype, i);
-            if (v != ignore_index && (uint64_t)v >= (uint64_t)C) return i;
+            if (v != ignore_index && !ce_target_in_range(v, C)) return i;
         }
     return -1;
 }

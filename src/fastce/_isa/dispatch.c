@@ -99,7 +99,7 @@ check_range_t(const void *target, const int ttype, int64_t i0, int64_t i1, int64
         const int64_t t = ce_target_at(target, ttype, i);
         if (t == ignore_index && !(ttype == FASTCE_U64 && ((const uint64_t *)target)[i] > (uint64_t)INT64_MAX))
             continue;
-        if (t < 0 || t >= C) return i;
+        if (!ce_target_in_range(t, C)) return i;
         count++;
         if (weight) wsum += wdouble ? ((const double *)weight)[t] : (double)((const float *)weight)[t];
     }
