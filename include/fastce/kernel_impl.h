@@ -164,9 +164,10 @@ FASTCE_INLINE double KFN(sweep_main)(const XT *xc, const REAL *wc, const REAL *y
     return VOP(hmax)(mx[0]);
 }
 
-/* Largest jump of the max within which a chunk's exps, taken against the previous max, stay
-   safely finite (e^64 * CHUNK_ELEMS << FLT_MAX) and are rescaled exactly afterwards. */
-#define MAX_JUMP 64.0
+/* Largest jump of the max within which a chunk's exps, taken against the previous max, are
+   kept (and rescaled exactly afterwards): the bound of the sums' terms (math_consts.h). It was
+   64, only to stay finite, until AVX2's sums' exp traded accuracy above 16 for speed. */
+#define MAX_JUMP FASTCE_SUM_ARG_MAX
 
 /* Pass 1 over one contiguous segment: x, w, y point at the segment's first class.
  * Chunk by chunk (CHUNK_ELEMS, L1-sized). The first chunk is swept twice: for its max, then
@@ -479,7 +480,7 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
  * the max of the first TILE_REF_CLASSES logits so that this stays rare: for normal logits of
  * std 3 and 21 classes, max - x0 > 16 in 0.14% of lanes (1.1% of 8-lane vectors, 2.2% of
  * 16-lane ones), max - max(x0..x3) > 16 in 1 of 2e6 rows. Far below exp's overflow (88). */
-#define TILE_MAX_SPREAD 16.0
+#define TILE_MAX_SPREAD FASTCE_SUM_ARG_MAX
 #define TILE_REF_CLASSES 4
 #define PREFETCH_BYTES 1024
 
