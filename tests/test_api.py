@@ -666,7 +666,7 @@ def test_large_common_offset(isa, dtype, offset, spread, target_kind, eps):
                          f"{name} vs torch", ctx, kind=kind)
 
 
-JUMPS = [0.0, 30.0, 63.5, 64.5, 80.0, 90.0, 200.0, 1e4, 1e30]
+JUMPS = [0.0, 15.5, 16.5, 30.0, 63.5, 64.5, 80.0, 90.0, 200.0, 1e4, 1e30]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
@@ -676,7 +676,7 @@ def test_tiles_max_far_above_the_first_logit(isa, dtype, shape):
     of each lane's first TILE_REF_CLASSES (4) logits, and redo a vector of lanes from cache
     against its max when that max lies more than TILE_MAX_SPREAD (16) above m: here lane by
     lane the max sits `jump` above the first class (within the first four or after them), for
-    jumps on both sides of 16 (and of 64, the row kernels' MAX_JUMP), beyond exp's range (88,
+    jumps on both sides of 16 (and of 64, the row kernels' old MAX_JUMP), beyond exp's range (88,
     709) and up to 1e30, mixed across the lanes of one vector. Loss, gradient and log_softmax
     against the reference."""
     rng = np.random.default_rng(seed_of("jump", shape))
@@ -708,6 +708,48 @@ def test_tiles_max_far_above_the_first_logit(isa, dtype, shape):
     r_lsm = ref.log_softmax(x, axis)
     err = np.abs(lsm - r_lsm)
     assert np.all(err <= rel * np.abs(r_lsm) + 2 * ulp * np.expand_dims(xmax, axis)), (ctx, err.max())
+
+
+CHUNK_FLOAT32 = 2048  # the row kernels' chunk (CHUNK_ELEMS: 8 KiB) in float32 logits
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_row_chunks_max_rising_between_chunks(isa, dtype):
+    """Long rows sweep their classes in chunks, each chunk's exps taken against the max of the
+    chunks before it, kept when the chunk's max exceeds it by at most 16 (FASTCE_SUM_ARG_MAX)
+    and redone against the new max otherwise. Here the max rises at each chunk's start by a
+    jump on either side of 16 (and of 64, the bound before), beyond exp's range and up to
+    1e30, the rows differing in the order of their jumps. Loss, gradient and logsumexp against
+    the reference, with the tolerance of test_tiles_max_far_above_the_first_logit."""
+    n_chunks = 6
+    C = n_chunks * CHUNK_FLOAT32 + 5
+    rng = np.random.default_rng(seed_of("row_jumps", C))
+    rows = len(JUMPS)
+    x = rng.standard_normal((rows, C))
+    for i in range(rows):
+        level = 0.0
+        for k in range(1, n_chunks + 1):
+            jump = JUMPS[(i + k) % len(JUMPS)]
+            if np.dtype(dtype) == np.float32:
+                jump = min(jump, 1e30)
+            level += jump
+            start = k * CHUNK_FLOAT32 if k < n_chunks else C - 5
+            x[i, start + rng.integers(0, 5)] = level  # a new max a little after the chunk's start
+    x = x.astype(dtype)
+    t = rng.integers(0, C, rows)
+    ctx = f"isa={isa} dtype={np.dtype(dtype).name}"
+    loss, grad = fastce.cross_entropy_with_grad(x, t, reduction="none")
+    r_loss, r_grad = ref.cross_entropy_with_grad(x, t, reduction="none")
+    ulp, rel = (2.0**-23, 1e-6) if np.dtype(dtype) == np.float32 else (2.0**-52, 1e-12)
+    xmax = np.abs(x.astype(np.float64)).max(axis=1)
+    assert np.all(np.isfinite(loss)), ctx
+    err = np.abs(loss.astype(np.float64) - r_loss)
+    assert np.all(err <= rel * np.abs(r_loss) + 2 * ulp * xmax), (ctx, err.max())
+    assert_close(grad, r_grad, dtype, "grad vs reference", ctx, kind="grad")
+    lse = fastce.logsumexp(x, axis=1).astype(np.float64)
+    r_lse = ref.logsumexp(x, 1)
+    err = np.abs(lse - r_lse)
+    assert np.all(err <= rel * np.abs(r_lse) + 2 * ulp * xmax), (ctx, err.max())
 
 
 # --------------------------------------------------------------------------
