@@ -467,9 +467,12 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
  * TILE_V = 4 neighbouring vectors per class visit (4 whole lines) keep the loads from waiting
  * on DRAM. Measured on (8, 21, 256, 256) float32, one core, kernel alone: AVX-512 forward 1.9 -> 2.6 G/s, loss+grad 0.92 -> 1.46 G/s; AVX2
  * forward 1.1 -> 1.5 G/s, where 4 vectors per visit (2 lines) was slower than 1. AVX2 takes 2
- * (one whole line per visit): loss+grad 0.60-0.62 -> 0.66-0.67 G/s on one core, 1.26 -> 1.39
- * on two, forward unchanged (1.22-1.26 G/s, exp-bound). The scalar path keeps 1. */
-#define TILE_V (VW == 1 ? 1 : VW * sizeof(REAL) >= 64 ? 4 : 2)
+ * (one whole line per visit) for the forward, whose pass A then keeps its sums in registers
+ * (4 cost 3-6% there), and 4 (two lines) with an output, whose pass C writes the lines back:
+ * (8, 21, 256, 256) loss+grad, one core, 14.5 -> 13.2 ms (medians of 6 alternating runs). The
+ * scalar path keeps 1. TILE_V is the most any specialization takes (the tile's arrays). */
+#define TILE_V (VW == 1 ? 1 : 4)
+#define TILE_V_FOR(outmode) (VW == 1 ? 1 : VW * sizeof(REAL) >= 64 || (outmode) ? 4 : 2)
 
 /* The widest max - m (a lane's max over its reference, see tile_group) whose sum pass A keeps.
  * Every exp of that sum is taken at x - m, rounded once: by at most half an ulp of
@@ -664,9 +667,10 @@ FASTCE_INLINE void KFN(tiles_spec)(const ce_args *a, int64_t i0, int64_t i1, con
         const REAL *yb = kind == FASTCE_KIND_PROB ? (const REAL *)a->prob + offset : NULL;
         XT *ob = outmode ? (XT *)a->out + offset : NULL;
         const int64_t ahead = KFN(tile_ahead)(n, p0, a->N, C, S);
-        if (TILE_V > 1 && i + TILE_V <= i1 && p0 + TILE_V * VW <= S) { /* (dead code when TILE_V is 1) */
-            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, TILE_V, VW, 1, 1, ahead, has_w, kind, smooth, outmode);
-            i += TILE_V;
+        const int tv = TILE_V_FOR(outmode);
+        if (tv > 1 && i + tv <= i1 && p0 + tv * VW <= S) { /* (dead code when tv is 1) */
+            KFN(tile_group)(a, xb, yb, ob, S, n * S + p0, tv, VW, 1, 1, ahead, has_w, kind, smooth, outmode);
+            i += tv;
             continue;
         }
         if (p0 + VW <= S)
@@ -805,6 +809,7 @@ static void KFN(score_rows)(const ce_args *a, int64_t i0, int64_t i1) {
 #undef UNROLL
 #undef EXP_UNROLL
 #undef TILE_V
+#undef TILE_V_FOR
 #undef PREFETCH_BYTES
 #undef ROW_PREFETCH_BYTES
 #undef ROW_BATCH
