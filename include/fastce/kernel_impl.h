@@ -468,7 +468,7 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
  * on DRAM. Measured on (8, 21, 256, 256) float32, one core, kernel alone: AVX-512 forward 1.9 -> 2.6 G/s, loss+grad 0.92 -> 1.46 G/s; AVX2
  * forward 1.1 -> 1.5 G/s, where 4 vectors per visit (2 lines) was slower than 1. AVX2 takes 2
  * (one whole line per visit) for the forward, whose pass A then keeps its sums in registers
- * (4 cost 3-6% there), and 4 (two lines) with an output, whose pass C writes the lines back:
+ * (4 cost it 2-6%), and 4 (two lines) with an output, whose pass C writes the lines back:
  * (8, 21, 256, 256) loss+grad, one core, 14.5 -> 13.2 ms (medians of 6 alternating runs). The
  * scalar path keeps 1. TILE_V is the most any specialization takes (the tile's arrays). */
 #define TILE_V (VW == 1 ? 1 : 4)

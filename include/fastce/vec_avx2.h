@@ -90,13 +90,17 @@ static inline double vf_hsum(vf_t v) {
     return vd_hsum_(_mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
                                   _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
 }
-/* The argument reduction shared by both paths below: n = round(8 x log2 e), rounded once by
+/* The argument reduction of exp's two paths below: n = round(8 x log2 e), rounded once by
    FASTCE_ROUND_MAGIC_F (|8 x log2 e| < 2^22 for every x they see) and left in *f's low
-   mantissa bits, and r = x - n ln2/8, |r| <= ln2/16 (math_consts.h). */
-static inline __m256 vf_exp_reduce_(__m256 x, __m256 *f, __m256 *n) {
+   mantissa bits (vf_exp_round_, which the sums' exp shares), and r = x - n ln2/8,
+   |r| <= ln2/16, with ln2/8 in two parts (math_consts.h). */
+static inline __m256 vf_exp_round_(__m256 x, __m256 *f) {
     const __m256 magic = _mm256_set1_ps(FASTCE_ROUND_MAGIC_F);
     *f = _mm256_fmadd_ps(x, _mm256_set1_ps((float)(8.0 * FASTCE_LOG2E)), magic);
-    *n = _mm256_sub_ps(*f, magic);
+    return _mm256_sub_ps(*f, magic);
+}
+static inline __m256 vf_exp_reduce_(__m256 x, __m256 *f, __m256 *n) {
+    *n = vf_exp_round_(x, f);
     const __m256 r = _mm256_fnmadd_ps(*n, _mm256_set1_ps(FASTCE_LN2_HI_F / 8), x);
     return _mm256_fnmadd_ps(*n, _mm256_set1_ps(FASTCE_LN2_LO_F / 8), r);
 }
@@ -181,13 +185,12 @@ static inline vf_t vf_exp_flush_bounded(vf_t x) {
 static inline __m256 vf_exp_floor_arg_(vf_t x) {
     return _mm256_max_ps(_mm256_set1_ps(FASTCE_EXP_FLUSH_F), x); /* max(lo, NaN) = NaN */
 }
-/* The sums' exp: n and f as vf_exp_reduce_, r in one FMA with FASTCE_LN2_8TH_F (math_consts.h:
-   |x| 2.75e-9 relative more error, a fraction of an ulp of the sums it joins). */
+/* The sums' exp: r in one FMA with FASTCE_LN2_8TH_F (math_consts.h: |x| 2.75e-9 relative more
+   error, a fraction of an ulp of the sums it joins). */
 static inline vf_t vf_exp_floored(vf_t x) {
     x = vf_exp_floor_arg_(x);
-    const __m256 magic = _mm256_set1_ps(FASTCE_ROUND_MAGIC_F);
-    const __m256 f = _mm256_fmadd_ps(x, _mm256_set1_ps((float)(8.0 * FASTCE_LOG2E)), magic);
-    const __m256 n = _mm256_sub_ps(f, magic);
+    __m256 f;
+    const __m256 n = vf_exp_round_(x, &f);
     return vf_exp_join_(_mm256_fnmadd_ps(n, _mm256_set1_ps(FASTCE_LN2_8TH_F), x), f);
 }
 /* acc + exp_floored(x): the step of the kernels' sums of exponentials. (Fusing the scale into
