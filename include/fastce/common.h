@@ -101,7 +101,7 @@ typedef struct {
     const void *a, *b;
     double *kl;              /* per row: KL(softmax(a) || softmax(b)) */
     double *lse_a, *lse_b;   /* per row: log-sum-exp of a and of b; may be NULL */
-    int64_t *argmax_a, *argmax_b; /* per row: first index of the row's max; may be NULL */
+    int64_t *argmax_a;       /* per row: first index of a's max; may be NULL */
     double *rank_b;          /* per row, t = argmax_a: #{c : b_c > b_t} + #{c < t : b_c == b_t};
                                 may be NULL (needs argmax_a) */
     void *out;               /* d(sum g * kl)/db = g (softmax(b) - softmax(a)), b's layout; may be NULL */

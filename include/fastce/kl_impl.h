@@ -144,7 +144,7 @@ static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
         if (k->lse_a) k->lse_a[r] = Ma + lsa;
         if (k->lse_b) k->lse_b[r] = Mb + lsb;
 
-        /* (3) the argmaxes, and the rank of b at a's argmax (before the gradient, which may be
+        /* (3) a's argmax, and the rank of b at it (before the gradient, which may be
            written over b) */
         if (k->argmax_a) {
             const int64_t ia = KFN(first_max)(a, C, Ma);
@@ -160,7 +160,6 @@ static void KFN(kl_rows)(const kl_args *k, int64_t i0, int64_t i1) {
                 k->rank_b[r] = VOP(hsum)(cnt);
             }
         }
-        if (k->argmax_b) k->argmax_b[r] = KFN(first_max)(b, C, Mb);
         /* (4) the gradient with respect to b: g (e^(b - lse_b) - e^(a - lse_a)) */
         if (k->out) {
             const double g = k->gscale * (k->gout ? k->gout[r] : 1.0);

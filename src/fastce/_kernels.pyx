@@ -57,7 +57,6 @@ cdef extern from "fastce/dispatch.h" nogil:
         double *lse_a
         double *lse_b
         int64_t *argmax_a
-        int64_t *argmax_b
         double *rank_b
         void *out
         const double *gout
@@ -253,17 +252,17 @@ def ce_run(int isa, cnp.ndarray x, int64_t N, int64_t C, int64_t S, int kind, in
 
 
 def kl_run(int isa, cnp.ndarray a, cnp.ndarray b, cnp.ndarray kl, *, lse_a=None, lse_b=None,
-           argmax_a=None, argmax_b=None, rank_b=None, out=None, gout=None, double gscale=1.0,
+           argmax_a=None, rank_b=None, out=None, gout=None, double gscale=1.0,
            int nthreads=1):
     """kl_rows of `isa` over the row pairs of a (reference) and b (model), both C-contiguous
-    (N, C) arrays of one storage dtype; per-row float64 results (int64 argmaxes) into the arrays
-    given, the gradient with respect to b into `out` (b's shape and dtype). See kl_impl.h."""
+    (N, C) arrays of one storage dtype; per-row float64 results (int64 for a's argmax) into the
+    arrays given, the gradient with respect to b into `out` (b's shape and dtype). See kl_impl.h."""
     cdef kl_args k
     k.N = a.shape[0]; k.C = a.shape[1]
     k.a = cnp.PyArray_DATA(a); k.b = cnp.PyArray_DATA(b)
     k.kl = <double *>cnp.PyArray_DATA(kl)
     k.lse_a = <double *>_ptr(lse_a); k.lse_b = <double *>_ptr(lse_b)
-    k.argmax_a = <int64_t *>_ptr(argmax_a); k.argmax_b = <int64_t *>_ptr(argmax_b)
+    k.argmax_a = <int64_t *>_ptr(argmax_a)
     k.rank_b = <double *>_ptr(rank_b)
     k.out = <void *>_ptr(out)
     k.gout = <const double *>_ptr(gout); k.gscale = gscale
