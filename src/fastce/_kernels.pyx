@@ -203,9 +203,17 @@ def sum_f64(a):
     cdef cnp.ndarray arr = np.ascontiguousarray(a, dtype=np.float64)
     return fastce_sum_f64(<const double *>cnp.PyArray_DATA(arr), arr.size)
 
-cdef void _parallel(ce_range_fn fn, const ce_args *a, int64_t items, int64_t per_block,
+ctypedef fused kernel_args:  # the argument structs of the kernels' range functions
+    ce_args
+    kl_args
+    shard_args
+
+
+cdef void _parallel(void (*fn)(const kernel_args *, int64_t, int64_t) noexcept nogil,
+                    const kernel_args *a, int64_t items, int64_t per_block,
                     int nthreads) noexcept nogil:
-    """fn over [0, items) in blocks of per_block items, on nthreads threads."""
+    """fn over [0, items) in blocks of per_block items, on nthreads threads: the one thread
+    team of every kernel call."""
     cdef int64_t nblocks = (items + per_block - 1) // per_block
     cdef int64_t b, i0, i1
     if nthreads > nblocks:  # never start threads that would have no block to run
@@ -269,32 +277,16 @@ def kl_run(int isa, cnp.ndarray a, cnp.ndarray b, cnp.ndarray kl, *, lse_a=None,
     _rows_parallel(fastce_isa_table(isa).kernels[storage_code(a.dtype)].kl_rows, &k, k.N, k.C, nthreads)
 
 
-ctypedef fused row_args:
-    kl_args
-    shard_args
-
-
-cdef void _rows_parallel(void (*fn)(const row_args *, int64_t, int64_t) noexcept nogil, const row_args *k,
-                         int64_t N, int64_t C, int nthreads) noexcept:
-    """fn over rows [0, N) in blocks, as _parallel does for the one-stream kernels (one thread
-    for small work; several blocks per thread), with the GIL released."""
-    cdef int64_t nblocks, per_block, blk, i0, i1
+cdef void _rows_parallel(void (*fn)(const kernel_args *, int64_t, int64_t) noexcept nogil,
+                         const kernel_args *k, int64_t N, int64_t C, int nthreads) noexcept:
+    """fn over rows [0, N) in blocks, as the one-stream kernels (one thread for small work;
+    several blocks per thread), with the GIL released."""
     if N == 0:
         return
     if N * C < MIN_PARALLEL_WORK:
         nthreads = 1
-    per_block = _per_block(N, nthreads)
-    nblocks = (N + per_block - 1) // per_block
-    if nthreads > nblocks:
-        nthreads = <int>nblocks
     with nogil:
-        if nthreads <= 1:
-            fn(k, 0, N)
-        else:
-            for blk in prange(nblocks, num_threads=nthreads, schedule="dynamic", chunksize=1):
-                i0 = blk * per_block
-                i1 = min(i0 + per_block, N)
-                fn(k, i0, i1)
+        _parallel(fn, k, N, _per_block(N, nthreads), nthreads)
 
 
 def shard_grad_run(int isa, cnp.ndarray x, cnp.ndarray out, lse, A, B, fix, tcol, weight=None, int nthreads=1):
@@ -381,9 +373,9 @@ def vector_math(int isa, str func, cnp.ndarray x not None):
     """A function of MATH_FUNCS over a contiguous float32/float64 array through `isa`'s vector
     math (the code the kernels inline): exp, log, exp_flush (the kernels' exp: +0 where exp is
     below ~FLT_MIN / DBL_MIN), exp_flush_bounded (exp_flush's bits for x <= 88, any value
-    above) or exp_floored (as exp_flush_bounded, but +0 or exp(threshold) below the flush
-    threshold; the sums' exp) or exp_floored_add (1 + exp_floored(x), as the sums' step adds
-    a term to a sum that holds 1). For the accuracy tests and fastce bench; not part of the public API."""
+    above) or exp_floored (the sums' exp: as exp_flush_bounded, within |x| 2.75e-9 relative of
+    it on AVX2, and +0 or its value at the flush threshold below it) or exp_floored_add
+    (1 + exp_floored(x), as the sums' step adds a term to a sum that holds 1). For the accuracy tests and fastce bench; not part of the public API."""
     cdef const ce_isa_table *table = fastce_isa_table(isa)
     cdef const ce_kernels *k = table.kernels[FASTCE_DT_F64 if x.dtype.itemsize == 8 else FASTCE_DT_F32]
     cdef cnp.ndarray y
