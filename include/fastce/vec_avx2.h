@@ -238,8 +238,13 @@ static inline __m128i vb_bits_(vf_t v) {
     const __m256i u = _mm256_castps_si256(v);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
     __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
-    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
-    r = _mm256_blendv_epi8(r, quiet, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+    const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    /* NaN lanes, truncated and made quiet, only in a vector that holds one: a blend on every
+       vector took 7% of the (1024, 32000) bfloat16 loss+grad (one AVX2 core, 1.11 -> 1.19 G/s). */
+    if (__builtin_expect(_mm256_movemask_ps(nan) != 0, 0)) {
+        const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+        r = _mm256_blendv_epi8(r, quiet, _mm256_castps_si256(nan));
+    }
     /* 32 -> 16 bits: packus works per 128-bit lane (r0-3 r0-3 | r4-7 r4-7); qwords 0 and 2 */
     return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
 }
