@@ -141,10 +141,10 @@ typedef struct {
        accuracy tests and the bench's exp rate. */
     void (*math_array)(const void *x, void *y, int64_t n, int func);
     /* The unweighted index check of targets [i0, i1) (any dtype but uint64), vectorized with
-       this ISA: the first bad position or -1, and the count kept (fastce_check_targets). Only
+       this ISA: whether any target is bad, and the count kept (fastce_check_targets). Only
        in the SIMD ISAs' float32 tables (NULL elsewhere). */
-    int64_t (*check_block)(const void *target, int ttype, int64_t i0, int64_t i1, int64_t C,
-                           int64_t ignore_index, int64_t *kept);
+    int (*check_block)(const void *target, int ttype, int64_t i0, int64_t i1, int64_t C,
+                       int64_t ignore_index, int64_t *kept);
 } ce_kernels;
 /* math_array's functions: exp, log, and the kernels' three exps (vec_*.h, math_consts.h). */
 enum { FASTCE_MATH_EXP = 0, FASTCE_MATH_LOG = 1, FASTCE_MATH_EXP_FLUSH = 2, FASTCE_MATH_EXP_FLUSH_BOUNDED = 3,

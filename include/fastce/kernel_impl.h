@@ -465,8 +465,9 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
  * PREFETCH_BYTES ahead in every class's stream (tile_ahead: into the next n's planes near a
  * plane's end; input in pass A, output, for writing, in pass C) and, with 64-byte vectors,
  * TILE_V = 4 neighbouring vectors per class visit (4 whole lines) keep the loads from waiting
- * on DRAM. Measured on (8, 21, 256, 256) float32, one core, kernel alone: AVX-512 forward 1.9 -> 2.6 G/s, loss+grad 0.92 -> 1.46 G/s; AVX2
- * forward 1.1 -> 1.5 G/s, where 4 vectors per visit (2 lines) was slower than 1. AVX2 takes 2
+ * on DRAM. Measured on (8, 21, 256, 256) float32, one core, kernel alone: AVX-512 forward
+ * 1.9 -> 2.6 G/s, loss+grad 0.92 -> 1.46 G/s; AVX2 forward 1.1 -> 1.5 G/s, where 4 vectors
+ * per visit (2 lines) was slower than 1 (before the prefetch followed the tiles). AVX2 takes 2
  * (one whole line per visit) for the forward, whose pass A then keeps its sums in registers
  * (4 cost it 2-6%), and 4 (two lines) with an output, whose pass C writes the lines back:
  * (8, 21, 256, 256) loss+grad, one core, 14.5 -> 13.2 ms (medians of 6 alternating runs). The
@@ -718,14 +719,15 @@ FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1
 /* ---- the index targets' check without weights (fastce_check_targets, dispatch.c) ----
  * Targets [i0, i1) of dtype ttype (any but uint64, whose values above INT64_MAX only the
  * dispatcher's scalar loop tells apart from ignore_index): the index rule (torch's), a target
- * equal to ignore_index is ignored and any other must lie in [0, C). Returns the first bad
- * position or -1, and the count in range. One loop with no branch, so that gcc vectorizes it
- * with this object's ISA (compiled for the baseline ISA the loop, with its early exit, took
- * ~1.7 cycles a target: 0.31 ms for 524288 int64 targets, ~5% of the one-thread AVX2
- * (8, 21, 256, 256) forward); a second loop finds the first bad target only when there is one. */
+ * equal to ignore_index is ignored and any other must lie in [0, C). Returns whether any target
+ * breaks it, and the count in range. One loop with no branch, so that gcc vectorizes it with
+ * this object's ISA (compiled for the baseline ISA the loop, with its early exit, took ~1.7
+ * cycles a target: 0.31 ms for 524288 int64 targets, ~5% of the one-thread AVX2
+ * (8, 21, 256, 256) forward); the dispatcher's scalar loop then finds the first bad target
+ * of a block that has one. */
 #if FASTCE_BUILD_ISA != FASTCE_ISA_SCALAR && FASTCE_BUILD_DTYPE == FASTCE_DT_F32 /* the one used (instantiate.h) */
-FASTCE_INLINE int64_t KFN(check_block_t)(const void *t, const int ttype, int64_t i0, int64_t i1, int64_t C,
-                                         int64_t ignore_index, int64_t *kept) {
+FASTCE_INLINE int KFN(check_block_t)(const void *t, const int ttype, int64_t i0, int64_t i1, int64_t C,
+                                     int64_t ignore_index, int64_t *kept) {
     int64_t count = 0, bad = 0;
     for (int64_t i = i0; i < i1; i++) {
         const int64_t v = ce_target_at(t, ttype, i);
@@ -734,15 +736,10 @@ FASTCE_INLINE int64_t KFN(check_block_t)(const void *t, const int ttype, int64_t
         bad |= live & !in_range;
     }
     *kept = count;
-    if (bad)
-        for (int64_t i = i0; i < i1; i++) {
-            const int64_t v = ce_target_at(t, ttype, i);
-            if (v != ignore_index && !ce_target_in_range(v, C)) return i;
-        }
-    return -1;
+    return bad != 0;
 }
-static int64_t KFN(check_block)(const void *t, int ttype, int64_t i0, int64_t i1, int64_t C,
-                                int64_t ignore_index, int64_t *kept) {
+static int KFN(check_block)(const void *t, int ttype, int64_t i0, int64_t i1, int64_t C,
+                            int64_t ignore_index, int64_t *kept) {
 #define CHECK_CASE(T) case T: return KFN(check_block_t)(t, T, i0, i1, C, ignore_index, kept)
     switch (ttype) {
     CHECK_CASE(FASTCE_I8); CHECK_CASE(FASTCE_I16); CHECK_CASE(FASTCE_I32); CHECK_CASE(FASTCE_I64);

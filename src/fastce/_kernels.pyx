@@ -375,7 +375,8 @@ def vector_math(int isa, str func, cnp.ndarray x not None):
     below ~FLT_MIN / DBL_MIN), exp_flush_bounded (exp_flush's bits for x <= 88, any value
     above) or exp_floored (the sums' exp: as exp_flush_bounded, within |x| 2.75e-9 relative of
     it on AVX2, and +0 or its value at the flush threshold below it) or exp_floored_add
-    (1 + exp_floored(x), as the sums' step adds a term to a sum that holds 1). For the accuracy tests and fastce bench; not part of the public API."""
+    (1 + exp_floored(x), as the sums' step adds a term to a sum that holds 1). For the accuracy
+    tests and fastce bench; not part of the public API."""
     cdef const ce_isa_table *table = fastce_isa_table(isa)
     cdef const ce_kernels *k = table.kernels[FASTCE_DT_F64 if x.dtype.itemsize == 8 else FASTCE_DT_F32]
     cdef cnp.ndarray y

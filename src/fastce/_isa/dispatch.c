@@ -111,10 +111,12 @@ check_range_t(const void *target, const int ttype, int64_t i0, int64_t i1, int64
 static int64_t check_range(const ce_kernels *k, const void *target, int ttype, int64_t i0, int64_t i1,
                            int64_t C, int64_t ignore_index, const void *weight, int wdouble,
                            double *weight_sum, int64_t *kept) {
-    if (k->check_block && !weight && ttype != FASTCE_U64) { /* vectorized; the kept weight is the count */
-        const int64_t bad = k->check_block(target, ttype, i0, i1, C, ignore_index, kept);
+    /* Vectorized, the kept weight being the count; a block with a bad target goes through the
+       loop below, which stops at the first. */
+    if (k->check_block && !weight && ttype != FASTCE_U64
+            && !k->check_block(target, ttype, i0, i1, C, ignore_index, kept)) {
         *weight_sum = (double)*kept;
-        return bad;
+        return -1;
     }
 #define CHECK_CASE(T) case T: return check_range_t(target, T, i0, i1, C, ignore_index, weight, wdouble, weight_sum, kept)
     switch (ttype) {
