@@ -2,7 +2,7 @@
 
 Semantics follow torch.nn.functional.cross_entropy (torch 2.13); see README.md.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 from ._functional import (  # noqa: E402
     cross_entropy,

@@ -12,6 +12,7 @@ import os
 import threading
 
 from . import _kernels
+from ._version import __version__
 
 __all__ = ["available_isas", "get_isa", "set_isa", "use_isa", "get_config", "show_config"]
 
@@ -139,8 +140,6 @@ def _check_threads(num_threads):
 
 def get_config():
     """A dict describing this build and the run-time choices."""
-    from . import __version__
-
     return {
         "version": __version__,
         "openmp": _kernels.openmp_enabled(),

@@ -19,12 +19,9 @@ from typing import Callable, List, Optional, Sequence
 
 
 def _version() -> str:
-    try:
-        from fastce import __version__
+    from fastce._version import __version__
 
-        return __version__
-    except Exception:  # pragma: no cover - partially built package
-        return "unknown"
+    return __version__
 
 
 def _run_bench(args: argparse.Namespace) -> int:
