@@ -28,7 +28,8 @@ import pytest
 
 import fastce
 from _ce_testutil import ref
-from fastce import _cli_util, _score_cli, cli
+from fastce import cli
+from fastce.cli import common as _cli_util, score as _score_cli
 
 N, V = 1000, 50
 

@@ -13,8 +13,8 @@ With ``--hidden H.npy --weight W.npy [--bias B.npy]`` the logits are ``H @ W.T +
 
 How the files are read
 ----------------------
-* The logits (or hidden) and targets files are read by :mod:`fastce._npy_blocks`, one
-  :class:`~fastce._npy_blocks.RowBlockReader` per file, stepping through the same row blocks:
+* The logits (or hidden) and targets files are read by :mod:`fastce.cli.npy_blocks`, one
+  :class:`~fastce.cli.npy_blocks.RowBlockReader` per file, stepping through the same row blocks:
   every header is checked before a single logit is read, and only one block's byte range is
   mapped at a time, so memory stays at about one block whatever the file size (its docstring
   says how and why). While block ``i`` is scored, block ``i+1`` is prefetched.
@@ -40,10 +40,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 # The block-mapped .npy reader; its names stay importable from here.
-from ._cli_util import (ModelFiles, add_dask_arguments, dask_client, error, guarded, int64, json_value,
+from .common import (ModelFiles, add_dask_arguments, dask_client, error, guarded, int64, json_value,
                         linear_files, logits_files, positive_float, positive_int, progress, top_k_list,
                         uses_dask)
-from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, ReadError,  # noqa: F401
+from .npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, ReadError,  # noqa: F401
                           RowBlockReader, as_dask_array, block_bounds, check_int, read_npy_header,
                           rows_per_block)
 

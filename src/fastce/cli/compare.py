@@ -7,7 +7,7 @@ floating-point summation order). KL(p_ref || q_model) per row (mean, max, quanti
 top-k agreement of the reference's argmax, and with ``--targets`` both models' NLL and
 perplexity, their difference and ratio, and the RMS change of the target's probability.
 
-How the files are read: as ``fastce score`` reads them (:mod:`fastce._npy_blocks`): every header
+How the files are read: as ``fastce score`` reads them (:mod:`fastce.cli.npy_blocks`): every header
 is checked before any logit is read, the targets are validated in a first pass, and then both
 logits files are mapped one row block at a time, the same rows of each, so that memory stays at
 about one block per file whatever the file sizes. With ``--hidden/--weight`` (and
@@ -29,11 +29,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, RowBlockReader, as_dask_array, block_bounds,
+from .npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, RowBlockReader, as_dask_array, block_bounds,
                           check_int, read_npy_header, rows_per_block)
-from ._cli_util import (ModelFiles, add_dask_arguments, dask_client, guarded, int64, json_value, linear_files,
+from .common import (ModelFiles, add_dask_arguments, dask_client, guarded, int64, json_value, linear_files,
                         logits_files, positive_float, positive_int, progress, top_k_list, uses_dask)
-from ._score_cli import _load_whole, _targets_block, check_targets
+from .score import _load_whole, _targets_block, check_targets
 
 USAGE = (
     "fastce compare [options] LOGITS.npy REF.npy [--targets TARGETS.npy]\n"

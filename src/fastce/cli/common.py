@@ -19,7 +19,7 @@ from typing import Callable, Iterator, List, Optional
 
 import numpy as np
 
-from ._npy_blocks import (InputError, NpyInfo, ReadError, check_float, check_rows_contiguous, is_zarr_path,
+from .npy_blocks import (InputError, NpyInfo, ReadError, check_float, check_rows_contiguous, is_zarr_path,
                           read_npy_header, read_zarr_header)
 
 

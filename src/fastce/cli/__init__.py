@@ -49,7 +49,7 @@ def _add_bench(subparsers) -> None:
 
 
 def _add_score(subparsers) -> None:
-    from fastce import _score_cli
+    from fastce.cli import score as _score_cli
 
     p = subparsers.add_parser(
         "score",
@@ -74,7 +74,7 @@ def _add_score(subparsers) -> None:
 
 
 def _add_compare(subparsers) -> None:
-    from fastce import _compare_cli
+    from fastce.cli import compare as _compare_cli
 
     p = subparsers.add_parser(
         "compare",
