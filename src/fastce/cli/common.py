@@ -1,10 +1,12 @@
-"""What the file commands (``fastce score``, ``fastce compare``) share: argument types, the
-mapping of failures to one ``fastce <command>: error: ...`` line and an exit status, the progress
-bar, and JSON output.
+"""What the file commands (``fastce score``, ``fastce compare``) share: argument types and the
+``--workers`` / ``--scheduler`` options, the checked headers of a model's files, the targets'
+validation pass and row blocks, the mapping of failures to one ``fastce <command>: error: ...``
+line and an exit status, the progress bar, and JSON output.
 
-Exit status: 0 ok; 2 for usage and input errors (:class:`InputError`, and the IndexError /
-ValueError / TypeError that fastce raises on bad data); 1 for failures while reading or mapping
-(:class:`ReadError`, I/O errors, out of memory). No traceback in any of these cases.
+Exit status: 0 ok; 2 for usage and input errors (:class:`~fastce.cli.npy_blocks.InputError`,
+and the IndexError / ValueError / TypeError that fastce raises on bad data); 1 for failures
+while reading or mapping (:class:`~fastce.cli.npy_blocks.ReadError`, I/O errors, out of
+memory). No traceback in any of these cases.
 """
 
 from __future__ import annotations
@@ -15,37 +17,100 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, TypeVar, Union
 
 import numpy as np
 
-from .npy_blocks import (InputError, NpyInfo, ReadError, check_float, check_rows_contiguous, is_zarr_path,
-                          read_npy_header, read_zarr_header)
+from .npy_blocks import (InputError, NpyInfo, ReadError, RowBlockReader, ZarrInfo, block_bounds, check_float,
+                         check_rows_contiguous, is_zarr_path, read_npy_header, read_zarr_header)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import distributed
+
+__all__ = [
+    "ModelFiles",
+    "logits_files",
+    "linear_files",
+    "TARGET_CHECK_ROWS",
+    "check_targets",
+    "targets_block",
+    "load_whole",
+    "positive_int",
+    "positive_float",
+    "int64",
+    "top_k_list",
+    "json_value",
+    "error",
+    "guarded",
+    "stderr_is_terminal",
+    "progress",
+    "add_dask_arguments",
+    "uses_dask",
+    "dask_client",
+]
+
+_N = TypeVar("_N", int, float)
+
+
+# --------------------------------------------------------------------------------------------
+# a model's files
 
 
 @dataclass
 class ModelFiles:
-    """One model's validated headers: its logits file, or its hidden states and LM-head weight
-    (and bias), whose logits are computed chunk by chunk."""
+    """One model's checked headers: its logits file, or its hidden states and LM-head weight
+    (and bias), whose logits are computed chunk by chunk.
 
-    logits: Optional[NpyInfo] = None
+    Build it with :func:`logits_files` or :func:`linear_files`, which check the headers.
+
+    Parameters
+    ----------
+    logits : NpyInfo or ZarrInfo or None
+        The ``(N, V)`` logits file (None in the linear form).
+    hidden : NpyInfo or None
+        The ``(N, H)`` hidden states of the linear form.
+    weight : NpyInfo or None
+        The ``(V, H)`` LM-head weight of the linear form.
+    bias : NpyInfo or None
+        The ``(V,)`` LM-head bias of the linear form, if any.
+    """
+
+    logits: Optional[Union[NpyInfo, ZarrInfo]] = None
     hidden: Optional[NpyInfo] = None
     weight: Optional[NpyInfo] = None
     bias: Optional[NpyInfo] = None
 
     @property
-    def rows(self) -> NpyInfo:
+    def rows(self) -> Union[NpyInfo, ZarrInfo]:
         """The file that is read in row blocks (logits, or hidden for the linear form)."""
-        return self.logits if self.logits is not None else self.hidden
+        rows = self.logits if self.logits is not None else self.hidden
+        assert rows is not None, "ModelFiles holds neither logits nor hidden states"
+        return rows
 
     @property
     def vocab(self) -> int:
-        return self.logits.shape[1] if self.logits is not None else self.weight.shape[0]
+        """The number of classes ``V``."""
+        if self.logits is not None:
+            return self.logits.shape[1]
+        assert self.weight is not None, "ModelFiles holds neither logits nor a weight"
+        return self.weight.shape[0]
 
     def describe(self, label: str) -> List[str]:
-        """Table lines naming the files (label: e.g. "model")."""
+        """Table lines naming the files and their shapes.
+
+        Parameters
+        ----------
+        label : str
+            The model's name in the table, e.g. ``"model"`` or ``"reference"``.
+
+        Returns
+        -------
+        list of str
+            One line per file.
+        """
         if self.logits is not None:
             return [f"{label:<11} {self.logits.path}  ({self.logits.describe()})"]
+        assert self.hidden is not None and self.weight is not None
         out = [f"{label + ' h':<11} {self.hidden.path}  ({self.hidden.describe()})",
                f"{label + ' W':<11} {self.weight.path}  ({self.weight.describe()})"]
         if self.bias is not None:
@@ -55,8 +120,32 @@ class ModelFiles:
 
 def logits_files(path: str, role: str = "logits", dtype: Optional[str] = None, v2_only: bool = False,
                  zarr_ok: bool = False) -> ModelFiles:
-    """A C-ordered (N, V) float logits file's header, checked (InputError on a problem); with
-    `zarr_ok`, a zarr array's too (read through dask only)."""
+    """Read and check the header of a C-ordered ``(N, V)`` float logits file.
+
+    Parameters
+    ----------
+    path : str
+        The ``.npy`` file (or, with ``zarr_ok``, a zarr array).
+    role : str, optional
+        What the file is, to name it in error messages.
+    dtype : {None, "bfloat16"}, optional
+        The dtype declared for a ``|V2`` file (see :func:`~fastce.cli.npy_blocks.read_npy_header`).
+    v2_only : bool, optional
+        Apply ``dtype`` to a ``|V2`` file only.
+    zarr_ok : bool, optional
+        Accept a zarr array (read through dask only).
+
+    Returns
+    -------
+    ModelFiles
+        With ``logits`` set.
+
+    Raises
+    ------
+    InputError
+        On the first problem with the file.
+    """
+    x: Union[NpyInfo, ZarrInfo]
     if is_zarr_path(path):
         if not zarr_ok:
             raise InputError(f"{role} {path!r} is a zarr store: zarr input is read through dask, with "
@@ -75,8 +164,28 @@ def logits_files(path: str, role: str = "logits", dtype: Optional[str] = None, v
 
 
 def linear_files(hidden: str, weight: str, bias: Optional[str] = None, prefix: str = "") -> ModelFiles:
-    """The headers of hidden states (N, H), an LM-head weight (V, H) and bias (V,), checked;
-    `prefix` names the options in messages (e.g. "ref-")."""
+    """Read and check the headers of hidden states ``(N, H)``, an LM-head weight ``(V, H)`` and
+    bias ``(V,)``.
+
+    Parameters
+    ----------
+    hidden, weight : str
+        The ``.npy`` files of the hidden states and the weight.
+    bias : str, optional
+        The ``.npy`` file of the bias.
+    prefix : str, optional
+        Prefix of the options' names in messages (e.g. ``"ref-"``).
+
+    Returns
+    -------
+    ModelFiles
+        With ``hidden``, ``weight`` and ``bias`` set.
+
+    Raises
+    ------
+    InputError
+        On the first problem with a file, or shapes that do not fit together.
+    """
     h = read_npy_header(hidden, f"{prefix}hidden")
     check_float(h, f"{prefix}hidden")
     if len(h.shape) != 2:
@@ -105,7 +214,115 @@ def linear_files(hidden: str, weight: str, bias: Optional[str] = None, prefix: s
     return ModelFiles(hidden=h, weight=w, bias=b)
 
 
-def _number(text: str, kind):
+def load_whole(info: NpyInfo) -> np.ndarray:
+    """Memory-map a weight or bias file whole (it is read many times, once per block).
+
+    Parameters
+    ----------
+    info : NpyInfo
+        The checked header of the file.
+
+    Returns
+    -------
+    numpy.ndarray
+        The array, memory-mapped read-only (a native-order copy for a byte-swapped file).
+
+    Raises
+    ------
+    ReadError
+        If the file cannot be mapped.
+    """
+    try:
+        a = np.load(info.path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ReadError(f"cannot map {info.path!r}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    a = np.asarray(a)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+# --------------------------------------------------------------------------------------------
+# targets
+
+#: Rows of the targets file read per block in the validation pass (8 MB of int64).
+TARGET_CHECK_ROWS: int = 1 << 20
+
+
+def check_targets(reader: RowBlockReader, vocab: int, ignore_index: int) -> int:
+    """Stream the targets once, in blocks of :data:`TARGET_CHECK_ROWS`, and check their range.
+
+    Run before the long scan, so that an out-of-range target fails before any logits are read.
+
+    Parameters
+    ----------
+    reader : RowBlockReader
+        The targets file's reader.
+    vocab : int
+        The number of classes; valid targets are ``0 .. vocab - 1``.
+    ignore_index : int
+        Targets equal to it are ignored (counted, not checked).
+
+    Returns
+    -------
+    int
+        The number of ignored rows.
+
+    Raises
+    ------
+    InputError
+        Naming the first out-of-range target and its row.
+    """
+    ignored = 0
+    for r0, r1 in block_bounds(reader.n_rows, TARGET_CHECK_ROWS):
+        t = reader.copy_rows(r0, r1)
+        keep = t != ignore_index if _fits(ignore_index, t.dtype) else np.ones(t.shape, bool)
+        ignored += int(t.size - np.count_nonzero(keep))
+        bad = keep & ((t < 0) | (t >= vocab)) if t.dtype.kind == "i" else keep & (t >= vocab)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"targets file {reader.info.path!r}: target {int(t[i])} at row {r0 + i} is out of "
+                f"range for {vocab} classes (valid: 0..{vocab - 1}, or the ignore index "
+                f"{ignore_index})")
+    return ignored
+
+
+def _fits(value: int, dtype: np.dtype[Any]) -> bool:
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
+def targets_block(reader: RowBlockReader, r0: int, r1: int) -> np.ndarray:
+    """Targets ``[r0, r1)`` as native int64 (a copy: nothing stays mapped).
+
+    uint64 values above the int64 range are clipped to 0; :func:`check_targets` has rejected
+    them before (they exceed any vocabulary).
+
+    Parameters
+    ----------
+    reader : RowBlockReader
+        The targets file's reader.
+    r0, r1 : int
+        The first row and one past the last.
+
+    Returns
+    -------
+    numpy.ndarray
+        The targets, int64 of shape ``(r1 - r0,)``.
+    """
+    if reader.info.dtype.kind == "u" and reader.info.dtype.itemsize == 8:
+        t = reader.copy_rows(r0, r1)
+        return np.where(t > np.iinfo(np.int64).max, np.uint64(0), t).astype(np.int64)
+    return reader.copy_rows(r0, r1, np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# argument types
+
+
+def _number(text: str, kind: Callable[[str], _N]) -> _N:
     """int(text) or float(text), or the argparse error that names what was expected."""
     try:
         return kind(text)
@@ -114,6 +331,23 @@ def _number(text: str, kind):
 
 
 def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1.
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    int
+        The value.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is not an integer, or is below 1.
+    """
     v = _number(text, int)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
@@ -121,6 +355,23 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
+    """argparse type: a positive finite number.
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    float
+        The value.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is not a number, or is not positive and finite.
+    """
     v = _number(text, float)
     if not (v > 0 and math.isfinite(v)):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
@@ -128,6 +379,23 @@ def positive_float(text: str) -> float:
 
 
 def int64(text: str) -> int:
+    """argparse type: an integer that fits in int64 (e.g. ``--ignore-index``).
+
+    Parameters
+    ----------
+    text : str
+        The option's value.
+
+    Returns
+    -------
+    int
+        The value.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is not an integer, or is outside ``[-2**63, 2**63)``.
+    """
     v = _number(text, int)
     if not -(2 ** 63) <= v < 2 ** 63:
         raise argparse.ArgumentTypeError(f"must fit in a 64-bit integer, got {v}")
@@ -135,6 +403,23 @@ def int64(text: str) -> int:
 
 
 def top_k_list(text: str) -> List[int]:
+    """argparse type of ``--top-k``: one k or a comma list of them, each >= 1.
+
+    Parameters
+    ----------
+    text : str
+        The option's value, e.g. ``"5"`` or ``"5,10"`` (empty items are skipped).
+
+    Returns
+    -------
+    list of int
+        The values of k, in the order given.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If an item is not an integer or is below 1, or no item is given.
+    """
     out = []
     for part in text.split(","):
         part = part.strip()
@@ -149,8 +434,24 @@ def top_k_list(text: str) -> List[int]:
     return out
 
 
-def json_value(v):
-    """NumPy scalars to Python numbers; NaN and infinities to ``None`` (strict JSON)."""
+# --------------------------------------------------------------------------------------------
+# output and errors
+
+
+def json_value(v: Any) -> Any:
+    """A value made ready for strict JSON, recursively through dicts, lists and tuples.
+
+    Parameters
+    ----------
+    v : object
+        A result value: a dict, list, tuple, NumPy or Python scalar, or anything else.
+
+    Returns
+    -------
+    object
+        NumPy scalars as Python ``bool`` / ``int`` / ``float``, NaN and infinities as ``None``,
+        dict keys as ``str``, tuples as lists; anything else unchanged.
+    """
     if isinstance(v, dict):
         return {str(k): json_value(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -165,12 +466,43 @@ def json_value(v):
 
 
 def error(command: str, msg: str, status: int = 2) -> int:
+    """Print ``fastce <command>: error: <msg>`` on stderr.
+
+    Parameters
+    ----------
+    command : str
+        The subcommand, e.g. ``"score"``.
+    msg : str
+        The one-line message.
+    status : int, optional
+        The exit status to return.
+
+    Returns
+    -------
+    int
+        ``status``.
+    """
     print(f"fastce {command}: error: {msg}", file=sys.stderr)
     return status
 
 
 def guarded(command: str, body: Callable[[], int]) -> int:
-    """``body()``'s status, or the failure it raised as one error line and its exit status."""
+    """Run a command's body; turn the failures it raises into one error line and an exit status.
+
+    Parameters
+    ----------
+    command : str
+        The subcommand, to name it in the error line.
+    body : callable
+        The command's work; returns its exit status.
+
+    Returns
+    -------
+    int
+        ``body()``'s status; or 2 for :class:`~fastce.cli.npy_blocks.InputError` and the
+        IndexError / ValueError / TypeError that fastce raises on the data; or 1 for
+        :class:`~fastce.cli.npy_blocks.ReadError`, MemoryError and OSError.
+    """
     try:
         return body()
     except InputError as exc:
@@ -188,6 +520,13 @@ def guarded(command: str, body: Callable[[], int]) -> int:
 
 
 def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (the progress bar is shown only then).
+
+    Returns
+    -------
+    bool
+        False also when there is no stderr, or it cannot say.
+    """
     try:
         return sys.stderr is not None and sys.stderr.isatty()
     except (AttributeError, ValueError):
@@ -195,9 +534,23 @@ def stderr_is_terminal() -> bool:
 
 
 @contextlib.contextmanager
-def progress(total: int, desc: str) -> Iterator[Optional[Callable[[int], None]]]:
-    """Yields the update function of a tqdm bar on stderr when it is a terminal (else None),
-    with NumPy's floating-point warnings silenced (NaN rows are reported in the results)."""
+def progress(total: int, desc: str) -> Iterator[Optional[Callable[[int], object]]]:
+    """A tqdm progress bar on stderr when it is a terminal, with NumPy's floating-point
+    warnings silenced inside (NaN rows are reported in the results).
+
+    Parameters
+    ----------
+    total : int
+        Rows to process.
+    desc : str
+        The bar's label, e.g. ``"scoring"``.
+
+    Yields
+    ------
+    callable or None
+        The bar's ``update(rows_done)``, or None when there is no bar (stderr is not a
+        terminal, or tqdm is missing).
+    """
     bar = None
     if stderr_is_terminal():
         try:
@@ -215,8 +568,19 @@ def progress(total: int, desc: str) -> Iterator[Optional[Callable[[int], None]]]
             bar.close()
 
 
+# --------------------------------------------------------------------------------------------
+# dask
+
+
 def add_dask_arguments(p: argparse.ArgumentParser) -> None:
-    """--workers N / --scheduler ADDRESS: run a file command through fastce.dask."""
+    """Register ``--workers N`` / ``--scheduler ADDRESS``: run a file command through
+    :mod:`fastce.dask`.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The subcommand's parser.
+    """
     g = p.add_argument_group("on a dask cluster (needs dask[array] and distributed)")
     ex = g.add_mutually_exclusive_group()
     ex.add_argument("--workers", type=positive_int, default=None, metavar="N",
@@ -228,13 +592,41 @@ def add_dask_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def uses_dask(args: argparse.Namespace) -> bool:
-    """Whether --workers or --scheduler asks to run the command through fastce.dask."""
+    """Whether ``--workers`` or ``--scheduler`` asks to run the command through fastce.dask.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options (of a parser with :func:`add_dask_arguments`).
+
+    Returns
+    -------
+    bool
+        True if either option is given.
+    """
     return args.workers is not None or args.scheduler is not None
 
 
 @contextlib.contextmanager
-def dask_client(args: argparse.Namespace):
-    """The distributed.Client the options ask for (None without --workers / --scheduler)."""
+def dask_client(args: argparse.Namespace) -> Iterator[Optional[distributed.Client]]:
+    """The ``distributed.Client`` the options ask for, closed (with its local cluster) on exit.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options (of a parser with :func:`add_dask_arguments`).
+
+    Yields
+    ------
+    distributed.Client or None
+        A client of a new local cluster of ``--workers`` processes, or of the scheduler at
+        ``--scheduler``; None with neither option.
+
+    Raises
+    ------
+    InputError
+        If distributed is not installed, or the scheduler cannot be reached.
+    """
     if not uses_dask(args):
         yield None
         return
