@@ -28,7 +28,8 @@ import pytest
 
 import fastce
 from _ce_testutil import ref
-from fastce import _cli_util, _score_cli, cli
+from fastce import cli
+from fastce.cli import common, npy_blocks
 
 N, V = 1000, 50
 
@@ -150,10 +151,10 @@ def test_blocks_equal_one_batch(files, capsys, block):
 
 
 def test_block_plan_covers_rows():
-    assert _score_cli.rows_per_block(200, None, 0.003) == 15          # 3145 B // 200 B
-    assert _score_cli.rows_per_block(10 ** 9, None, 1) == 1           # a row bigger than a block
-    assert _score_cli.rows_per_block(200, 7, None) == 7
-    b = list(_score_cli.block_bounds(1000, 37))
+    assert npy_blocks.rows_per_block(200, None, 0.003) == 15          # 3145 B // 200 B
+    assert npy_blocks.rows_per_block(10 ** 9, None, 1) == 1           # a row bigger than a block
+    assert npy_blocks.rows_per_block(200, 7, None) == 7
+    b = list(npy_blocks.block_bounds(1000, 37))
     assert b[0] == (0, 37) and b[-1] == (999, 1000) and len(b) == 28
     assert all(b[i][1] == b[i + 1][0] for i in range(len(b) - 1))
 
@@ -268,7 +269,7 @@ def test_progress_bar_on_a_terminal(files, capsys, monkeypatch):
     pytest.importorskip("tqdm")
     x, t = make_data(seed=11)
     p = files(x=x, t=t)
-    monkeypatch.setattr(_cli_util, "stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(common, "stderr_is_terminal", lambda: True)
     rc, out, err = run_cli([p["x"], p["t"], "--json", "--block-rows", "100"], capsys)
     assert rc == 0
     assert "scoring" in err and "row" in err           # tqdm wrote its bar to stderr
@@ -284,9 +285,9 @@ def test_reader_rows_and_unmapping(tmp_path):
     a = rng.standard_normal((301, 7)).astype(np.float16)       # 14-byte rows, unaligned blocks
     path = str(tmp_path / "a.npy")
     np.save(path, a)
-    info = _score_cli.read_npy_header(path, "logits")
+    info = npy_blocks.read_npy_header(path, "logits")
     assert info.shape == (301, 7) and info.dtype == np.float16 and info.offset % 64 == 0
-    with _score_cli.RowBlockReader(info) as r:
+    with npy_blocks.RowBlockReader(info) as r:
         for r0, r1 in [(0, 1), (0, 301), (5, 17), (300, 301), (123, 299), (10, 10)]:
             np.testing.assert_array_equal(r.copy_rows(r0, r1), a[r0:r1])
             seen = r.apply(r0, r1, lambda rows: rows.sum(dtype=np.float64))

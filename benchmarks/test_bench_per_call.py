@@ -6,7 +6,7 @@ twin and torch (forward + backward, ``torch.set_num_threads`` = fastce's default
 benchmark group per shape. pytest-benchmark calibrates the number of calls per round itself.
 ``--bench-quick`` uses the reduced set (it keeps the issue's target row, 64x10).
 
-    pytest bench/test_bench_per_call.py --benchmark-only [--bench-quick]
+    pytest benchmarks/test_bench_per_call.py --benchmark-only [--bench-quick]
 """
 
 import pytest

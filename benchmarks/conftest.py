@@ -1,9 +1,9 @@
 """pytest-benchmark suite for fastce (kept apart from tests/).
 
-Run:   pytest bench --benchmark-only
-       pytest bench --benchmark-only --bench-quick                # small workloads
-       pytest bench --benchmark-only --bench-threads 1 -k 4096x32000
-       pytest bench --benchmark-only --benchmark-json out.json     # machine-readable
+Run:   pytest benchmarks --benchmark-only
+       pytest benchmarks --benchmark-only --bench-quick                # small workloads
+       pytest benchmarks --benchmark-only --bench-threads 1 -k 4096x32000
+       pytest benchmarks --benchmark-only --benchmark-json out.json     # machine-readable
 
 Workloads and per-library implementations come from ``fastce.bench`` (the
 same ones ``fastce bench`` uses); each benchmark group is one
@@ -26,7 +26,7 @@ def pytest_addoption(parser):
 
 
 def _bench_dir_requested(config):
-    """True when bench/ (or a file in it) was named on the command line."""
+    """True when benchmarks/ (or a file in it) was named on the command line."""
     for arg in config.args:
         path = os.path.abspath(str(arg).split("::", 1)[0])
         if path == _HERE or path.startswith(_HERE + os.sep):
@@ -36,10 +36,10 @@ def _bench_dir_requested(config):
 
 def pytest_collection_modifyitems(config, items):
     # Never run these (slow) benchmarks as a side effect of a bare `pytest` at
-    # the repository root: they run only when bench/ is named explicitly.
+    # the repository root: they run only when benchmarks/ is named explicitly.
     if _bench_dir_requested(config):
         return
-    skip = pytest.mark.skip(reason="benchmarks: run `pytest bench --benchmark-only`")
+    skip = pytest.mark.skip(reason="benchmarks: run `pytest benchmarks --benchmark-only`")
     for item in items:
         if os.path.abspath(str(item.fspath)).startswith(_HERE + os.sep):
             item.add_marker(skip)

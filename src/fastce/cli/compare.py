@@ -7,7 +7,7 @@ floating-point summation order). KL(p_ref || q_model) per row (mean, max, quanti
 top-k agreement of the reference's argmax, and with ``--targets`` both models' NLL and
 perplexity, their difference and ratio, and the RMS change of the target's probability.
 
-How the files are read: as ``fastce score`` reads them (:mod:`fastce._npy_blocks`): every header
+How the files are read: as ``fastce score`` reads them (:mod:`fastce.cli.npy_blocks`): every header
 is checked before any logit is read, the targets are validated in a first pass, and then both
 logits files are mapped one row block at a time, the same rows of each, so that memory stays at
 about one block per file whatever the file sizes. With ``--hidden/--weight`` (and
@@ -24,17 +24,33 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
-
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ._npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, RowBlockReader, as_dask_array, block_bounds,
-                          check_int, read_npy_header, rows_per_block)
-from ._cli_util import (ModelFiles, add_dask_arguments, dask_client, guarded, int64, json_value, linear_files,
-                        logits_files, positive_float, positive_int, progress, top_k_list, uses_dask)
-from ._score_cli import _load_whole, _targets_block, check_targets
+from .common import (ModelFiles, add_dask_arguments, check_targets, dask_client, guarded, int64, json_value,
+                     linear_files, load_whole, logits_files, positive_float, positive_int, progress, targets_block,
+                     top_k_list, uses_dask)
+from .npy_blocks import (DEFAULT_BLOCK_MB, InputError, NpyInfo, RowBlockReader, as_dask_array, block_bounds,
+                         check_int, read_npy_header, rows_per_block)
 
+if TYPE_CHECKING:  # pragma: no cover
+    from fastce import Comparison
+
+__all__ = [
+    "USAGE",
+    "Inputs",
+    "check_inputs",
+    "Result",
+    "compare_files",
+    "compare_files_dask",
+    "result_dict",
+    "format_table",
+    "add_arguments",
+    "main",
+]
+
+#: The usage lines of ``fastce compare --help``.
 USAGE = (
     "fastce compare [options] LOGITS.npy REF.npy [--targets TARGETS.npy]\n"
     "       fastce compare [options] --hidden H.npy --weight W.npy --ref-hidden RH.npy "
@@ -44,17 +60,50 @@ USAGE = (
 
 @dataclass
 class Inputs:
+    """Checked headers of one ``fastce compare`` invocation.
+
+    Parameters
+    ----------
+    model : ModelFiles
+        The model's logits file, or its hidden states and LM head.
+    ref : ModelFiles
+        The reference's, in the same form.
+    targets : NpyInfo or None
+        The ``(N,)`` integer targets file, if given.
+    """
+
     model: ModelFiles
     ref: ModelFiles
     targets: Optional[NpyInfo]
 
     @property
     def n(self) -> int:
+        """The number of rows ``N``."""
         return self.model.rows.shape[0]
 
 
 def check_inputs(args: argparse.Namespace, files: Sequence[str]) -> Inputs:
-    """Every header read and cross-checked before any data; InputError on the first problem."""
+    """Read and cross-check every header before any data is read.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options registered by :func:`add_arguments`, parsed: the linear form's files
+        (``hidden``, ``weight``, ``bias`` and their ``ref_`` twins), ``targets``, ``dtype``,
+        ``ref_dtype`` and the dask options.
+    files : sequence of str
+        The positional files: ``LOGITS.npy REF.npy``, or none in the linear form.
+
+    Returns
+    -------
+    Inputs
+        The checked headers.
+
+    Raises
+    ------
+    InputError
+        On the first problem.
+    """
     if args.hidden is not None:
         model = linear_files(args.hidden, args.weight, args.bias)
         ref = linear_files(args.ref_hidden, args.ref_weight, args.ref_bias, "ref-")
@@ -77,38 +126,89 @@ def check_inputs(args: argparse.Namespace, files: Sequence[str]) -> Inputs:
 
 @dataclass
 class Result:
-    comparison: object
+    """A finished comparison.
+
+    Parameters
+    ----------
+    comparison : fastce.Comparison
+        The merged statistics.
+    inputs : Inputs
+        What was read.
+    ignored : int
+        Rows whose target is the ignore index (0 without targets).
+    """
+
+    comparison: Comparison
     inputs: Inputs
     ignored: int
 
 
 def compare_files(inputs: Inputs, *, ignore_index: int = -100, top_k: Sequence[int] = (1,),
                   num_threads: Optional[int] = None, block_rows: Optional[int] = None,
-                  block_mb: Optional[float] = None, progress: Optional[Callable[[int], None]] = None) -> Result:
-    """Compare the inputs block by block and merge the per-block Comparisons."""
+                  block_mb: Optional[float] = None, progress: Optional[Callable[[int], object]] = None) -> Result:
+    """Compare the inputs block by block and merge the per-block :class:`fastce.Comparison`.
+
+    The targets (if any) are checked in a first streamed pass, before any logits are read;
+    then the same row block of both models is mapped at a time, and the next one prefetched.
+
+    Parameters
+    ----------
+    inputs : Inputs
+        The checked headers (:func:`check_inputs`); logits must be ``.npy`` files.
+    ignore_index : int, optional
+        Rows whose target equals it are left out of every figure.
+    top_k : sequence of int, optional
+        The values of k of the top-k agreements.
+    num_threads : int, optional
+        Threads for the kernels (default: all cores).
+    block_rows : int, optional
+        Rows per block; wins over ``block_mb``.
+    block_mb : float, optional
+        MiB per block of the larger row of the two files (default
+        :data:`~fastce.cli.npy_blocks.DEFAULT_BLOCK_MB`).
+    progress : callable, optional
+        Called after each block with the number of rows it held.
+
+    Returns
+    -------
+    Result
+        The merged comparison, the inputs and the number of ignored rows.
+
+    Raises
+    ------
+    InputError
+        For an out-of-range target (before any logits are read), or zarr logits.
+    ReadError
+        If a block cannot be mapped.
+    """
     import fastce
 
     top_k = tuple(top_k)
-    rpb = rows_per_block(max(inputs.model.rows.row_bytes, inputs.ref.rows.row_bytes), block_rows, block_mb)
+    mrows, rrows = inputs.model.rows, inputs.ref.rows
+    if not (isinstance(mrows, NpyInfo) and isinstance(rrows, NpyInfo)):
+        raise InputError("zarr input is read through dask (compare_files_dask)")
+    rpb = rows_per_block(max(mrows.row_bytes, rrows.row_bytes), block_rows, block_mb)
     total = fastce.Comparison.empty(top_k, has_targets=inputs.targets is not None)
     linear = inputs.model.logits is None
+    heads: List[Any] = []
     if linear:
-        heads = [(_load_whole(s.weight), None if s.bias is None else _load_whole(s.bias))
-                 for s in (inputs.model, inputs.ref)]
+        for s in (inputs.model, inputs.ref):
+            assert s.weight is not None
+            heads.append((load_whole(s.weight), None if s.bias is None else load_whole(s.bias)))
     treader = RowBlockReader(inputs.targets) if inputs.targets is not None else None
     ignored = 0
     try:
         if treader is not None:
             ignored = check_targets(treader, inputs.model.vocab, ignore_index)
-        with RowBlockReader(inputs.model.rows) as mreader, RowBlockReader(inputs.ref.rows) as rreader:
+        with RowBlockReader(mrows) as mreader, RowBlockReader(rrows) as rreader:
             bounds = list(block_bounds(inputs.n, rpb))
             for i, (r0, r1) in enumerate(bounds):
-                t = _targets_block(treader, r0, r1) if treader is not None else None
+                t = targets_block(treader, r0, r1) if treader is not None else None
                 if i + 1 < len(bounds):
                     mreader.prefetch(*bounds[i + 1])
                     rreader.prefetch(*bounds[i + 1])
 
-                def one(b, a):
+                def one(b: np.ndarray, a: np.ndarray) -> Comparison:
                     if not linear:
                         return fastce.compare(b, a, t, ignore_index=ignore_index, top_k=top_k, num_threads=num_threads)
                     (w, bias), (rw, rbias) = heads
@@ -126,11 +226,37 @@ def compare_files(inputs: Inputs, *, ignore_index: int = -100, top_k: Sequence[i
 
 def compare_files_dask(inputs: Inputs, *, ignore_index: int = -100, top_k: Sequence[int] = (1,),
                        block_rows: Optional[int] = None, block_mb: Optional[float] = None) -> Result:
-    """compare_files through fastce.dask on the active dask client: both logits files as dask
-    arrays of row blocks, each read by a worker from the file's path."""
+    """:func:`compare_files` through :func:`fastce.dask.compare` on the active dask client.
+
+    Both logits files become dask arrays of row blocks, each read by a worker from the file's
+    path (or zarr arrays); the targets are checked here first.
+
+    Parameters
+    ----------
+    inputs : Inputs
+        The checked headers (:func:`check_inputs`), in the logits form.
+    ignore_index : int, optional
+        Rows whose target equals it are left out of every figure.
+    top_k : sequence of int, optional
+        The values of k of the top-k agreements.
+    block_rows : int, optional
+        Rows per chunk; wins over ``block_mb``.
+    block_mb : float, optional
+        MiB per chunk of the larger row of the two files.
+
+    Returns
+    -------
+    Result
+        The merged comparison, the inputs and the number of ignored rows.
+
+    Raises
+    ------
+    InputError
+        For the linear form, or an out-of-range target.
+    """
     import fastce.dask as fd
 
-    if inputs.model.logits is None:
+    if inputs.model.logits is None or inputs.ref.logits is None:
         raise InputError("--workers / --scheduler compare two logits files; the linear form runs in one process")
     ignored = 0
     t = None
@@ -143,17 +269,42 @@ def compare_files_dask(inputs: Inputs, *, ignore_index: int = -100, top_k: Seque
     return Result(fd.compare(x, y, t, ignore_index=ignore_index, top_k=tuple(top_k)), inputs, ignored)
 
 
-def result_dict(res: Result) -> dict:
+def result_dict(res: Result) -> Dict[str, Any]:
+    """The JSON-ready result: ``Comparison.as_dict()`` plus rows, ignored rows and vocabulary size.
+
+    Parameters
+    ----------
+    res : Result
+        A finished comparison.
+
+    Returns
+    -------
+    dict
+        Strict-JSON values: non-finite floats become ``None``.
+    """
     d = dict(res.comparison.as_dict())
     d.update(rows=res.inputs.n, ignored=res.ignored, vocab=res.inputs.model.vocab)
-    return json_value(d)
+    return json_value(d)  # type: ignore[no-any-return]
 
 
-def _fmt(v, spec=".6g"):
+def _fmt(v: Optional[float], spec: str = ".6g") -> str:
     return "-" if v is None else format(v, spec)
 
 
 def format_table(res: Result) -> str:
+    """The human-readable result: the files, KL statistics, top-k agreement and, with targets,
+    both models' NLL and perplexity.
+
+    Parameters
+    ----------
+    res : Result
+        A finished comparison.
+
+    Returns
+    -------
+    str
+        The table, one figure per line (no final newline).
+    """
     c, inp = res.comparison, res.inputs
     lines = inp.model.describe("model") + inp.ref.describe("reference")
     if inp.targets is not None:
@@ -175,7 +326,13 @@ def format_table(res: Result) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Register the options of ``fastce compare`` on the subparser ``p``."""
+    """Register the arguments of ``fastce compare`` on its subparser.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The ``compare`` subparser.
+    """
     p.add_argument("files", nargs="*", metavar="FILE",
                    help="LOGITS.npy REF.npy: the model's and the reference's logits, float16/32/64 or bfloat16 "
                    "(--dtype), shape (N, V), C-ordered; none with --hidden/--weight")
@@ -199,13 +356,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help=f"size of one mapped block of each file in MiB (default: {DEFAULT_BLOCK_MB:g})")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--dtype", choices=["bfloat16"], default=None,
-                   help="the logits files that say |V2 hold bfloat16 (np.save writes ml_dtypes' bfloat16 so)")
+                   help="the logits files whose header dtype is V2 (2-byte void) hold bfloat16 (np.save writes "
+                   "ml_dtypes' bfloat16 so)")
     p.add_argument("--ref-dtype", choices=["bfloat16"], default=None, help="the same for REF.npy only")
     add_dask_arguments(p)
 
 
 def main(args: argparse.Namespace, parser: Optional[argparse.ArgumentParser] = None) -> int:
-    """Run ``fastce compare`` with parsed ``args``; returns the exit status."""
+    """Run ``fastce compare`` with parsed arguments.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options registered by :func:`add_arguments`, parsed.
+    parser : argparse.ArgumentParser, optional
+        The ``compare`` subparser (unused: every usage error is one line on stderr, status 2;
+        accepted so that both file commands are called alike).
+
+    Returns
+    -------
+    int
+        The exit status: 0 ok, 2 usage or input error, 1 read or memory failure.
+    """
     files = list(args.files)
     linear = [args.hidden, args.weight, args.ref_hidden, args.ref_weight]
 

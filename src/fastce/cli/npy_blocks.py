@@ -39,12 +39,36 @@ import math
 import mmap
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Optional, Tuple, TypeVar, Union
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:  # pragma: no cover
+    import dask.array
+
+__all__ = [
+    "DEFAULT_BLOCK_MB",
+    "InputError",
+    "ReadError",
+    "NpyInfo",
+    "read_npy_header",
+    "check_rows_contiguous",
+    "check_float",
+    "check_int",
+    "RowBlockReader",
+    "block_bounds",
+    "rows_per_block",
+    "ZarrInfo",
+    "is_zarr_path",
+    "read_zarr_header",
+    "as_dask_array",
+]
 
 #: Default size of one mapped block, in MiB.
-DEFAULT_BLOCK_MB = 64.0
+DEFAULT_BLOCK_MB: float = 64.0
+
+_T = TypeVar("_T")
 
 
 class InputError(Exception):
@@ -55,24 +79,40 @@ class ReadError(Exception):
     """A failure while reading or mapping a file that passed the checks: exit status 1."""
 
 
-
 # --------------------------------------------------------------------------------------------
 # .npy headers
 
 
 @dataclass(frozen=True)
 class NpyInfo:
-    """What a ``.npy`` header says, plus where the data start in the file."""
+    """What a ``.npy`` header says, plus where the data start in the file.
+
+    Parameters
+    ----------
+    path : str
+        The file's path.
+    shape : tuple of int
+        The array's shape.
+    dtype : numpy.dtype
+        The dtype to read the data as (the header's, or bfloat16 where the caller declared it).
+    fortran_order : bool
+        Whether the header says the array is Fortran-ordered.
+    offset : int
+        Byte offset of the first element in the file.
+    file_size : int
+        The file's size in bytes.
+    """
 
     path: str
     shape: Tuple[int, ...]
-    dtype: np.dtype
+    dtype: np.dtype[Any]
     fortran_order: bool
     offset: int      #: byte offset of the first element
     file_size: int
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the whole array's data."""
         return math.prod(self.shape) * self.dtype.itemsize
 
     @property
@@ -84,11 +124,18 @@ class NpyInfo:
         return inner * self.dtype.itemsize
 
     def describe(self) -> str:
+        """The shape and dtype for messages and tables, e.g. ``"1000 x 50 float32"``.
+
+        Returns
+        -------
+        str
+            The dimensions joined by ``" x "`` (``"scalar"`` for a 0-d array) and the dtype's name.
+        """
         dims = " x ".join(str(d) for d in self.shape) or "scalar"
         return f"{dims} {self.dtype.name}"
 
 
-def _read_header(fp, version) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+def _read_header(fp: BinaryIO, version: Tuple[int, int]) -> Tuple[Tuple[int, ...], bool, np.dtype[Any]]:
     fmt = np.lib.format
     if version == (1, 0):
         return fmt.read_array_header_1_0(fp)
@@ -104,21 +151,40 @@ def _read_header(fp, version) -> Tuple[Tuple[int, ...], bool, np.dtype]:
             private = None
     if private is None:  # pragma: no cover
         raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
-    return private(fp, version)
+    return private(fp, version)  # type: ignore[no-any-return]
 
 
 def read_npy_header(path: str, role: str, dtype: Optional[str] = None, v2_only: bool = False) -> NpyInfo:
-    """Parse the header of the ``.npy`` file ``path`` (``role`` names it in error messages).
+    """Parse the header of the ``.npy`` file ``path`` and check the file against it.
 
     ``dtype="bfloat16"`` reads a file whose header says ``|V2``: that is how ``np.save`` writes
     ml_dtypes' bfloat16 (NumPy has no name for it), so the header alone cannot tell bfloat16
     from any other 2-byte record; the caller says so. A ``|V2`` file without it, or any other
-    void dtype, is refused. With ``v2_only``, ``dtype`` applies to a ``|V2`` file only and any
-    other file keeps its header's dtype (one option for several files of different dtypes).
+    void dtype, is refused.
 
-    Raises :class:`InputError` with a one-line message for a missing or unreadable file, a file
-    that is not ``.npy`` (or a ``.npz`` archive), a corrupt header, an object dtype, or data
-    shorter than the header announces.
+    Parameters
+    ----------
+    path : str
+        The ``.npy`` file.
+    role : str
+        What the file is (``"logits"``, ``"targets"``, ...), to name it in error messages.
+    dtype : {None, "bfloat16"}, optional
+        The dtype the caller declares for a ``|V2`` file.
+    v2_only : bool, optional
+        If true, ``dtype`` applies to a ``|V2`` file only and any other file keeps its header's
+        dtype (one option for several files of different dtypes).
+
+    Returns
+    -------
+    NpyInfo
+        The header's shape, dtype and memory order, where the data start, and the file's size.
+
+    Raises
+    ------
+    InputError
+        With a one-line message, for a missing or unreadable file, a file that is not ``.npy``
+        (or a ``.npz`` archive), a corrupt header, an object dtype, or data shorter than the
+        header announces.
     """
     label = f"{role} file {path!r}"
     try:
@@ -152,10 +218,10 @@ def read_npy_header(path: str, role: str, dtype: Optional[str] = None, v2_only: 
     header_dtype = np.dtype(header_dtype)
     if v2_only and not (header_dtype.kind == "V" and header_dtype.itemsize == 2):
         dtype = None
-    dtype = _declared_dtype(header_dtype, dtype, label)
-    if dtype.hasobject:
-        raise InputError(f"{label}: holds Python objects (dtype {dtype}); expected numbers")
-    info = NpyInfo(path, tuple(int(d) for d in shape), dtype, bool(fortran_order), offset,
+    read_dtype = _declared_dtype(header_dtype, dtype, label)
+    if read_dtype.hasobject:
+        raise InputError(f"{label}: holds Python objects (dtype {read_dtype}); expected numbers")
+    info = NpyInfo(path, tuple(int(d) for d in shape), read_dtype, bool(fortran_order), offset,
                    file_size)
     if offset + info.nbytes > file_size:
         raise InputError(
@@ -164,7 +230,7 @@ def read_npy_header(path: str, role: str, dtype: Optional[str] = None, v2_only: 
     return info
 
 
-def _declared_dtype(header: np.dtype, declared: Optional[str], label: str) -> np.dtype:
+def _declared_dtype(header: np.dtype[Any], declared: Optional[str], label: str) -> np.dtype[Any]:
     """The dtype to read: the header's, or bfloat16 for a |V2 header with dtype='bfloat16'."""
     if declared is None:
         if header.kind == "V" and header.itemsize == 2 and header.names is None:
@@ -185,7 +251,21 @@ def _declared_dtype(header: np.dtype, declared: Optional[str], label: str) -> np
     return np.dtype(ml_dtypes.bfloat16)
 
 
-def check_rows_contiguous(info: NpyInfo, role: str) -> None:
+def check_rows_contiguous(info: Union[NpyInfo, ZarrInfo], role: str) -> None:
+    """Refuse a Fortran-ordered array of 2+ non-trivial dimensions (its rows are not contiguous).
+
+    Parameters
+    ----------
+    info : NpyInfo or ZarrInfo
+        The file's header.
+    role : str
+        What the file is, to name it in the error message.
+
+    Raises
+    ------
+    InputError
+        If a row block of the array would touch the whole file.
+    """
     if info.fortran_order and len(info.shape) >= 2 and sum(d > 1 for d in info.shape) > 1:
         raise InputError(
             f"{role} file {info.path!r}: is Fortran-ordered, so its rows are not contiguous and "
@@ -193,7 +273,21 @@ def check_rows_contiguous(info: NpyInfo, role: str) -> None:
             "(np.save(path, np.ascontiguousarray(a)))")
 
 
-def check_float(info: NpyInfo, role: str) -> None:
+def check_float(info: Union[NpyInfo, ZarrInfo], role: str) -> None:
+    """Refuse any dtype but float16, bfloat16, float32 and float64.
+
+    Parameters
+    ----------
+    info : NpyInfo or ZarrInfo
+        The file's header.
+    role : str
+        What the file is, to name it in the error message.
+
+    Raises
+    ------
+    InputError
+        If the dtype is not one of the four floating-point dtypes the kernels read.
+    """
     is_bf16 = info.dtype.name == "bfloat16" and info.dtype.itemsize == 2
     if not is_bf16 and (info.dtype.kind != "f" or info.dtype.itemsize not in (2, 4, 8)):
         raise InputError(f"{role} file {info.path!r}: dtype {info.dtype} is not supported; "
@@ -201,6 +295,20 @@ def check_float(info: NpyInfo, role: str) -> None:
 
 
 def check_int(info: NpyInfo, role: str) -> None:
+    """Refuse a non-integer dtype (targets are integer class indices).
+
+    Parameters
+    ----------
+    info : NpyInfo
+        The file's header.
+    role : str
+        What the file is, to name it in the error message.
+
+    Raises
+    ------
+    InputError
+        If the dtype is neither a signed nor an unsigned integer dtype.
+    """
     if info.dtype.kind not in "iu":
         raise InputError(f"{role} file {info.path!r}: dtype {info.dtype} is not an integer dtype; "
                          "targets must be integer class indices")
@@ -214,25 +322,43 @@ class RowBlockReader:
     """Reads rows ``[r0, r1)`` of a C-ordered ``.npy`` array by mapping only their byte range.
 
     Use :meth:`apply` (map, call, unmap) or :meth:`copy_rows` (map, copy, unmap); no mapping
-    outlives the call, so address space and resident memory stay bounded by one block.
+    outlives the call, so address space and resident memory stay bounded by one block. The
+    reader holds the file open until :meth:`close` (or the end of a ``with`` block).
+
+    Parameters
+    ----------
+    info : NpyInfo
+        The checked header of the file (:func:`read_npy_header`).
+
+    Attributes
+    ----------
+    info : NpyInfo
+        The file's header.
+    row_shape : tuple of int
+        The shape of one row (all axes but the first).
+    row_bytes : int
+        Bytes of one row.
+    n_rows : int
+        Rows in the file (1 for a 0-d array).
     """
 
-    def __init__(self, info: NpyInfo):
+    def __init__(self, info: NpyInfo) -> None:
         self.info = info
-        self.row_shape = info.shape[1:]
-        self.row_bytes = info.row_bytes
-        self.n_rows = info.shape[0] if info.shape else 1
+        self.row_shape: Tuple[int, ...] = info.shape[1:]
+        self.row_bytes: int = info.row_bytes
+        self.n_rows: int = info.shape[0] if info.shape else 1
         self._fp = open(info.path, "rb")
         self._fd = self._fp.fileno()
         self._swapped = not info.dtype.isnative
 
     def close(self) -> None:
+        """Close the file."""
         self._fp.close()
 
-    def __enter__(self) -> "RowBlockReader":
+    def __enter__(self) -> RowBlockReader:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _span(self, r0: int, r1: int) -> Tuple[int, int, int]:
@@ -243,7 +369,16 @@ class RowBlockReader:
         return aligned, end - aligned, start - aligned
 
     def prefetch(self, r0: int, r1: int) -> None:
-        """Ask the kernel to start reading rows ``[r0, r1)`` into the page cache (no mapping)."""
+        """Ask the kernel to start reading rows ``[r0, r1)`` into the page cache (no mapping).
+
+        Advisory only (``posix_fadvise(WILLNEED)``): nothing happens where the call is missing
+        or fails.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            The first row and one past the last.
+        """
         if r1 <= r0 or not hasattr(os, "posix_fadvise"):
             return
         aligned, length, _ = self._span(r0, r1)
@@ -252,10 +387,27 @@ class RowBlockReader:
         except OSError:  # pragma: no cover - advisory only
             pass
 
-    def apply(self, r0: int, r1: int, fn: Callable[[np.ndarray], object]) -> object:
+    def apply(self, r0: int, r1: int, fn: Callable[[np.ndarray], _T]) -> _T:
         """Map rows ``[r0, r1)``, return ``fn(rows)``, and unmap them before returning.
 
-        ``fn`` must not keep a reference to its argument (it is a view of the mapping).
+        Parameters
+        ----------
+        r0, r1 : int
+            The first row and one past the last.
+        fn : callable
+            Called once with the rows, an array of shape ``(r1 - r0, *row_shape)`` in native
+            byte order. It must not keep a reference to its argument (a view of the mapping,
+            except for a byte-swapped file, whose block is converted).
+
+        Returns
+        -------
+        object
+            What ``fn`` returns.
+
+        Raises
+        ------
+        ReadError
+            If the rows cannot be mapped.
         """
         n = r1 - r0
         if n <= 0 or self.row_bytes == 0:
@@ -283,20 +435,65 @@ class RowBlockReader:
             except BufferError:  # pragma: no cover - fn kept a view; the GC unmaps it later
                 pass
 
-    def copy_rows(self, r0: int, r1: int, dtype=None) -> np.ndarray:
-        """Rows ``[r0, r1)`` as a new array (converted to ``dtype`` if given); nothing stays mapped."""
+    def copy_rows(self, r0: int, r1: int, dtype: Optional[npt.DTypeLike] = None) -> np.ndarray:
+        """Rows ``[r0, r1)`` as a new array; nothing stays mapped.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            The first row and one past the last.
+        dtype : numpy dtype-like, optional
+            Convert the rows to it (default: the file's dtype, in native byte order).
+
+        Returns
+        -------
+        numpy.ndarray
+            A copy of the rows, of shape ``(r1 - r0, *row_shape)``.
+
+        Raises
+        ------
+        ReadError
+            If the rows cannot be mapped.
+        """
         return self.apply(r0, r1, lambda a: np.array(a, dtype=dtype, copy=True))
 
 
 def block_bounds(n_rows: int, rows_per_block: int) -> Iterator[Tuple[int, int]]:
-    """``(r0, r1)`` for consecutive blocks of ``rows_per_block`` rows covering ``range(n_rows)``."""
+    """The consecutive row blocks that cover ``range(n_rows)``.
+
+    Parameters
+    ----------
+    n_rows : int
+        Rows to cover.
+    rows_per_block : int
+        Rows per block (the last block may be shorter); at least 1.
+
+    Yields
+    ------
+    tuple of (int, int)
+        ``(r0, r1)``: the block's first row and one past its last.
+    """
     for r0 in range(0, n_rows, rows_per_block):
         yield r0, min(n_rows, r0 + rows_per_block)
 
 
 def rows_per_block(row_bytes: int, block_rows: Optional[int], block_mb: Optional[float]) -> int:
-    """Rows per block: ``block_rows`` if given, else as many rows as fit in ``block_mb`` MB
-    (at least one)."""
+    """Rows per block, from ``--block-rows`` or ``--block-mb``.
+
+    Parameters
+    ----------
+    row_bytes : int
+        Bytes of one row of the file read in blocks.
+    block_rows : int or None
+        Rows per block; wins when given.
+    block_mb : float or None
+        Size of one block in MiB (default :data:`DEFAULT_BLOCK_MB`).
+
+    Returns
+    -------
+    int
+        ``block_rows`` if given, else as many rows as fit in ``block_mb`` MiB (at least one).
+    """
     if block_rows is not None:
         return block_rows
     mb = DEFAULT_BLOCK_MB if block_mb is None else block_mb
@@ -307,7 +504,7 @@ def rows_per_block(row_bytes: int, block_rows: Optional[int], block_mb: Optional
 # the same files as dask arrays (fastce score / compare --workers N | --scheduler ADDRESS)
 
 
-def _read_rows(info: NpyInfo, r0: int, r1: int, dtype=None) -> np.ndarray:
+def _read_rows(info: NpyInfo, r0: int, r1: int, dtype: Optional[npt.DTypeLike] = None) -> np.ndarray:
     """Rows [r0, r1) of the file, read where this runs (a dask worker: the file's path must be
     readable there; with a LocalCluster it is the same machine)."""
     with RowBlockReader(info) as reader:
@@ -316,31 +513,83 @@ def _read_rows(info: NpyInfo, r0: int, r1: int, dtype=None) -> np.ndarray:
 
 @dataclass
 class ZarrInfo:
-    """A zarr array's path, shape and dtype (``fastce score / compare --workers`` read zarr
-    logits through dask; see is_zarr_path)."""
+    """A zarr array's path, shape and dtype.
+
+    ``fastce score`` and ``fastce compare`` read zarr logits through dask only (with
+    ``--workers`` or ``--scheduler``); see :func:`is_zarr_path`.
+
+    Parameters
+    ----------
+    path : str
+        The zarr store's path.
+    shape : tuple of int
+        The array's shape.
+    dtype : numpy.dtype
+        The array's dtype.
+    fortran_order : bool
+        Always false: dask reads a zarr array in row chunks whatever its layout.
+    """
 
     path: str
     shape: Tuple[int, ...]
-    dtype: np.dtype
+    dtype: np.dtype[Any]
     fortran_order: bool = False
 
     @property
     def row_bytes(self) -> int:
+        """Bytes of one row (all axes but the first)."""
         return math.prod(self.shape[1:]) * self.dtype.itemsize
 
     def describe(self) -> str:
+        """The shape and dtype for messages and tables, e.g. ``"1000 x 50 float32 (zarr)"``.
+
+        Returns
+        -------
+        str
+            The dimensions joined by ``" x "``, the dtype's name and ``"(zarr)"``.
+        """
         return " x ".join(str(d) for d in self.shape) + f" {self.dtype.name} (zarr)"
 
 
 def is_zarr_path(path: str) -> bool:
-    """A path ending in .zarr, or a directory holding zarr metadata (v2 .zarray, v3 zarr.json)."""
+    """Whether ``path`` names a zarr store.
+
+    Parameters
+    ----------
+    path : str
+        A path given on the command line.
+
+    Returns
+    -------
+    bool
+        True for a path ending in ``.zarr``, or a directory holding zarr metadata (v2
+        ``.zarray``, v3 ``zarr.json``).
+    """
     if path.rstrip("/").endswith(".zarr"):
         return True
     return os.path.isdir(path) and any(os.path.exists(os.path.join(path, m)) for m in (".zarray", "zarr.json"))
 
 
 def read_zarr_header(path: str, role: str) -> ZarrInfo:
-    """The header of the zarr array at ``path`` (InputError if zarr is missing or it is not one)."""
+    """Open the zarr array at ``path`` and return its shape and dtype (no data is read).
+
+    Parameters
+    ----------
+    path : str
+        The zarr store.
+    role : str
+        What the array is, to name it in error messages.
+
+    Returns
+    -------
+    ZarrInfo
+        The array's path, shape and dtype.
+
+    Raises
+    ------
+    InputError
+        If zarr is not installed or ``path`` is not a readable zarr array.
+    """
     try:
         import zarr
     except ImportError:
@@ -352,9 +601,27 @@ def read_zarr_header(path: str, role: str) -> ZarrInfo:
     return ZarrInfo(path, tuple(int(d) for d in z.shape), np.dtype(z.dtype))
 
 
-def as_dask_array(info, rows_per_chunk: int, dtype=None):
-    """The ``.npy`` file (or zarr array) as a dask array chunked by rows, each chunk read by its
-    own task from the file (nothing is read here, and no data travels in the graph)."""
+def as_dask_array(info: Union[NpyInfo, ZarrInfo], rows_per_chunk: int,
+                  dtype: Optional[npt.DTypeLike] = None) -> dask.array.Array:
+    """The ``.npy`` file (or zarr array) as a dask array chunked by rows.
+
+    Each chunk is read by its own task from the file (nothing is read here, and no data
+    travels in the graph), so the file's path must be readable where the tasks run.
+
+    Parameters
+    ----------
+    info : NpyInfo or ZarrInfo
+        The checked header of the file.
+    rows_per_chunk : int
+        Rows per chunk (:func:`rows_per_block`).
+    dtype : numpy dtype-like, optional
+        Convert the chunks to it (default: the file's dtype, in native byte order).
+
+    Returns
+    -------
+    dask.array.Array
+        The array, lazily read.
+    """
     import dask
     import dask.array as da
 

@@ -6,8 +6,8 @@ matmul ``x @ W.T`` (forward) or the three matmuls of the gradients (loss+grad). 
 seconds per call; full-size calls take seconds, so each case runs pedantically (1 warm-up,
 3 rounds). ``--bench-quick`` uses the small workload and leaves out torch's chunked options.
 
-    pytest bench/test_bench_linear.py --benchmark-only
-    pytest bench/test_bench_linear.py --benchmark-only --bench-quick
+    pytest benchmarks/test_bench_linear.py --benchmark-only
+    pytest benchmarks/test_bench_linear.py --benchmark-only --bench-quick
 """
 
 import pytest
