@@ -69,7 +69,7 @@ class Score:
         The k of the accuracies, each >= 1; stored sorted, without repeats, with 1 added
         (`Score.empty` also takes a single int).
     correct : dict of int to int, optional
-        k -> number of scored tokens whose target ranks within the top k (ties broken towards
+        For each k, the number of scored tokens whose target ranks within the top k (ties broken towards
         the lower class index, as argmax); rows whose loss is NaN count as incorrect. A k of
         `top_k` missing here counts 0.
 
@@ -138,6 +138,8 @@ class Score:
     def empty(cls, top_k: TopK = (1,)) -> Score:
         """A score of no tokens, to accumulate into.
 
+        Merging a batch's score into it gives that score.
+
         Parameters
         ----------
         top_k : int or sequence of int, default (1,)
@@ -146,7 +148,7 @@ class Score:
         Returns
         -------
         Score
-            nll_sum 0.0, count 0, every correct count 0.
+            A score with nll_sum 0.0, count 0 and every correct count 0.
 
         Raises
         ------
@@ -238,7 +240,7 @@ class Score:
 
     @property
     def perplexity(self) -> float:
-        """exp(mean NLL) (NaN with no tokens).
+        """The perplexity, exp(mean NLL) (NaN with no tokens).
 
         Returns
         -------
@@ -250,12 +252,12 @@ class Score:
 
     @property
     def top_k_accuracy(self) -> Dict[int, float]:
-        """k -> fraction of scored tokens whose target is within the top k (NaN with no tokens).
+        """For each k, the fraction of scored tokens whose target is within the top k.
 
         Returns
         -------
         dict of int to float
-            ``correct[k] / count`` for each k of `top_k`.
+            ``correct[k] / count`` for each k of `top_k` (NaN with no tokens).
         """
         return {k: (c / self.count if self.count else math.nan) for k, c in self.correct.items()}
 
@@ -272,6 +274,8 @@ class Score:
 
     def as_dict(self) -> Dict[str, Any]:
         """A JSON-serializable summary.
+
+        ``fastce score --json`` prints these keys, among others.
 
         Returns
         -------
@@ -314,7 +318,7 @@ def _score_problem(p: _CrossEntropyCall, top_k: Tuple[int, ...]) -> Score:
 
 def score(logits: ArrayLike, target: ArrayLike, *, ignore_index: int = -100, top_k: TopK = (1,),
           softcap: Optional[float] = None, num_threads: NumThreads = None) -> Score:
-    """Scores logits against class-index targets in one pass: NLL, perplexity, top-k accuracy.
+    """Score logits against class-index targets in one pass: NLL, perplexity, top-k accuracy.
 
     The logits are read once: the kernel gathers each row's log-sum-exp and the target's rank
     together, so every k of `top_k` costs the same single pass.
@@ -322,7 +326,7 @@ def score(logits: ArrayLike, target: ArrayLike, *, ignore_index: int = -100, top
     Parameters
     ----------
     logits : array_like, shape (N, V) or (V,)
-        float16, bfloat16, float32 or float64, any layout.
+        The logits: float16, bfloat16, float32 or float64, any layout.
     target : array_like of int, shape (N,) or ()
         Class indices in [0, V), or equal to `ignore_index`.
     ignore_index : int, default -100
@@ -337,8 +341,8 @@ def score(logits: ArrayLike, target: ArrayLike, *, ignore_index: int = -100, top
     Returns
     -------
     Score
-        nll_sum, count, mean_nll, perplexity, accuracy, top_k_accuracy; mergeable across
-        batches.
+        The sums behind nll_sum, count, mean_nll, perplexity, accuracy, top_k_accuracy;
+        mergeable across batches.
 
     Raises
     ------
@@ -397,9 +401,9 @@ def score_linear(hidden: ArrayLike, linear_weight: ArrayLike, target: ArrayLike,
     Parameters
     ----------
     hidden : array_like, shape (N, H) or (H,)
-        float32 or float64.
+        The hidden states, float32 or float64.
     linear_weight : array_like, shape (V, H)
-        Of `hidden`'s dtype.
+        The LM head's weight, of `hidden`'s dtype.
     target : array_like of int, shape (N,) or ()
         Class indices in [0, V), or equal to `ignore_index`.
     linear_bias : array_like, shape (V,), optional
