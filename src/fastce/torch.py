@@ -1,4 +1,6 @@
-"""fastce for torch CPU tensors: cross-entropy with autograd, as a torch operator.
+"""Torch CPU tensors through fastce: cross-entropy with autograd, as a torch operator.
+
+Usage::
 
     import fastce.torch as fct
     loss = fct.cross_entropy(logits, target)          # logits: float32/64, float16 or bfloat16
@@ -6,12 +8,10 @@
 
 `import fastce` never imports torch; this module does (import it only where torch is installed).
 
-How it runs
------------
-The loss and its gradient come from one fused pass (fastce.cross_entropy_with_grad) over the
-tensor's own memory: the tensor is detached and viewed as a NumPy array through DLPack (a
-bfloat16 tensor as int16, then as ml_dtypes' bfloat16), and the results are viewed back as
-tensors, so no float32 copy of 2-byte logits is made. The forward computes the gradient only
+How it runs. The loss and its gradient come from one fused pass
+(fastce.cross_entropy_with_grad) over the tensor's own memory: the tensor is detached and viewed
+as a NumPy array through DLPack (a bfloat16 tensor as int16, then as ml_dtypes' bfloat16), and
+the results are viewed back as tensors, so no float32 copy of 2-byte logits is made. The forward computes the gradient only
 when it will be needed (the input requires grad and grad mode is on) and saves it; the backward
 scales it by grad_output (per row for reduction='none').
 
@@ -197,7 +197,8 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[to
     softcap : float, optional
         As `fastce.cross_entropy` (beyond torch): the loss of ``softcap * tanh(input / softcap)``.
     num_threads : int, optional
-        fastce's threads; default ``torch.get_num_threads()``. Refused under ``torch.compile``.
+        The threads fastce uses; default ``torch.get_num_threads()``. Refused under
+        ``torch.compile``.
 
     Returns
     -------
@@ -517,7 +518,7 @@ def linear_cross_entropy(input: torch.Tensor, linear_weight: torch.Tensor, targe
     label_smoothing : float, default 0.0
         As torch's.
     num_threads : int, optional
-        fastce's threads (default: every core). Refused under ``torch.compile``.
+        The threads fastce uses (default: every core). Refused under ``torch.compile``.
 
     Returns
     -------
