@@ -52,6 +52,12 @@ class _Pair:
     #{c : logits_c > logits_t} + #{c < t : logits_c == logits_t}, so rank < k is "t is in the
     model's top k" in argmax's tie order)."""
 
+    kl: NDArray
+    lse: Optional[NDArray]
+    ref_lse: Optional[NDArray]
+    ref_argmax: Optional[NDArray]
+    rank: Optional[NDArray]
+
     def __init__(self, logits, ref_logits, num_threads):
         self.b_user = as_floating(logits, "logits")
         self.a_user = as_floating(ref_logits, "ref_logits")
@@ -68,11 +74,11 @@ class _Pair:
     def run(self, *, lse=False, rank=False, out=None, gout=None, gscale=1.0):
         rows = self.layout.rows
         f64 = lambda: np.empty(rows, np.float64)  # noqa: E731
-        self.kl: NDArray = f64()
-        self.lse: Optional[NDArray] = f64() if lse else None
-        self.ref_lse: Optional[NDArray] = f64() if lse else None
-        self.ref_argmax: Optional[NDArray] = np.empty(rows, np.int64) if rank else None
-        self.rank: Optional[NDArray] = f64() if rank else None
+        self.kl = f64()
+        self.lse = f64() if lse else None
+        self.ref_lse = f64() if lse else None
+        self.ref_argmax = np.empty(rows, np.int64) if rank else None
+        self.rank = f64() if rank else None
         if self.direct:
             lay = self.layout
             a = as_compute(self.a_user, self.dtype).reshape(lay.N, lay.C)
