@@ -378,6 +378,19 @@ class ShardStats:
         ------
         ValueError
             If the statistics do not cover every class yet, or `reduction` is not one of the three.
+
+        See Also
+        --------
+        ShardStats.loss : The loss reduced by these rules.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import fastce
+        >>> x = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.2]])
+        >>> stats = fastce.shard_stats(x, np.array([0, -100]), class_start=0, num_classes=3)
+        >>> stats.reduction("mean").denominator
+        1.0
         """
         self._check_complete()
         rs = self.row_shape
@@ -520,7 +533,7 @@ def shard_grad(logits_shard: ArrayLike, target: ArrayLike, stats: ShardStats, *,
                weight: Optional[ArrayLike] = None, reduction: Reduction = "mean",
                grad_output: Optional[ArrayLike] = None, out: Optional[NDArray] = None,
                num_threads: NumThreads = None) -> NDArray:
-    """The gradient of the full cross-entropy with respect to one shard's columns.
+    r"""The gradient of the full cross-entropy with respect to one shard's columns.
 
     Needs only the merged statistics of every shard, no other shard's logits: one pass over the
     shard by the kernel shard_grad_rows (include/fastce/shard_impl.h); K-dimensional shards go
