@@ -15,20 +15,24 @@ How the pair reaches the kernel (`_Pair`):
 Row order: row n * S + s is position (n, s) of the (N, d1..dk) loss, as for cross_entropy.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Optional, Tuple
 
 import numpy as np
 
 from . import _buffer_cache, _kernels, _runtime
+from ._class_blocks import class_last_blocks, writable_c_view, write_class_first
 from ._functional import BLOCK_LOGITS
+from ._typing import ArrayLike, NDArray, NumThreads, Reduction, Scalar
+from ._validate import Layout, as_compute, as_floating, check_out, check_reduction
 
 # Logits per converted block of each input (two dtypes, or K-dim): a quarter of the one-input
-# paths' block, so the two blocks (and the gradient's) stay well under 2% of a (4096, 32000)
-# pair's size. Measured on kl_div((4096, 32000) float16, float32 reference): 2^20-logit blocks
-# peaked at 7.9 MiB of temporaries (1.6% of N x V x 4 bytes).
+# paths' block, since this path holds a converted block of each input (and of the gradient) at
+# once; so the temporaries stay a small fraction of a large pair's size (the figures behind the
+# choice: docs/performance/notes_scoring.md).
 PAIR_BLOCK_LOGITS = BLOCK_LOGITS // 4
-from ._class_blocks import class_last_blocks, writable_c_view, write_class_first
-from ._validate import Layout, as_compute, as_floating, check_out, check_reduction
 
 __all__ = ["kl_div", "kl_div_with_grad"]
 
@@ -48,6 +52,12 @@ class _Pair:
     #{c : logits_c > logits_t} + #{c < t : logits_c == logits_t}, so rank < k is "t is in the
     model's top k" in argmax's tie order)."""
 
+    kl: NDArray
+    lse: Optional[NDArray]
+    ref_lse: Optional[NDArray]
+    ref_argmax: Optional[NDArray]
+    rank: Optional[NDArray]
+
     def __init__(self, logits, ref_logits, num_threads):
         self.b_user = as_floating(logits, "logits")
         self.a_user = as_floating(ref_logits, "ref_logits")
@@ -65,7 +75,8 @@ class _Pair:
         rows = self.layout.rows
         f64 = lambda: np.empty(rows, np.float64)  # noqa: E731
         self.kl = f64()
-        self.lse, self.ref_lse = (f64(), f64()) if lse else (None, None)
+        self.lse = f64() if lse else None
+        self.ref_lse = f64() if lse else None
         self.ref_argmax = np.empty(rows, np.int64) if rank else None
         self.rank = f64() if rank else None
         if self.direct:
@@ -105,16 +116,17 @@ class _Pair:
         if user_out is not None:
             user_out[...] = out
 
-    def reduce(self, reduction):
+    def reduce(self, reduction: str) -> Scalar:
         """The per-row KL reduced: 'none' in the loss's shape, 'sum', or 'mean' over the rows
         (torch's 'batchmean' of the class-summed divergence); in the result dtype."""
         lay = self.layout
         if reduction == "none":
             return self.kl.reshape(lay.target_shape).astype(self.result_dtype)
-        total = _kernels.sum_f64(self.kl)
+        total = float(_kernels.sum_f64(self.kl))
         if reduction == "mean":
             total = total / lay.rows if lay.rows else math.nan
-        return np.asarray(total, dtype=self.result_dtype)[()]
+        result: Scalar = np.asarray(total, dtype=self.result_dtype)[()]
+        return result
 
     def grad_scale(self, reduction, grad_output):
         """(per-row factors or None, scalar factor) of the gradient: grad_output (1 by default;
@@ -130,38 +142,74 @@ class _Pair:
                 raise ValueError(f"grad_output of shape {g.shape} does not broadcast to the loss's shape "
                                  f"{lay.target_shape}") from None
             return np.ascontiguousarray(g).reshape(-1), 1.0
-        g = 1.0 if grad_output is None else np.asarray(grad_output, dtype=np.float64)
-        if np.ndim(g) != 0:
-            raise ValueError(f"grad_output for reduction={reduction!r} must be a scalar, got shape {np.shape(g)}")
-        g = float(g)
-        return None, (g / lay.rows if reduction == "mean" and lay.rows else g)
+        g0 = 1.0 if grad_output is None else np.asarray(grad_output, dtype=np.float64)
+        if np.ndim(g0) != 0:
+            raise ValueError(f"grad_output for reduction={reduction!r} must be a scalar, got shape {np.shape(g0)}")
+        gs = float(g0)
+        return None, (gs / lay.rows if reduction == "mean" and lay.rows else gs)
 
 
-def kl_div(logits, ref_logits, *, reduction="mean", num_threads=None):
-    """KL(softmax(ref_logits) || softmax(logits)) per row over the class axis, in one pass.
+def kl_div(logits: ArrayLike, ref_logits: ArrayLike, *, reduction: Reduction = "mean",
+           num_threads: NumThreads = None) -> Scalar:
+    r"""KL(softmax(ref_logits) || softmax(logits)) per row over the class axis, in one pass.
 
     The divergence of the model's next-token distribution q = softmax(logits) from the
-    reference's p = softmax(ref_logits), sum_c p_c (log p_c - log q_c), as torch's
+    reference's p = softmax(ref_logits), as torch's
     ``F.kl_div(F.log_softmax(logits, 1), F.log_softmax(ref_logits, 1), log_target=True,
-    reduction="none").sum(1)``, without its four N x C temporaries. A class with p_c = 0
-    (reference logit -inf) contributes 0, where torch gives NaN (0 * inf); q_c = 0 where p_c > 0
-    gives +inf. A row that is all -inf, or holds +inf or NaN, gives NaN.
+    reduction="none").sum(1)``, without its four N x C temporaries.
 
     Parameters
     ----------
-    logits : array (N, C), (C,) or (N, C, d1, ..., dk): the model's logits (float16, bfloat16,
-        float32 or float64; classes on axis 1, or 0 when unbatched)
-    ref_logits : array of the same shape: the reference's logits, of any of those dtypes
-    reduction : 'mean' | 'sum' | 'none'
+    logits : array_like, shape (N, C), (C,) or (N, C, d1, ..., dk)
+        The model's logits (float16, bfloat16, float32 or float64; classes on axis 1, or 0 when
+        unbatched).
+    ref_logits : array_like, of `logits`' shape
+        The reference's logits, of any of those dtypes.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
         'mean' averages over the rows (N * d1 * ... * dk): torch's reduction='batchmean' of the
-        per-class divergence (NaN for no rows). 'none' gives one value per row, shape (N, d1..dk).
+        per-class divergence (NaN for no rows). 'none' gives one value per row, shape
+        (N, d1, ..., dk).
     num_threads : int, optional
-        As for cross_entropy.
+        As for `cross_entropy`: None uses every core.
 
     Returns
     -------
-    The divergence in nats: in the inputs' dtype when both have the same one, else in float64
-    if either is float64, else float32. Computed in float32 (float64 for float64 inputs).
+    numpy scalar or ndarray
+        The divergence in nats: in the inputs' dtype when both have the same one, else in
+        float64 if either is float64, else float32. Computed in float32 (float64 for float64
+        inputs). A NumPy scalar for 'mean' and 'sum', an array of the rows' shape for 'none'.
+
+    Raises
+    ------
+    ValueError
+        If the two shapes differ or `reduction` is not one of the three.
+    TypeError
+        If either input is not floating-point.
+
+    See Also
+    --------
+    kl_div_with_grad : The same, with the gradient with respect to `logits`.
+    compare : The KL with agreement and NLL figures, mergeable across batches.
+
+    Notes
+    -----
+    Per row, :math:`\mathrm{KL}(p \,\|\, q) = \sum_c p_c (\log p_c - \log q_c)`. A class with
+    :math:`p_c = 0` (reference logit -inf) contributes 0, where torch gives NaN
+    (:math:`0 \cdot \infty`); :math:`q_c = 0` where :math:`p_c > 0` gives +inf. A row that is
+    all -inf, or holds +inf or NaN, gives NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastce
+    >>> ref = np.array([[2.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    >>> model = np.array([[1.5, 1.0, 0.5], [0.0, 1.0, 2.5]])
+    >>> print(fastce.kl_div(model, ref, reduction="none").round(4))
+    [0.0603 0.6569]
+    >>> round(float(fastce.kl_div(model, ref)), 4)
+    0.3586
+    >>> fastce.kl_div(model.astype(np.float16), ref.astype(np.float32)).dtype
+    dtype('float32')
     """
     check_reduction(reduction)
     p = _Pair(logits, ref_logits, num_threads)
@@ -169,20 +217,76 @@ def kl_div(logits, ref_logits, *, reduction="mean", num_threads=None):
     return p.reduce(reduction)
 
 
-def kl_div_with_grad(logits, ref_logits, *, reduction="mean", grad_output=None, out=None, num_threads=None):
-    """`kl_div` and its gradient with respect to `logits`, from the same pass.
+def kl_div_with_grad(logits: ArrayLike, ref_logits: ArrayLike, *, reduction: Reduction = "mean",
+                     grad_output: Optional[ArrayLike] = None, out: Optional[NDArray] = None,
+                     num_threads: NumThreads = None) -> Tuple[Scalar, NDArray]:
+    r"""`kl_div` and its gradient with respect to `logits`, from the same pass.
 
-    grad = grad_output * (softmax(logits) - softmax(ref_logits)) per row (divided by the number of
-    rows for 'mean'): the gradient of a distillation loss with respect to the student's logits.
+    The gradient of a distillation loss with respect to the student's logits, computed while
+    the divergence is: no second pass over either input.
 
-    grad_output : scalar for 'mean' and 'sum', array broadcastable to the loss's shape for 'none';
-        defaults to 1.
+    Parameters
+    ----------
+    logits : array_like, shape (N, C), (C,) or (N, C, d1, ..., dk)
+        As for `kl_div`.
+    ref_logits : array_like, of `logits`' shape
+        As for `kl_div`.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        As for `kl_div`.
+    grad_output : float or array_like, optional
+        The gradient of the objective with respect to the loss: a scalar for 'mean' and 'sum',
+        an array broadcastable to the loss's shape for 'none'; defaults to 1.
     out : ndarray, optional
-        Where to write the gradient: logits' shape and dtype, writeable, any layout; it may be
+        Where to write the gradient: `logits`' shape and dtype, writeable, any layout; it may be
         `logits` itself (each logit is read before its gradient is written). Must not overlap
-        ref_logits.
+        `ref_logits`.
+    num_threads : int, optional
+        As for `kl_div`.
 
-    Returns (loss, grad); grad has logits' shape and dtype.
+    Returns
+    -------
+    loss : numpy scalar or ndarray
+        As `kl_div` returns it.
+    grad : ndarray
+        The gradient, of `logits`' shape and dtype (`out` if given).
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, `reduction` is not one of the three, `grad_output` does not fit
+        the loss's shape, or `out` does not fit.
+    TypeError
+        If either input is not floating-point.
+
+    See Also
+    --------
+    kl_div : The divergence alone.
+
+    Notes
+    -----
+    With :math:`p = \mathrm{softmax}(\text{ref\_logits})` and
+    :math:`q = \mathrm{softmax}(\text{logits})`, per row
+
+    .. math::
+
+        \frac{\partial \mathrm{KL}(p \,\|\, q)}{\partial \text{logits}_c} = q_c - p_c,
+
+    times grad_output (per row for 'none'), divided by the number of rows for 'mean'.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastce
+    >>> ref = np.array([[2.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    >>> model = np.array([[1.5, 1.0, 0.5], [0.0, 1.0, 2.5]])
+    >>> loss, grad = fastce.kl_div_with_grad(model, ref, reduction="sum")
+    >>> round(float(loss), 4)
+    0.7172
+    >>> print(grad.round(4))
+    [[-0.1588  0.0625  0.0963]
+     [-0.0271 -0.4943  0.5214]]
+    >>> bool(np.allclose(grad.sum(axis=1), 0.0))
+    True
     """
     check_reduction(reduction)
     p = _Pair(logits, ref_logits, num_threads)

@@ -1,4 +1,6 @@
-"""fastce for torch CPU tensors: cross-entropy with autograd, as a torch operator.
+"""Torch CPU tensors through fastce: cross-entropy with autograd, as a torch operator.
+
+Usage::
 
     import fastce.torch as fct
     loss = fct.cross_entropy(logits, target)          # logits: float32/64, float16 or bfloat16
@@ -6,12 +8,10 @@
 
 `import fastce` never imports torch; this module does (import it only where torch is installed).
 
-How it runs
------------
-The loss and its gradient come from one fused pass (fastce.cross_entropy_with_grad) over the
-tensor's own memory: the tensor is detached and viewed as a NumPy array through DLPack (a
-bfloat16 tensor as int16, then as ml_dtypes' bfloat16), and the results are viewed back as
-tensors, so no float32 copy of 2-byte logits is made. The forward computes the gradient only
+How it runs. The loss and its gradient come from one fused pass
+(fastce.cross_entropy_with_grad) over the tensor's own memory: the tensor is detached and viewed
+as a NumPy array through DLPack (a bfloat16 tensor as int16, then as ml_dtypes' bfloat16), and
+the results are viewed back as tensors, so no float32 copy of 2-byte logits is made. The forward computes the gradient only
 when it will be needed (the input requires grad and grad mode is on) and saves it; the backward
 scales it by grad_output (per row for reduction='none').
 
@@ -26,6 +26,8 @@ torch is told to use.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -34,6 +36,7 @@ from ._functional import cross_entropy as _ce
 from ._functional import cross_entropy_with_grad as _ce_with_grad
 from ._linear import linear_cross_entropy as _lce
 from ._linear import linear_cross_entropy_with_grad as _lce_with_grad
+from ._typing import NumThreads, Reduction
 from ._validate import as_array, check_reduction
 
 __all__ = ["cross_entropy", "CrossEntropyLoss", "linear_cross_entropy"]
@@ -46,7 +49,8 @@ __all__ = ["cross_entropy", "CrossEntropyLoss", "linear_cross_entropy"]
 def _array(t: torch.Tensor, name: str) -> np.ndarray:
     if t.device.type != "cpu":
         raise TypeError(f"{name} is on {t.device}; fastce is a CPU library: move it with .cpu()")
-    return as_array(t.detach(), name)
+    a: np.ndarray = as_array(t.detach(), name)
+    return a
 
 
 def _tensor(a) -> torch.Tensor:
@@ -84,9 +88,9 @@ def _scale(grad, grad_output, reduction, eager=False):
     """grad_output * d(loss)/d(input): a scalar for 'mean' / 'sum', per row for 'none' (the
     rows of the loss's shape, broadcast over the class axis, axis 1, or 0 when unbatched).
     In eager mode, loss.backward() passes grad_output 1: the saved gradient is then the answer
-    itself, with no second pass over N x C and no second N x C allocation (measured on
-    (4096, 32000) float32: 156 ms -> 40 ms for forward + backward). Under torch.compile the
-    value of grad_output is not known when the graph is traced, so it always multiplies."""
+    itself, with no second pass over N x C and no second N x C allocation (what that saves:
+    docs/performance/notes_scoring.md). Under torch.compile the value of grad_output is not
+    known when the graph is traced, so it always multiplies."""
     if reduction != "none":
         if eager and grad_output.numel() == 1 and grad_output.item() == 1.0:
             return grad
@@ -160,45 +164,194 @@ class _EagerCrossEntropy(torch.autograd.Function):
         return _scale(grad, grad_loss, ctx.reduction, eager=True), None, None, None, None, None, None, None, None
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, *,
-                  z_loss=0.0, softcap=None, num_threads=None):
-    """torch.nn.functional.cross_entropy on CPU tensors, by fastce's fused kernels; differentiable
-    with respect to `input`.
+def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                  ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0, *,
+                  z_loss: float = 0.0, softcap: Optional[float] = None,
+                  num_threads: NumThreads = None) -> torch.Tensor:
+    """`torch.nn.functional.cross_entropy` on CPU tensors, by fastce's fused kernels.
 
-    input: float32, float64, float16 or bfloat16, (N, C), (C,) or (N, C, d1, ..., dk), any strides.
-    target: class indices of any integer dtype, or class probabilities of input's shape.
-    z_loss, softcap: as fastce.cross_entropy (beyond torch). num_threads: fastce's threads
-    (default torch.get_num_threads()). Returns a tensor of input's dtype.
+    Differentiable with respect to `input`: the forward computes the gradient in the same pass
+    as the loss (when `input` requires grad and grad mode is on) and the backward only scales
+    it. Under ``torch.compile`` it is the operator ``fastce::cross_entropy``; in eager mode a
+    plain ``torch.autograd.Function`` over the same kernels.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        The logits, float32, float64, float16 or bfloat16, shape (N, C), (C,) or
+        (N, C, d1, ..., dk), any strides, on the CPU.
+    target : torch.Tensor
+        Class indices of any integer dtype, shape (N,), () or (N, d1, ..., dk); or class
+        probabilities of `input`'s shape.
+    weight : torch.Tensor, optional
+        A manual rescaling weight per class, shape (C,).
+    ignore_index : int, default -100
+        A target value that is ignored (index targets only).
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        As torch's.
+    label_smoothing : float, default 0.0
+        As torch's, in [0, 1].
+    z_loss : float, default 0.0
+        As `fastce.cross_entropy` (beyond torch): adds PaLM's z-loss, ``z_loss * lse**2``, to
+        each row's loss (weighted like it), lse being the row's log-sum-exp.
+    softcap : float, optional
+        As `fastce.cross_entropy` (beyond torch): the loss of ``softcap * tanh(input / softcap)``.
+    num_threads : int, optional
+        The threads fastce uses; default ``torch.get_num_threads()``. Refused under
+        ``torch.compile``.
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, of `input`'s dtype: 0-d for 'mean' and 'sum', the target's rows' shape for
+        'none'.
+
+    Raises
+    ------
+    TypeError
+        If `input` or `target` is not a tensor, a tensor is not on the CPU, a floating-point
+        `target` of `input`'s shape requires grad, or `num_threads` is given under
+        ``torch.compile``.
+    ValueError
+        If `reduction` or another option is invalid, or the shapes do not fit.
+    IndexError
+        If a class-index target is outside [0, C) and not `ignore_index`.
+
+    See Also
+    --------
+    CrossEntropyLoss : The same as a module.
+    linear_cross_entropy : The loss of an LM head, its logits never stored.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastce.torch as fct
+    >>> x = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.2]], requires_grad=True)
+    >>> target = torch.tensor([0, 2])
+    >>> loss = fct.cross_entropy(x, target)
+    >>> round(loss.item(), 4)
+    1.4643
+    >>> loss.backward()
+    >>> x.grad.round(decimals=4)
+    tensor([[-0.1705,  0.1212,  0.0493],
+            [ 0.0548,  0.4047, -0.4594]])
+    >>> fct.cross_entropy(x.detach(), target, reduction="none").round(decimals=4)
+    tensor([0.4170, 2.5116])
     """
     check_reduction(reduction)
     need_grad = isinstance(input, torch.Tensor) and input.requires_grad and torch.is_grad_enabled()
     if torch.compiler.is_compiling():
         if num_threads is not None:
             raise TypeError("num_threads is not supported under torch.compile")
+        loss: torch.Tensor
         loss, _ = _op(input, target, weight, int(ignore_index), reduction, float(label_smoothing),
                       float(z_loss), None if softcap is None else float(softcap), need_grad)
         return loss
     if not need_grad:
-        return _kernel_call(input, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+        loss = _kernel_call(input, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
                             False, num_threads)[0]
-    return _EagerCrossEntropy.apply(input, target, weight, ignore_index, reduction, label_smoothing, z_loss,
+        return loss
+    loss = _EagerCrossEntropy.apply(input, target, weight, ignore_index, reduction, label_smoothing, z_loss,
                                     softcap, num_threads)
+    return loss
 
 
 class CrossEntropyLoss(nn.Module):
-    """torch.nn.CrossEntropyLoss by fastce's kernels (see cross_entropy); the same constructor."""
+    """`torch.nn.CrossEntropyLoss` by fastce's kernels (see `cross_entropy`); the same constructor.
 
-    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
-                 label_smoothing=0.0):
+    The module form of `cross_entropy`, with torch's options. The deprecated `size_average` and
+    `reduce` are refused; `weight` is registered as a buffer (moves with ``.to()``).
+
+    Parameters
+    ----------
+    weight : torch.Tensor, optional
+        A manual rescaling weight per class, shape (C,).
+    size_average : None
+        Deprecated in torch; anything but None is refused.
+    ignore_index : int, default -100
+        A target value that is ignored.
+    reduce : None
+        Deprecated in torch; anything but None is refused.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        As torch's.
+    label_smoothing : float, default 0.0
+        As torch's.
+
+    Attributes
+    ----------
+    weight : torch.Tensor or None
+        The class weights (a buffer).
+    ignore_index : int
+        The ignored target value.
+    reduction : {'mean', 'sum', 'none'}
+        The reduction.
+    label_smoothing : float
+        The smoothing.
+
+    Raises
+    ------
+    TypeError
+        If `size_average` or `reduce` is given.
+    ValueError
+        If `reduction` is not one of the three.
+
+    See Also
+    --------
+    cross_entropy : The function form.
+    fastce.CrossEntropyLoss : The NumPy module.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastce.torch as fct
+    >>> criterion = fct.CrossEntropyLoss(label_smoothing=0.1)
+    >>> x = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.2]])
+    >>> round(criterion(x, torch.tensor([0, 2])).item(), 4)
+    1.4693
+    """
+
+    weight: Optional[torch.Tensor]
+
+    def __init__(self, weight: Optional[torch.Tensor] = None, size_average: None = None, ignore_index: int = -100,
+                 reduce: None = None, reduction: Reduction = "mean", label_smoothing: float = 0.0) -> None:
         super().__init__()
         if size_average is not None or reduce is not None:
             raise TypeError("size_average and reduce are deprecated in torch; use reduction=")
         self.register_buffer("weight", weight)
         self.ignore_index = ignore_index
-        self.reduction = check_reduction(reduction)
+        self.reduction: Reduction = check_reduction(reduction)
         self.label_smoothing = label_smoothing
 
-    def forward(self, input, target):
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of `input` against `target`, as `cross_entropy` with the module's options.
+
+        Call the module (``criterion(input, target)``) rather than this method, as for any
+        torch module.
+
+        Parameters
+        ----------
+        input : torch.Tensor
+            The logits, as for `cross_entropy`.
+        target : torch.Tensor
+            Class indices or probabilities, as for `cross_entropy`.
+
+        Returns
+        -------
+        torch.Tensor
+            The loss, of `input`'s dtype.
+
+        See Also
+        --------
+        cross_entropy : What it calls.
+
+        Examples
+        --------
+        >>> import torch
+        >>> import fastce.torch as fct
+        >>> x = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.2]])
+        >>> fct.CrossEntropyLoss(reduction="sum")(x, torch.tensor([0, 2])).round(decimals=4)
+        tensor(2.9286)
+        """
         return cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing)
 
 
@@ -317,7 +470,10 @@ class _EagerLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         if ctx.reduction == "none" and grad_loss.dim() > 0 and not torch.all(grad_loss == grad_loss.reshape(-1)[0]):
-            _, *grads = _linear_call(*ctx.call[:8], True, ctx.call[8], grad_output=grad_loss)
+            (input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing,
+             num_threads) = ctx.call
+            _, *grads = _linear_call(input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
+                                     label_smoothing, True, num_threads, grad_output=grad_loss)
         else:
             g = grad_loss.reshape(-1)[0] if grad_loss.dim() > 0 else grad_loss
             grads = [_scale(t, g, "mean", True) for t in ctx.saved_tensors]
@@ -325,19 +481,78 @@ class _EagerLinearCrossEntropy(torch.autograd.Function):
         return grads[0], grads[1], None, gb, None, None, None, None, None
 
 
-def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",
-                         ignore_index=-100, label_smoothing=0.0, num_threads=None):
-    """torch.nn.functional.linear_cross_entropy (same signature; ignore_index None means -100) on
-    CPU tensors by fastce's chunked kernels: the
-    (N, V) logits are never stored. Differentiable with respect to input, linear_weight and
-    linear_bias; the gradients come from the same pass as the loss (saved: the size of the
-    parameters, never of the logits). With reduction='none', a backward with one grad_output
-    value for every row (loss.sum().backward(), loss.mean().backward()) only scales them; any
-    other grad_output runs the fused pass again with it (the logits recomputed, never stored).
+def linear_cross_entropy(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor, *,
+                         linear_bias: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
+                         reduction: Reduction = "mean", ignore_index: Optional[int] = -100,
+                         label_smoothing: float = 0.0, num_threads: NumThreads = None) -> torch.Tensor:
+    """`torch.nn.functional.linear_cross_entropy` on CPU tensors, by fastce's chunked kernels.
 
-    It is the operator `fastce::linear_cross_entropy` under torch.compile (with
-    `fastce::linear_cross_entropy_backward` for 'none'), a plain autograd.Function in eager mode.
-    num_threads is refused under torch.compile."""
+    The same signature as torch's: the loss of the logits ``input @ linear_weight.T
+    (+ linear_bias)``, computed chunk by chunk, so the (N, V) logits are never stored.
+    Differentiable with respect to `input`, `linear_weight` and `linear_bias`; the gradients
+    come from the same pass as the loss (saved: the size of the parameters, never of the
+    logits). With reduction='none', a backward with one grad_output value for every row
+    (``loss.sum().backward()``, ``loss.mean().backward()``) only scales them; any other
+    grad_output runs the fused pass again with it (the logits recomputed, never stored).
+
+    It is the operator ``fastce::linear_cross_entropy`` under ``torch.compile`` (with
+    ``fastce::linear_cross_entropy_backward`` for 'none'), a plain ``torch.autograd.Function``
+    in eager mode.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        The hidden states, shape (N, H) or (H,), float32 or float64, on the CPU.
+    linear_weight : torch.Tensor
+        The LM head's weight, shape (V, H), of `input`'s dtype.
+    target : torch.Tensor
+        Class indices, shape (N,) or ().
+    linear_bias : torch.Tensor, optional
+        The head's bias, shape (V,).
+    weight : torch.Tensor, optional
+        A manual rescaling weight per class, shape (V,).
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        As torch's.
+    ignore_index : int or None, default -100
+        A target value that is ignored; None means -100.
+    label_smoothing : float, default 0.0
+        As torch's.
+    num_threads : int, optional
+        The threads fastce uses (default: every core). Refused under ``torch.compile``.
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, of `input`'s dtype: 0-d for 'mean' and 'sum', the target's shape for 'none'.
+
+    Raises
+    ------
+    TypeError
+        If `input`, `linear_weight` or `target` is not a tensor, a tensor is not on the CPU, or
+        `num_threads` is given under ``torch.compile``.
+    ValueError
+        If `reduction` or another option is invalid, or the shapes do not fit.
+
+    See Also
+    --------
+    cross_entropy : The loss of given logits.
+    fastce.linear_cross_entropy : The NumPy function.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import fastce.torch as fct
+    >>> hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> head = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, -1.0]], requires_grad=True)
+    >>> loss = fct.linear_cross_entropy(hidden, head, torch.tensor([0, 1, 2]))
+    >>> round(loss.item(), 4)
+    1.0743
+    >>> loss.backward()
+    >>> head.grad.round(decimals=4)
+    tensor([[ 0.1102,  0.3033],
+            [ 0.1116, -0.0300],
+            [-0.2217, -0.2733]])
+    """
     check_reduction(reduction)
     ignore_index = -100 if ignore_index is None else ignore_index
     need_grad = torch.is_grad_enabled() and any(
@@ -345,10 +560,13 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     if torch.compiler.is_compiling():
         if num_threads is not None:
             raise TypeError("num_threads is not supported under torch.compile")
-        return _linear_op(input, linear_weight, target, linear_bias, weight, int(ignore_index), reduction,
-                          float(label_smoothing), need_grad)[0]
+        loss: torch.Tensor = _linear_op(input, linear_weight, target, linear_bias, weight, int(ignore_index),
+                                        reduction, float(label_smoothing), need_grad)[0]
+        return loss
     if not need_grad:
-        return _linear_call(input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
+        loss = _linear_call(input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
                             label_smoothing, False, num_threads)[0]
-    return _EagerLinearCrossEntropy.apply(input, linear_weight, target, linear_bias, weight, ignore_index,
+        return loss
+    loss = _EagerLinearCrossEntropy.apply(input, linear_weight, target, linear_bias, weight, ignore_index,
                                           reduction, label_smoothing, num_threads)
+    return loss
