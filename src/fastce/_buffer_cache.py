@@ -1,8 +1,8 @@
 """The cache of large output buffers: fastce's large outputs reuse memory the program dropped.
 
 A fresh gradient of a large input is fresh memory from the OS, which zeroes every page on first
-touch: for a (4096, 32000) float32 gradient that costs about half as much again as the fused
-loss+gradient pass. fastce therefore allocates the outputs it creates (the gradient of
+touch, a cost comparable to the fused loss+gradient pass itself
+(docs/performance/notes_python.md). fastce therefore allocates the outputs it creates (the gradient of
 ``cross_entropy_with_grad`` when no ``out=`` is given, and the results of ``softmax`` and
 ``log_softmax``) through a small cache (include/fastce/buffer_cache.h), installed as NumPy's
 allocator for that one allocation only:
