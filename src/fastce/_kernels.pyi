@@ -30,6 +30,8 @@ CACHE_MIN_BYTES: int
 CACHE_SLOTS: int
 _cache_capsule: object
 
+__test__: Dict[str, str]  # Cython's doctest table
+
 _scalar_f32: type[np.float32]
 _scalar_f64: type[np.float64]
 

@@ -486,7 +486,7 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
     cols = _vocab_chunk_cols(head, tg, extra, rows, chunk_size)
     if cols:
         return tg.loss.reduce(_vocab_chunked_row_losses(head, tg, extra["z_loss"], cols, nthreads), head.dtype)
-    red = "none" if tg.reduction == "none" else "sum"
+    red: Reduction = "none" if tg.reduction == "none" else "sum"
     acc = _Collector(tg, head.dtype, return_lse)
     for r0, r1, _, z in _logit_chunks(head, rows):
         res = _functional.cross_entropy(as_kernel(z), tg.chunk(r0, r1), reduction=red,
@@ -717,7 +717,7 @@ def linear_cross_entropy_with_grad(input: ArrayLike, linear_weight: ArrayLike, t
     gout = tg.grad_output_chunks(grad_output)
     extra = _extra_options(z_loss, softcap, return_lse)
     rows, as_kernel = _chunk_setup(head, chunk_size, grad=True)
-    red = "none" if tg.reduction == "none" else "sum"
+    red: Reduction = "none" if tg.reduction == "none" else "sum"
     acc = _Collector(tg, head.dtype, return_lse)
     grads = _Grads(head)
     for r0, r1, xc, z in _logit_chunks(head, rows):
