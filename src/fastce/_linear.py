@@ -5,8 +5,8 @@ The math (torch.nn.functional.linear_cross_entropy)::
     logits = input @ linear_weight.T + linear_bias              (N, V)
     loss   = cross_entropy(logits, target, weight, ...)
 
-Design
-------
+The design, point by point:
+
 1. The (N, V) logits are never materialized. Rows of `input` are taken `chunk_rows` at a time;
    their logits are computed by BLAS (`_gemm.gemm`, see 3.) into ONE preallocated
    (chunk_rows, V) buffer that every chunk reuses, and handed straight to fastce's fused kernels. Extra memory: that buffer plus O(N)
@@ -389,7 +389,7 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
     Parameters
     ----------
     input : array_like of float32 or float64, shape (N, H), or (H,) unbatched
-        float16 is refused (TypeError): its matmul would need a float32 copy of linear_weight.
+        A float16 input is refused (TypeError): its matmul would need a float32 copy of linear_weight.
     linear_weight : array_like of input's dtype, shape (V, H)
         Or (V, d1, ..., dk, H) for torch's K-dimensional loss: the logits are then
         (N, V, d1, ..., dk), classes on axis 1, and input must be batched. A weight that is
