@@ -9,6 +9,10 @@ float16 and bfloat16 are read and written by the kernels as they are (computed i
 
 Options beyond torch (z_loss, softcap, return_lse) are defined in cross_entropy's docstring.
 """
+from __future__ import annotations
+
+from typing import Any, List, Literal, Optional, Tuple, Union, overload
+
 import numpy as np
 
 from . import _buffer_cache, _kernels, _runtime
@@ -26,6 +30,7 @@ from ._validate import (
     compute_dtype,
     normalize_axis,
 )
+from ._typing import ArrayLike, NDArray, NumThreads, Reduction, Scalar
 
 # Input that needs converting before the kernels (softcap's cap * tanh(x / cap), or 2-byte logits
 # with probability targets) is converted this many logits at a time (whole outer rows).
@@ -196,48 +201,127 @@ def _plain_options(weight, label_smoothing, z_loss, softcap, return_lse):
             and _is_zero(z_loss))
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, *, z_loss=0.0, softcap=None, return_lse=False, num_threads=None):
-    """Softmax cross-entropy between logits and targets, as torch.nn.functional.cross_entropy.
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Reduction = ..., label_smoothing: float = ..., *,
+                  z_loss: float = ..., softcap: Optional[float] = ..., return_lse: Literal[False] = ...,
+                  num_threads: NumThreads = ...) -> Scalar: ...
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Reduction = ..., label_smoothing: float = ..., *,
+                  z_loss: float = ..., softcap: Optional[float] = ..., return_lse: Literal[True],
+                  num_threads: NumThreads = ...) -> Tuple[Scalar, NDArray]: ...
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Reduction = ..., label_smoothing: float = ..., *,
+                  z_loss: float = ..., softcap: Optional[float] = ..., return_lse: bool = ...,
+                  num_threads: NumThreads = ...) -> Union[Scalar, Tuple[Scalar, NDArray]]: ...
+def cross_entropy(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None,
+                  ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0, *,
+                  z_loss: float = 0.0, softcap: Optional[float] = None, return_lse: bool = False,
+                  num_threads: NumThreads = None) -> Union[Scalar, Tuple[Scalar, NDArray]]:
+    r"""Softmax cross-entropy between logits and targets, as ``torch.nn.functional.cross_entropy``.
 
     Parameters
     ----------
-    input : array of float16, float32 or float64
+    input : array_like of float16, bfloat16, float32 or float64
         Logits of shape (N, C), (C,) unbatched, or (N, C, d1, ..., dk) with classes on axis 1.
-    target : array
+        Any object NumPy reads, or that exports DLPack (a CPU torch tensor, a JAX array), is
+        read in place where its layout allows.
+    target : array_like
         Class indices of shape (N,), () or (N, d1, ..., dk), of any integer dtype, in [0, C)
-        or equal to ignore_index; or class probabilities of input's shape (floating).
-    weight : array of shape (C,), optional
+        or equal to `ignore_index`; or class probabilities of `input`'s shape (floating).
+    weight : array_like of shape (C,), optional
         Per-class rescaling weights.
-    ignore_index : int
+    ignore_index : int, default -100
         Index targets equal to this contribute 0 and are left out of the mean's denominator.
         Not supported (must be negative) with probability targets.
-    reduction : 'none' | 'mean' | 'sum'
+    reduction : {'mean', 'none', 'sum'}, default 'mean'
         'mean' divides by the sum of the kept targets' weights (index targets) or by the number
         of elements N*d1*...*dk (probability targets), as torch does.
-    label_smoothing : float in [0, 1]
+    label_smoothing : float in [0, 1], default 0.0
         Mixes the target with the uniform distribution: y' = (1 - eps) y + eps / C.
-    z_loss : float >= 0 (beyond torch)
-        Adds z * lse^2 to each row's loss (PaLM's z-loss), lse = logsumexp of the row's logits.
-        The term is weighted like the row's loss: by weight[target] for index targets (so a
-        'mean' divides it by the same denominator), by 1 for probability targets; ignored rows
-        get none. 0 turns it off.
-    softcap : float > 0, optional (beyond torch)
-        The logits become cap * tanh(logits / cap) before the softmax (Gemma 2's logit
-        soft-capping); the loss, lse and gradient are those of the capped logits (the gradient
-        through the chain rule). The capped logits are formed BLOCK_LOGITS at a time, never N x C.
-    return_lse : bool (beyond torch)
-        Also return the per-row log-sum-exp (of the capped logits with softcap), shape of the
-        'none' loss, input's dtype; ignored rows get theirs too.
+    z_loss : float >= 0, default 0.0
+        Beyond torch. Adds z * lse^2 to each row's loss (PaLM's z-loss), lse = logsumexp of the
+        row's logits. The term is weighted like the row's loss: by weight[target] for index
+        targets (so a 'mean' divides it by the same denominator), by 1 for probability targets;
+        ignored rows get none. 0 turns it off.
+    softcap : float > 0, optional
+        Beyond torch. The logits become cap * tanh(logits / cap) before the softmax (Gemma 2's
+        logit soft-capping); the loss, lse and gradient are those of the capped logits (the
+        gradient through the chain rule). The capped logits are formed `BLOCK_LOGITS` at a time,
+        never N x C.
+    return_lse : bool, default False
+        Beyond torch. Also return the per-row log-sum-exp (of the capped logits with softcap),
+        shape of the 'none' loss, input's dtype; ignored rows get theirs too.
     num_threads : int, optional
-        None uses every core (OMP_NUM_THREADS is respected); a positive int uses exactly that many.
+        None uses every core (``OMP_NUM_THREADS`` is respected); a positive int uses exactly
+        that many.
 
     Returns
     -------
-    A NumPy scalar of input's dtype for 'mean' and 'sum'; an array of the target shape for 'none'.
-    With return_lse, the tuple (loss, lse).
+    loss : numpy scalar or numpy.ndarray
+        A NumPy scalar of input's dtype for 'mean' and 'sum'; an array of the target shape for
+        'none'.
+    lse : numpy.ndarray
+        Only with ``return_lse=True``, which returns the tuple ``(loss, lse)``.
 
-    The loss is computed in one streaming pass over the logits; besides O(N) it allocates nothing.
+    Raises
+    ------
+    TypeError
+        For a non-floating `input`, targets of the wrong kind (floating index targets, integer
+        probabilities), or an option of the wrong type.
+    ValueError
+        For a shape mismatch, an unknown `reduction`, or an option out of its range.
+    IndexError
+        For an index target outside [0, C) that is not `ignore_index`.
+
+    See Also
+    --------
+    cross_entropy_with_grad : The loss and its gradient in one pass.
+    CrossEntropyLoss : The same with fixed options.
+    linear_cross_entropy : The loss of ``input @ W.T + b`` without materializing the logits.
+
+    Notes
+    -----
+    With lse_i = log(sum_c exp(x_ic)) over the classes of element i, p_i = softmax(x_i),
+    w the class weights (1 without `weight`), eps the label smoothing and z the z-loss, an index
+    target t_i gives
+
+    .. math::
+
+        \ell_i = (1 - \epsilon)\, w_{t_i} (\mathrm{lse}_i - x_{i t_i})
+                 + \frac{\epsilon}{C} \sum_c w_c (\mathrm{lse}_i - x_{ic})
+                 + z\, w_{t_i} \mathrm{lse}_i^2
+
+    (0 for an ignored element) and a probability target y_i gives
+    :math:`\ell_i = -\sum_c w_c y'_{ic} \log p_{ic} + z\,\mathrm{lse}_i^2` with
+    :math:`y' = (1 - \epsilon) y + \epsilon / C`.
+
+    The loss is computed in one streaming pass over the logits; besides O(N) it allocates
+    nothing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastce
+    >>> x = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+    >>> t = np.array([0, 1])
+    >>> round(float(fastce.cross_entropy(x, t)), 4)
+    0.3185
+    >>> fastce.cross_entropy(x, t, reduction="none").round(4)
+    array([0.417, 0.22 ])
+    >>> fastce.cross_entropy(x, np.array([0, -100]), reduction="none").round(4)
+    array([0.417, 0.   ])
+    >>> loss, lse = fastce.cross_entropy(x, t, return_lse=True)
+    >>> lse.round(4)
+    array([2.417, 2.72 ])
+
+    Class probabilities as targets:
+
+    >>> p = np.array([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1]])
+    >>> round(float(fastce.cross_entropy(x, p)), 4)
+    0.6785
     """
     if _plain_options(weight, label_smoothing, z_loss, softcap, return_lse):
         loss = _kernels.small_call(_runtime.isa_id(), input, target, reduction, ignore_index, False, num_threads)
@@ -249,25 +333,96 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     return (loss, p.lse()) if return_lse else loss
 
 
-def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduction="mean",
-                            label_smoothing=0.0, *, grad_output=None, out=None, z_loss=0.0,
-                            softcap=None, return_lse=False, num_threads=None):
+@overload
+def cross_entropy_with_grad(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ...,
+                            ignore_index: int = ..., reduction: Reduction = ..., label_smoothing: float = ...,
+                            *, grad_output: Optional[ArrayLike] = ..., out: Optional[NDArray] = ...,
+                            z_loss: float = ..., softcap: Optional[float] = ..., return_lse: Literal[False] = ...,
+                            num_threads: NumThreads = ...) -> Tuple[Scalar, NDArray]: ...
+@overload
+def cross_entropy_with_grad(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ...,
+                            ignore_index: int = ..., reduction: Reduction = ..., label_smoothing: float = ...,
+                            *, grad_output: Optional[ArrayLike] = ..., out: Optional[NDArray] = ...,
+                            z_loss: float = ..., softcap: Optional[float] = ..., return_lse: Literal[True],
+                            num_threads: NumThreads = ...) -> Tuple[Scalar, NDArray, NDArray]: ...
+@overload
+def cross_entropy_with_grad(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = ...,
+                            ignore_index: int = ..., reduction: Reduction = ..., label_smoothing: float = ...,
+                            *, grad_output: Optional[ArrayLike] = ..., out: Optional[NDArray] = ...,
+                            z_loss: float = ..., softcap: Optional[float] = ..., return_lse: bool = ...,
+                            num_threads: NumThreads = ...
+                            ) -> Union[Tuple[Scalar, NDArray], Tuple[Scalar, NDArray, NDArray]]: ...
+def cross_entropy_with_grad(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None,
+                            ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+                            *, grad_output: Optional[ArrayLike] = None, out: Optional[NDArray] = None,
+                            z_loss: float = 0.0, softcap: Optional[float] = None, return_lse: bool = False,
+                            num_threads: NumThreads = None
+                            ) -> Union[Tuple[Scalar, NDArray], Tuple[Scalar, NDArray, NDArray]]:
     """The loss of `cross_entropy` and its gradient with respect to `input`, in one fused pass.
 
     grad = d(sum(grad_output * loss)) / d(input), of input's shape and dtype.
 
-    grad_output : scalar (for 'mean' and 'sum') or array of the loss's shape (for 'none');
-        defaults to 1.
-    out : ndarray, optional
+    Parameters
+    ----------
+    input, target, weight, ignore_index, reduction, label_smoothing : see cross_entropy
+        As in `cross_entropy`.
+    grad_output : array_like, optional
+        A scalar (for 'mean' and 'sum') or an array broadcastable to the loss's shape (for
+        'none'); defaults to 1.
+    out : numpy.ndarray, optional
         Where to write the gradient: input's shape and dtype, writeable, any layout (the kernels
         write a C-contiguous one, or one matching a Fortran-ordered input, directly; any other
         through one temporary copied into it). It may be `input` itself, which overwrites the
         logits with their gradient and allocates no N x C memory at all. For float16 or bfloat16
         input, `out` may also be float32: the gradient as computed, before its rounding to the
         input's dtype (the logits are widened block by block; no N x C temporary).
+    z_loss, softcap, return_lse, num_threads : see cross_entropy
+        As in `cross_entropy`; z_loss and softcap enter the gradient too.
 
-    Returns (loss, grad), or (loss, grad, lse) with return_lse. See `cross_entropy` for the other
-    parameters (z_loss and softcap enter the gradient too).
+    Returns
+    -------
+    loss : numpy scalar or numpy.ndarray
+        As `cross_entropy` returns it.
+    grad : numpy.ndarray
+        The gradient, of input's shape and dtype (`out` where given).
+    lse : numpy.ndarray
+        Only with ``return_lse=True``: ``(loss, grad, lse)``.
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        As `cross_entropy`; also for an `out` of the wrong shape, dtype or type, a read-only
+        `out`, or one that overlaps `input` (other than being `input`), `target` or `weight`.
+
+    See Also
+    --------
+    cross_entropy, CrossEntropyLoss.loss_and_grad
+
+    Notes
+    -----
+    For an index target t and p = softmax(x), without options,
+    d loss / dx_c = g (p_c - [c = t]) w_t / D, where g is grad_output and D the mean's
+    denominator (1 for 'sum' and 'none'). With a new gradient (no `out`) of at least 16 MiB,
+    its memory comes from fastce's buffer cache (`cache_info`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastce
+    >>> x = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+    >>> t = np.array([0, 1])
+    >>> loss, grad = fastce.cross_entropy_with_grad(x, t)
+    >>> round(float(loss), 4)
+    0.3185
+    >>> grad.round(4)
+    array([[-0.1705,  0.1212,  0.0493],
+           [ 0.0543, -0.0988,  0.0445]])
+
+    In place, overwriting the logits with their gradient:
+
+    >>> loss, grad = fastce.cross_entropy_with_grad(x, t, out=x)
+    >>> grad is x
+    True
     """
     if out is None and grad_output is None and _plain_options(weight, label_smoothing, z_loss, softcap, return_lse):
         res = _kernels.small_call(_runtime.isa_id(), input, target, reduction, ignore_index, True, num_threads)
@@ -288,13 +443,56 @@ def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduc
     return (loss, out, p.lse()) if return_lse else (loss, out)
 
 
-def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean", *, num_threads=None):
-    """Negative log-likelihood of class-index targets, as torch.nn.functional.nll_loss.
+def nll_loss(log_probs: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike] = None,
+             ignore_index: int = -100, reduction: Reduction = "mean", *,
+             num_threads: NumThreads = None) -> Scalar:
+    """Negative log-likelihood of class-index targets, as ``torch.nn.functional.nll_loss``.
 
-    loss_i = -weight[t_i] * log_probs[i, t_i] (0 where t_i == ignore_index); 'mean' divides by
-    the sum of the kept targets' weights. `log_probs` has the layout of cross_entropy's input.
-    Targets are validated by the same pass as cross_entropy's; the gather is one O(N) NumPy
-    indexing step (there is no row to stream). num_threads bounds the threads of the target check.
+    Parameters
+    ----------
+    log_probs : array_like of float16, bfloat16, float32 or float64
+        Log-probabilities, in the layout of `cross_entropy`'s input: (N, C), (C,) or
+        (N, C, d1, ..., dk).
+    target : array_like of integers
+        Class indices, as `cross_entropy`'s index targets (probabilities are refused).
+    weight : array_like of shape (C,), optional
+        Per-class rescaling weights.
+    ignore_index : int, default -100
+        Targets equal to this contribute 0 and leave the mean's denominator.
+    reduction : {'mean', 'none', 'sum'}, default 'mean'
+        'mean' divides by the sum of the kept targets' weights.
+    num_threads : int, optional
+        Bounds the threads of the target check.
+
+    Returns
+    -------
+    numpy scalar or numpy.ndarray
+        Of log_probs' dtype: a scalar for 'mean' and 'sum', an array of the target shape for
+        'none'.
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        As `cross_entropy` for index targets.
+
+    See Also
+    --------
+    cross_entropy : ``nll_loss(log_softmax(x, axis=1), t)`` in one pass.
+
+    Notes
+    -----
+    loss_i = -weight[t_i] * log_probs[i, t_i] (0 where t_i == ignore_index). Targets are
+    validated by the same pass as cross_entropy's; the gather is one O(N) NumPy indexing step
+    (there is no row to stream).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastce
+    >>> x = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])
+    >>> t = np.array([0, 1])
+    >>> round(float(fastce.nll_loss(fastce.log_softmax(x), t)), 4)
+    0.3185
     """
     lp = as_floating(log_probs, "log_probs")
     dtype = lp.dtype.newbyteorder("=")  # results are native-endian
@@ -365,16 +563,134 @@ def _logsumexp_infinite_rows(x3, lse2):
         lse2[bad_n[plus_inf], bad_s[plus_inf]] = np.inf
 
 
-def log_softmax(x, axis=-1, *, num_threads=None):
-    """log(softmax(x)) along `axis`, computed as x - logsumexp(x) (stable for any magnitude)."""
+def log_softmax(x: ArrayLike, axis: int = -1, *, num_threads: NumThreads = None) -> NDArray:
+    """Logarithm of the softmax along `axis`, computed as x - logsumexp(x) (stable for any magnitude).
+
+    Parameters
+    ----------
+    x : array_like of float16, bfloat16, float32 or float64
+        Any shape with at least one dimension (a 0-d array is one class).
+    axis : int, default -1
+        The axis of the classes.
+    num_threads : int, optional
+        None uses every core; a positive int uses exactly that many.
+
+    Returns
+    -------
+    numpy.ndarray
+        Of x's shape and dtype (native byte order).
+
+    Raises
+    ------
+    TypeError
+        For a non-floating `x` or a non-integer `axis`.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+
+    See Also
+    --------
+    softmax, logsumexp
+
+    Notes
+    -----
+    As ``torch.log_softmax``: a row that holds +inf or NaN, or is all -inf, is all NaN; a -inf
+    logit in an otherwise finite row gives -inf.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastce
+    >>> fastce.log_softmax(np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])).round(4)
+    array([[-0.417, -1.417, -2.317],
+           [-2.22 , -0.22 , -2.42 ]])
+    """
     return _softmax_family(x, axis, OUT_LOGSOFTMAX, num_threads)
 
 
-def softmax(x, axis=-1, *, num_threads=None):
-    """exp(x - logsumexp(x)) along `axis`."""
+def softmax(x: ArrayLike, axis: int = -1, *, num_threads: NumThreads = None) -> NDArray:
+    """Softmax along `axis`: exp(x - logsumexp(x)).
+
+    Parameters
+    ----------
+    x : array_like of float16, bfloat16, float32 or float64
+        Any shape with at least one dimension (a 0-d array is one class).
+    axis : int, default -1
+        The axis of the classes.
+    num_threads : int, optional
+        None uses every core; a positive int uses exactly that many.
+
+    Returns
+    -------
+    numpy.ndarray
+        Of x's shape and dtype (native byte order); its memory comes from fastce's buffer cache
+        when it is large (`cache_info`).
+
+    Raises
+    ------
+    TypeError
+        For a non-floating `x` or a non-integer `axis`.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+
+    See Also
+    --------
+    log_softmax, logsumexp
+
+    Notes
+    -----
+    Non-finite values as `log_softmax`: NaN rows where log_softmax has them, 0 for a -inf
+    logit in an otherwise finite row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastce
+    >>> fastce.softmax(np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])).round(4)
+    array([[0.659 , 0.2424, 0.0986],
+           [0.1086, 0.8025, 0.0889]])
+    """
     return _softmax_family(x, axis, OUT_SOFTMAX, num_threads)
 
 
-def logsumexp(x, axis=-1, *, num_threads=None):
-    """log(sum(exp(x))) along `axis`, which is reduced away; one streaming pass, online max."""
+def logsumexp(x: ArrayLike, axis: int = -1, *, num_threads: NumThreads = None) -> NDArray:
+    """Log-sum-exp, log(sum(exp(x))), along `axis`, which is reduced away; one streaming pass.
+
+    Parameters
+    ----------
+    x : array_like of float16, bfloat16, float32 or float64
+        Any shape with at least one dimension.
+    axis : int, default -1
+        The axis to reduce.
+    num_threads : int, optional
+        None uses every core; a positive int uses exactly that many.
+
+    Returns
+    -------
+    numpy.ndarray
+        Of x's shape without `axis` and x's dtype (0-d for a 1-d `x`).
+
+    Raises
+    ------
+    TypeError
+        For a non-floating `x` or a non-integer `axis`.
+    numpy.exceptions.AxisError
+        For an axis out of range.
+
+    See Also
+    --------
+    log_softmax, softmax
+
+    Notes
+    -----
+    As ``torch.logsumexp``: with m = max_k x_k, lse = m + log(sum_k exp(x_k - m)); a row
+    holding +inf (and no NaN) gives +inf, an all -inf row -inf, any NaN gives NaN, and an
+    empty axis -inf.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastce
+    >>> fastce.logsumexp(np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]])).round(4)
+    array([2.417, 2.72 ])
+    """
     return _softmax_family(x, axis, OUT_NONE, num_threads)

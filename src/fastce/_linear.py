@@ -5,8 +5,8 @@ The math (torch.nn.functional.linear_cross_entropy)::
     logits = input @ linear_weight.T + linear_bias              (N, V)
     loss   = cross_entropy(logits, target, weight, ...)
 
-Design
-------
+The design, point by point:
+
 1. The (N, V) logits are never materialized. Rows of `input` are taken `chunk_rows` at a time;
    their logits are computed by BLAS (`_gemm.gemm`, see 3.) into ONE preallocated
    (chunk_rows, V) buffer that every chunk reuses, and handed straight to fastce's fused kernels. Extra memory: that buffer plus O(N)
@@ -42,25 +42,29 @@ Design
    says otherwise, because right after a BLAS call the BLAS's idle workers still spin on the
    other cores (OpenBLAS: sched_yield loop until its thread timeout), and libgomp's workers spin
    for ~10 ms after each parallel region (GOMP_SPINCOUNT, unless OMP_WAIT_POLICY=passive),
-   slowing the next matmul. Measured at N=4096, H=1024, V=32000 float32 on 2 cores: the
-   two-thread step took 1-10 ms per 256-row chunk (erratic) and made the matmuls ~7% slower;
-   the one-thread step takes a steady 1.6 ms (forward) / 3 ms (with gradient) per chunk, about
-   2% of the chunk's matmul, and leaves the matmuls untouched.
+   slowing the next matmul: a multithreaded step was erratic and slowed the matmuls, a
+   one-thread step is steady, a small part of the chunk's matmul, and leaves the matmuls
+   untouched (docs/performance/notes_python.md has the figures).
    The plain forward of at least MIN_PIPELINE_ROWS rows, with the default num_threads and
    NumPy's OpenBLAS on n >= 2 threads, runs n pipelines instead (`_pipelines`): each thread
    computes the logits of its own vocabulary columns with a one-thread matmul and reduces them
    itself, so no pool spins between the two; NumPy's BLAS is on one thread, process-wide, while
    they run (`_blas_threads`).
 """
-import operator
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 from math import prod
+from typing import Iterator, Literal, Optional, Tuple, Union, overload
 
 import numpy as np
 
 from . import _blas_threads, _buffer_cache, _functional, _runtime
 from ._gemm import gemm
+from ._shards import shard_stats
 from ._targets import LossTargets
-from ._validate import Layout, as_floating, check_label_smoothing, check_softcap, check_z_loss
+from ._typing import ArrayLike, NDArray, NumThreads, Reduction, Scalar
+from ._validate import Layout, as_floating, check_label_smoothing, check_positive_int, check_softcap, check_z_loss
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad", "iter_logit_chunks",
            "default_chunk_rows"]
@@ -71,12 +75,10 @@ DEFAULT_CHUNK_BYTES = 32 << 20
 
 # The loss functions' default chunk is larger: up to this many bytes of logits (at least one
 # row or column), because every chunk costs a BLAS call whose operands it must pack again, a
-# cost that only larger chunks amortize. Measured at N=4096, H=1024, V=32000 float32, 2 threads:
-#   forward (column chunks), against the single matmul: 32 MiB chunks 1.06-1.09x, 64 MiB
-#     1.04-1.09x, 128 MiB 1.02-1.06x;
-#   gradient (row chunks), against the three full matmuls: 256-row chunks (32 MiB) 1.33x,
-#     512 rows 1.15x, 1024 rows (128 MiB) 1.05x. The gradient's chunk is also never more than
-#     the weight gradient (V x H) that the call returns anyway, nor less than DEFAULT_CHUNK_BYTES.
+# cost that only larger chunks amortize: the larger the chunk, the closer the chunked forward
+# and gradient come to the unchunked matmuls (docs/performance/notes_python.md). The
+# gradient's chunk is also never more than the weight gradient (V x H) that the call returns
+# anyway, nor less than DEFAULT_CHUNK_BYTES.
 LOSS_CHUNK_BYTES = 128 << 20
 
 
@@ -84,11 +86,12 @@ LOSS_CHUNK_BYTES = 128 << 20
 # Operands
 # --------------------------------------------------------------------------
 
-def default_chunk_rows(n_rows, n_logits_per_row, itemsize, chunk_bytes=DEFAULT_CHUNK_BYTES):
+def default_chunk_rows(n_rows: int, n_logits_per_row: int, itemsize: int,
+                       chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
     """Rows per chunk: as many as fit in `chunk_bytes` (at least 1), balanced so that the last
     chunk is not a small remainder (e.g. N=4096, 262 rows fit -> 16 chunks of 256 rows), and
     rounded up to a multiple of 16 where that still fits (BLAS micro-kernels work on row
-    blocks; 342-row chunks measured ~5% slower than 256 or 512)."""
+    blocks, and chunks of other sizes were slower: docs/performance/notes_python.md)."""
     fit = max(1, chunk_bytes // max(1, n_logits_per_row * itemsize))
     if n_rows <= fit:
         return max(1, n_rows)
@@ -98,18 +101,9 @@ def default_chunk_rows(n_rows, n_logits_per_row, itemsize, chunk_bytes=DEFAULT_C
     return rows16 if rows16 <= fit else rows
 
 
-def _check_chunk_size(chunk_size):
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool):
-        raise TypeError("chunk_size must be None or a positive integer, got bool")
-    try:
-        n = operator.index(chunk_size)
-    except TypeError:
-        raise TypeError(f"chunk_size must be None or a positive integer, got {type(chunk_size).__name__}") from None
-    if n <= 0:
-        raise ValueError(f"chunk_size must be None or a positive integer, got {n}")
-    return n
+def _check_chunk_size(chunk_size: object) -> Optional[int]:
+    """None or a positive int (``_validate.check_positive_int``; _compare imports this name)."""
+    return check_positive_int(chunk_size, "chunk_size")
 
 
 def _blas_matrix(a, dtype):
@@ -189,7 +183,7 @@ def _logit_chunks(head, chunk_rows):
         return
     chunk_rows = min(chunk_rows, head.N)
     # From the buffer cache: a call after the first gets this buffer back with no page faults
-    # (fresh memory costs about a third of the cross-entropy step itself to zero on first touch).
+    # (fresh memory costs a sizeable part of the cross-entropy step to zero on first touch).
     buf = _buffer_cache.empty((chunk_rows, head.row_width), head.dtype)
     Wt = head.W.T  # (H, V*D) view, no copy; BLAS reads it transposed
     for r0 in range(0, head.N, chunk_rows):
@@ -202,31 +196,55 @@ def _logit_chunks(head, chunk_rows):
         yield r0, r1, xc, z
 
 
-def iter_logit_chunks(input, linear_weight, linear_bias=None, chunk_rows=None):
+def iter_logit_chunks(input: ArrayLike, linear_weight: ArrayLike, linear_bias: Optional[ArrayLike] = None,
+                      chunk_rows: Optional[int] = None) -> Iterator[Tuple[int, int, NDArray]]:
     """Yield the logits ``input @ linear_weight.T + linear_bias`` a chunk of rows at a time.
 
     Parameters
     ----------
-    input : array of float32 or float64, shape (N, H) or (H,)
+    input : array_like of float32 or float64, shape (N, H) or (H,)
         An unbatched (H,) input is one row.
-    linear_weight : array of input's dtype, shape (V, H) or (V, d1, ..., dk, H)
+    linear_weight : array_like of input's dtype, shape (V, H) or (V, d1, ..., dk, H)
         A K-dimensional weight yields (n, V*d1*...*dk) rows, which ``.reshape(n, V, d1, ..., dk)``
         views as K-dimensional logits with classes on axis 1.
-    linear_bias : array of shape (V,) or (V, d1, ..., dk), optional
+    linear_bias : array_like of shape (V,) or (V, d1, ..., dk), optional
+        Added to every row of logits.
     chunk_rows : int, optional
         Rows per chunk; None picks `default_chunk_rows` (a buffer of about 32 MiB).
 
     Yields
     ------
-    (r0, r1, logits) : int, int, ndarray
-        `logits` is a C-contiguous (r1 - r0, V*D) view of ONE buffer, allocated once and
-        overwritten by the next chunk: use (or copy) it before advancing the generator. It may be
-        modified in place (e.g. turned into a gradient). Computed in place by BLAS (`_gemm.gemm`).
+    r0, r1 : int
+        The chunk's rows of `input`, ``input[r0:r1]``.
+    logits : numpy.ndarray
+        A C-contiguous (r1 - r0, V*D) view of ONE buffer, allocated once and overwritten by the
+        next chunk: use (or copy) it before advancing the generator. It may be modified in
+        place (e.g. turned into a gradient). Computed in place by BLAS (`_gemm.gemm`).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As `linear_cross_entropy` for the operands; also for a `chunk_rows` that is not None or
+        a positive integer. The generator raises them on its first ``next()``.
+
+    See Also
+    --------
+    linear_cross_entropy : The loss of these logits, chunked the same way.
 
     Examples
     --------
-    >>> for r0, r1, z in iter_logit_chunks(x, W):       # doctest: +SKIP
+    >>> import numpy as np
+    >>> import fastce
+    >>> x = np.array([[1.0, 0.5], [0.2, -1.0], [0.3, 0.8]])
+    >>> W = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+    >>> best = np.empty(3, dtype=np.int64)
+    >>> for r0, r1, z in fastce.iter_logit_chunks(x, W, chunk_rows=2):
+    ...     print(r0, r1, z.shape)
     ...     best[r0:r1] = z.argmax(axis=1)
+    0 2 (2, 3)
+    2 3 (1, 3)
+    >>> best
+    array([0, 2, 1])
     """
     head = _Head(input, linear_weight, linear_bias)
     rows = _check_chunk_size(chunk_rows)
@@ -334,38 +352,63 @@ def _chunk_setup(head, chunk_size, grad=False):
 # Public functions
 # --------------------------------------------------------------------------
 
-def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",
-                         ignore_index=-100, label_smoothing=0.0, chunk_size=None, num_threads=None,
-                         z_loss=0.0, softcap=None, return_lse=False):
-    """Cross-entropy of the logits ``input @ linear_weight.T + linear_bias``, as
-    torch.nn.functional.linear_cross_entropy, without ever materializing those logits.
+@overload
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: Optional[ArrayLike] = ..., weight: Optional[ArrayLike] = ...,
+                         reduction: Reduction = ..., ignore_index: Optional[int] = ...,
+                         label_smoothing: float = ..., chunk_size: Optional[int] = ...,
+                         num_threads: NumThreads = ..., z_loss: float = ..., softcap: Optional[float] = ...,
+                         return_lse: Literal[False] = ...) -> Scalar: ...
+@overload
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: Optional[ArrayLike] = ..., weight: Optional[ArrayLike] = ...,
+                         reduction: Reduction = ..., ignore_index: Optional[int] = ...,
+                         label_smoothing: float = ..., chunk_size: Optional[int] = ...,
+                         num_threads: NumThreads = ..., z_loss: float = ..., softcap: Optional[float] = ...,
+                         return_lse: Literal[True]) -> Tuple[Scalar, NDArray]: ...
+@overload
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: Optional[ArrayLike] = ..., weight: Optional[ArrayLike] = ...,
+                         reduction: Reduction = ..., ignore_index: Optional[int] = ...,
+                         label_smoothing: float = ..., chunk_size: Optional[int] = ...,
+                         num_threads: NumThreads = ..., z_loss: float = ..., softcap: Optional[float] = ...,
+                         return_lse: bool = ...) -> Union[Scalar, Tuple[Scalar, NDArray]]: ...
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: Optional[ArrayLike] = None, weight: Optional[ArrayLike] = None,
+                         reduction: Reduction = "mean", ignore_index: Optional[int] = -100,
+                         label_smoothing: float = 0.0, chunk_size: Optional[int] = None,
+                         num_threads: NumThreads = None, z_loss: float = 0.0, softcap: Optional[float] = None,
+                         return_lse: bool = False) -> Union[Scalar, Tuple[Scalar, NDArray]]:
+    """Cross-entropy of the logits ``input @ linear_weight.T + linear_bias``, never materialized.
 
-    Rows of `input` are processed `chunk_size` at a time: BLAS writes a chunk's logits into one
+    As ``torch.nn.functional.linear_cross_entropy``. Rows of `input` are processed `chunk_size` at a time: BLAS writes a chunk's logits into one
     reused (chunk_size, V) buffer and fastce's fused kernel reduces them to per-row losses. The
     'mean' denominator is computed over the whole target first, so every reduction equals
     torch's (see the module docstring for the math).
 
     Parameters
     ----------
-    input : array of float32 or float64, shape (N, H), or (H,) unbatched
-        float16 is refused (TypeError): its matmul would need a float32 copy of linear_weight.
-    linear_weight : array of input's dtype, shape (V, H)
+    input : array_like of float32 or float64, shape (N, H), or (H,) unbatched
+        A float16 input is refused (TypeError): its matmul would need a float32 copy of linear_weight.
+    linear_weight : array_like of input's dtype, shape (V, H)
         Or (V, d1, ..., dk, H) for torch's K-dimensional loss: the logits are then
         (N, V, d1, ..., dk), classes on axis 1, and input must be batched. A weight that is
         neither C- nor F-contiguous is copied once.
-    target : array
+    target : array_like
         Class indices of shape (N,) (or () unbatched, (N, d1, ..., dk) K-dim), any integer dtype,
         in [0, V) or equal to ignore_index; or class probabilities of the logits' shape (floating).
-    linear_bias : array of input's dtype, shape (V,) (or (V, d1, ..., dk)), optional
-    weight : array of shape (V,), optional
+    linear_bias : array_like of input's dtype, shape (V,) (or (V, d1, ..., dk)), optional
+        Added to every row of logits.
+    weight : array_like of shape (V,), optional
         Per-class rescaling weights of the cross-entropy.
-    reduction : 'none' | 'mean' | 'sum'
+    reduction : {'mean', 'none', 'sum'}, default 'mean'
         'mean' divides by the sum of the kept targets' weights (index targets) or by the number
         of rows N*d1*...*dk (probability targets), as torch does; all ignored or empty gives NaN.
-    ignore_index : int
+    ignore_index : int, default -100
         Index targets equal to this contribute 0 and leave the mean's denominator. None means
         -100 (torch's spelling). Must be negative with probability targets.
-    label_smoothing : float in [0, 1]
+    label_smoothing : float in [0, 1], default 0.0
+        As in `cross_entropy`.
     chunk_size : int, optional
         Rows of input per chunk. None picks a buffer of up to 128 MiB (at least one row; see
         `LOSS_CHUNK_BYTES`). Peak extra memory is this buffer plus O(N). With None, the plain
@@ -374,12 +417,12 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         instead, so the BLAS reads the weight once (`_vocab_chunk_cols`).
     num_threads : int, optional
         Threads of fastce's cross-entropy step. None means 1 here (unlike cross_entropy): the
-        step is ~2% of the work and, run between BLAS calls, more threads only contend with the
-        BLAS's spinning workers (see the module docstring). The matmuls use the BLAS's threads.
+        step is a small part of the work and, run between BLAS calls, more threads only contend
+        with the BLAS's spinning workers (see the module docstring). The matmuls use the BLAS's threads.
         With None, the plain forward of at least 1024 rows, when NumPy's OpenBLAS has n >= 2
         threads, runs as n threads that each multiply (one-thread BLAS) and reduce their own
         vocabulary columns; meanwhile NumPy's BLAS is on one thread for the whole process.
-    z_loss, softcap, return_lse
+    z_loss, softcap, return_lse : float, float or None, bool
         Passed through to fastce.cross_entropy for every chunk: z_loss adds z * lse^2 per row,
         softcap replaces the logits by cap * tanh(logits / cap) before the softmax, return_lse
         also returns the per-row log-sum-exp (the loss's shape for 'none'), gathered across
@@ -387,8 +430,50 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
 
     Returns
     -------
-    loss : NumPy scalar of input's dtype ('mean', 'sum') or array of the target's shape ('none').
-    lse : array of the per-row loss shape, only with return_lse=True: ``(loss, lse)``.
+    loss : numpy scalar or numpy.ndarray
+        A NumPy scalar of input's dtype ('mean', 'sum') or an array of the target's shape
+        ('none').
+    lse : numpy.ndarray
+        The per-row log-sum-exp, of the per-row loss's shape; only with ``return_lse=True``,
+        which returns ``(loss, lse)``.
+
+    Raises
+    ------
+    TypeError
+        For float16 or non-floating operands, operands of different dtypes, or targets and
+        options of the wrong type (as `cross_entropy`).
+    ValueError
+        For operands of mismatched shapes, V == 0, an unknown `reduction` or an option out of
+        its range.
+    IndexError
+        For an index target outside [0, V) that is not `ignore_index`.
+
+    See Also
+    --------
+    linear_cross_entropy_with_grad : The loss and the gradients of all three operands.
+    iter_logit_chunks : The chunks of logits themselves.
+    cross_entropy : The loss of logits given whole.
+
+    Notes
+    -----
+    The result is ``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)``, up to
+    the rounding of the chunked float sums: for 'mean' the chunks' float64 sums are added and
+    divided once by the denominator of the whole target.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastce
+    >>> x = np.array([[1.0, 0.5], [0.2, -1.0], [0.3, 0.8]])
+    >>> W = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+    >>> t = np.array([0, 1, 2])
+    >>> round(float(fastce.linear_cross_entropy(x, W, t)), 4)
+    1.7721
+    >>> round(float(fastce.cross_entropy(x @ W.T, t)), 4)
+    1.7721
+    >>> loss, lse = fastce.linear_cross_entropy(x, W, t, return_lse=True)
+    >>> lse.round(4)
+    array([1.7944, 1.5912, 1.4308])
     """
     head = _Head(input, linear_weight, linear_bias)
     tg = _Targets(head, target, weight, ignore_index, reduction, label_smoothing)
@@ -401,7 +486,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     cols = _vocab_chunk_cols(head, tg, extra, rows, chunk_size)
     if cols:
         return tg.loss.reduce(_vocab_chunked_row_losses(head, tg, extra["z_loss"], cols, nthreads), head.dtype)
-    red = "none" if tg.reduction == "none" else "sum"
+    red: Reduction = "none" if tg.reduction == "none" else "sum"
     acc = _Collector(tg, head.dtype, return_lse)
     for r0, r1, _, z in _logit_chunks(head, rows):
         res = _functional.cross_entropy(as_kernel(z), tg.chunk(r0, r1), reduction=red,
@@ -416,10 +501,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
 MIN_VOCAB_CHUNK = 512
 
 # The pipelined forward (`_pipelines`) runs for at least this many rows: one-thread matmuls run
-# side by side as fast as one alone only for tall enough inputs. Measured, float32, 2 cores, two
-# one-thread matmuls x @ W_half.T at once against one alone: (256, 512) x (512, 16000) 35.6 vs
-# 30.4 ms, (512, 1024) x (1024, 8192) 62 vs 55 ms (the multithreaded matmul of both halves
-# took 31 and 56 ms), (1024, 1024) x (1024, 8192) 102 vs 101 ms, 4096 rows 202 vs 196 ms.
+# side by side as fast as one alone only for tall enough inputs (from about 1024 rows on the
+# project's 2-core VM; docs/performance/notes_python.md).
 MIN_PIPELINE_ROWS = 1024
 
 
@@ -440,8 +523,8 @@ def _vocab_chunk_cols(head, tg, extra, rows, chunk_size):
     """Columns per chunk of the vocabulary-chunked forward, or 0 where the row chunks serve.
 
     Row chunks (the default) compute x[r0:r1] @ W.T, and the BLAS packs all of W (V x H) for
-    every chunk: for (4096, 1024) x (1024, 32000) float32 in 256-row chunks that alone took
-    1.25x the single matmul. Column chunks compute x @ W[v0:v1].T for all N rows: W is read
+    every chunk, a cost that grows with the number of chunks (docs/performance/notes_python.md).
+    Column chunks compute x @ W[v0:v1].T for all N rows: W is read
     once, x (N x H, much smaller) is packed per chunk. This path serves the plain forward
     (`_plain_forward`) of more rows than one row chunk holds."""
     if not _plain_forward(head, tg, extra, chunk_size) or rows >= head.N:
@@ -459,12 +542,9 @@ def _pipelines(head, tg, extra, chunk_size, num_threads):
     reduces each chunk at once (`shard_stats`); the ranges' statistics then merge. Every core
     both multiplies and reduces, and no thread pool spins between the two. The one-thread
     reduction between multithreaded matmuls instead reads each 128 MiB chunk back from memory
-    on one core (~11 ms) while OpenBLAS's idle worker spins on the other: ~5% of the matmul.
-    Measured at (4096, 1024, 32000) float32 on 2 cores, 31 rounds, each against the single
-    matmul of the same round: pipelines 1.026x (median; min over min 1.035x), multithreaded
-    column chunks 1.054x (1.063x); with chunks an odd number of cache lines wide
-    (`_chunk_cols`), 15 rounds: pipelines 0.987x, against 1.026x for 4096-column chunks. For
-    fewer rows see MIN_PIPELINE_ROWS. While it runs, NumPy's BLAS is on one thread
+    on one core while OpenBLAS's idle worker spins on the other, so the pipelines come closer
+    to the single matmul than column chunks do (docs/performance/notes_python.md). For fewer
+    rows see MIN_PIPELINE_ROWS. While it runs, NumPy's BLAS is on one thread
     process-wide (`_blas_threads`)."""
     if num_threads is not None or not _plain_forward(head, tg, extra, chunk_size):
         return 0
@@ -481,10 +561,7 @@ def _chunk_cols(head, n):
 
     Why odd: the BLAS writes a chunk's logits a few rows at a time, and rows whose stride is a
     multiple of 4 KiB (4096 float32 columns, what 64 MiB gives 4096 rows) fall into the same
-    cache sets. Measured, one thread, (4096, 1024) x (1024, 16000) in 4 column chunks, median
-    of 9 rounds against one call: 4096 columns 1.040x, the same in rows padded to 4112 columns
-    1.015x, 4000 columns 0.986x. The pipelined forward of (4096, 1024, 32000), 15 rounds
-    against the single matmul: 4080 columns 0.987x, 4096 columns 1.026x (medians)."""
+    cache sets, which made such chunks measurably slower (docs/performance/notes_python.md)."""
     cols = _whole_lines(LOSS_CHUNK_BYTES // n // max(1, head.N * head.dtype.itemsize))
     per_line = max(1, 64 // head.dtype.itemsize)
     if cols >= 64 and cols // per_line % 2 == 0:
@@ -495,8 +572,6 @@ def _chunk_cols(head, n):
 def _vocab_range_stats(head, tg, z_loss, v_lo, v_hi, buf, nthreads):
     """Merged `ShardStats` of vocabulary columns [v_lo, v_hi), computed in column chunks of the
     flat buffer `buf` (N * cols elements): each chunk is a vocabulary shard (`shard_stats`)."""
-    from ._shards import shard_stats
-
     N, V = head.N, head.V
     cols = buf.size // max(1, N)
     t = tg.loss.target.reshape(-1)
@@ -525,8 +600,6 @@ def _pipelined_row_losses(head, tg, z_loss, n):
     """Per-row float64 losses of the plain forward by `n` pipelines (`_pipelines`): pipeline k
     covers columns [bounds[k], bounds[k+1]) (whole cache lines), in chunks of a buffer of its
     own, LOSS_CHUNK_BYTES / n in all. Pipeline 0 runs in the calling thread."""
-    from concurrent.futures import ThreadPoolExecutor
-
     N, V = head.N, head.V
     # Ranges of at least MIN_VOCAB_CHUNK (> 64) columns each: rounding down to whole lines
     # leaves them distinct and non-empty.
@@ -542,16 +615,39 @@ def _pipelined_row_losses(head, tg, z_loss, n):
     return stats.row_losses()
 
 
-def linear_cross_entropy_with_grad(input, linear_weight, target, *, linear_bias=None, weight=None,
-                                   reduction="mean", ignore_index=-100, label_smoothing=0.0,
-                                   grad_output=None, chunk_size=None, num_threads=None,
-                                   z_loss=0.0, softcap=None, return_lse=False):
+@overload
+def linear_cross_entropy_with_grad(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                                   linear_bias: Optional[ArrayLike] = ..., weight: Optional[ArrayLike] = ...,
+                                   reduction: Reduction = ..., ignore_index: Optional[int] = ...,
+                                   label_smoothing: float = ..., grad_output: Optional[ArrayLike] = ..., chunk_size: Optional[int] = ...,
+                                   num_threads: NumThreads = ..., z_loss: float = ..., softcap: Optional[float] = ...,
+                                   return_lse: Literal[False] = ...) -> Tuple[Scalar, NDArray, NDArray, Optional[NDArray]]: ...
+@overload
+def linear_cross_entropy_with_grad(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                                   linear_bias: Optional[ArrayLike] = ..., weight: Optional[ArrayLike] = ...,
+                                   reduction: Reduction = ..., ignore_index: Optional[int] = ...,
+                                   label_smoothing: float = ..., grad_output: Optional[ArrayLike] = ..., chunk_size: Optional[int] = ...,
+                                   num_threads: NumThreads = ..., z_loss: float = ..., softcap: Optional[float] = ...,
+                                   return_lse: Literal[True]) -> Tuple[Scalar, NDArray, NDArray, Optional[NDArray], NDArray]: ...
+@overload
+def linear_cross_entropy_with_grad(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                                   linear_bias: Optional[ArrayLike] = ..., weight: Optional[ArrayLike] = ...,
+                                   reduction: Reduction = ..., ignore_index: Optional[int] = ...,
+                                   label_smoothing: float = ..., grad_output: Optional[ArrayLike] = ..., chunk_size: Optional[int] = ...,
+                                   num_threads: NumThreads = ..., z_loss: float = ..., softcap: Optional[float] = ...,
+                                   return_lse: bool = ...) -> Union[Tuple[Scalar, NDArray, NDArray, Optional[NDArray]], Tuple[Scalar, NDArray, NDArray, Optional[NDArray], NDArray]]: ...
+def linear_cross_entropy_with_grad(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                                   linear_bias: Optional[ArrayLike] = None, weight: Optional[ArrayLike] = None,
+                                   reduction: Reduction = "mean", ignore_index: Optional[int] = -100,
+                                   label_smoothing: float = 0.0, grad_output: Optional[ArrayLike] = None, chunk_size: Optional[int] = None,
+                                   num_threads: NumThreads = None, z_loss: float = 0.0, softcap: Optional[float] = None,
+                                   return_lse: bool = False) -> Union[Tuple[Scalar, NDArray, NDArray, Optional[NDArray]], Tuple[Scalar, NDArray, NDArray, Optional[NDArray], NDArray]]:
     """The loss of `linear_cross_entropy` and its gradients, chunked, in one pass over the rows.
 
     For L = sum(grad_output * loss) (or grad_output * loss for 'mean'/'sum'), per chunk of rows
     r0:r1 with G = dL/dlogits written in place into the chunk's logits buffer:
 
-        grad_input[r0:r1]   = G @ linear_weight                  (SciPy ?gemm, in place)
+        grad_input[r0:r1]   = G @ linear_weight                  (BLAS gemm, in place)
         grad_linear_weight += G.T @ input[r0:r1]                 (BLAS gemm, beta=1, in place)
         grad_linear_bias   += G.sum(axis=0)
 
@@ -563,17 +659,57 @@ def linear_cross_entropy_with_grad(input, linear_weight, target, *, linear_bias=
 
     Parameters
     ----------
-    grad_output : scalar (for 'mean' and 'sum') or array broadcastable to the loss's shape
-        (for 'none'), optional; defaults to 1.
-    Other parameters: see `linear_cross_entropy`.
+    input, linear_weight, target : array_like
+        As in `linear_cross_entropy`.
+    linear_bias, weight, reduction, ignore_index, label_smoothing : see linear_cross_entropy
+        As in `linear_cross_entropy`.
+    grad_output : array_like, optional
+        A scalar (for 'mean' and 'sum') or an array broadcastable to the loss's shape (for
+        'none'); defaults to 1.
+    chunk_size, num_threads, z_loss, softcap, return_lse : see linear_cross_entropy
+        As in `linear_cross_entropy` (chunk_size=None: see above).
 
     Returns
     -------
-    (loss, grad_input, grad_linear_weight, grad_linear_bias) : grad_input has input's shape,
-        grad_linear_weight linear_weight's, grad_linear_bias linear_bias's (None without a bias);
-        all of input's dtype, C-contiguous; those of >= 16 MiB get their memory from fastce's
-        buffer cache, as cross_entropy_with_grad's gradient does (no page faults in a training
-        loop). With return_lse=True the per-row lse comes last.
+    loss : numpy scalar or numpy.ndarray
+        As `linear_cross_entropy` returns it.
+    grad_input : numpy.ndarray
+        Of input's shape.
+    grad_linear_weight : numpy.ndarray
+        Of linear_weight's shape.
+    grad_linear_bias : numpy.ndarray or None
+        Of linear_bias's shape; None without a bias.
+    lse : numpy.ndarray
+        Only with ``return_lse=True``: the per-row lse comes last.
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        As `linear_cross_entropy`.
+
+    See Also
+    --------
+    linear_cross_entropy, cross_entropy_with_grad
+
+    Notes
+    -----
+    The gradients are all of input's dtype and C-contiguous; those of >= 16 MiB get their
+    memory from fastce's buffer cache, as cross_entropy_with_grad's gradient does (no page
+    faults in a training loop).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastce
+    >>> x = np.array([[1.0, 0.5], [0.2, -1.0], [0.3, 0.8]])
+    >>> W = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, -1.0]])
+    >>> b = np.array([0.1, 0.0, -0.1])
+    >>> t = np.array([0, 1, 2])
+    >>> loss, gx, gW, gb = fastce.linear_cross_entropy_with_grad(x, W, t, linear_bias=b)
+    >>> gx.shape, gW.shape, gb.shape
+    ((3, 2), (3, 2), (3,))
+    >>> gb.round(4)
+    array([ 0.0415, -0.044 ,  0.0025])
     """
     head = _Head(input, linear_weight, linear_bias)
     tg = _Targets(head, target, weight, ignore_index, reduction, label_smoothing)
@@ -581,7 +717,7 @@ def linear_cross_entropy_with_grad(input, linear_weight, target, *, linear_bias=
     gout = tg.grad_output_chunks(grad_output)
     extra = _extra_options(z_loss, softcap, return_lse)
     rows, as_kernel = _chunk_setup(head, chunk_size, grad=True)
-    red = "none" if tg.reduction == "none" else "sum"
+    red: Reduction = "none" if tg.reduction == "none" else "sum"
     acc = _Collector(tg, head.dtype, return_lse)
     grads = _Grads(head)
     for r0, r1, xc, z in _logit_chunks(head, rows):

@@ -7,7 +7,7 @@ exactly the values its validator accepts.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Protocol, Sequence, Union
+from typing import Any, Literal, Optional, Protocol, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -38,3 +38,31 @@ TopK = Union[int, Sequence[int]]
 #: What the kernels return: NumPy arrays (a 0-d result for ``reduction="mean"``/``"sum"``).
 NDArray = npt.NDArray[Any]
 Scalar = Union[np.floating[Any], NDArray]
+
+
+#: What ``cross_entropy`` and the other losses return: a NumPy scalar for ``"mean"`` / ``"sum"``,
+#: an array of the target's shape for ``"none"`` (the same as ``Scalar``, named for its use).
+Loss = Scalar
+
+
+class Config(TypedDict):
+    """``fastce.get_config()``: this build and the run-time choices."""
+
+    version: str
+    openmp: bool
+    num_threads: int
+    isas_compiled: Tuple[IsaName, ...]
+    isas_available: Tuple[IsaName, ...]
+    isa: IsaName
+
+
+class CacheInfo(TypedDict):
+    """``fastce.cache_info()``: the state of the cache of large output buffers."""
+
+    limit: int
+    cached_bytes: int
+    cached_blocks: int
+    hits: int
+    misses: int
+    min_bytes: int
+    max_blocks: int

@@ -5,29 +5,58 @@ exception worded like torch's. What comes out is what the kernels need: C-contig
 native-endian arrays of the compute dtype. Conversions copy only when the input's layout or
 dtype requires it (see `as_compute`); they never modify what the caller passed.
 """
+from __future__ import annotations
+
 import numbers
 import operator
 from math import prod
+from typing import Any, Iterable, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
 from ._kernels import TARGET_DTYPE_CODES
+from ._typing import NDArray, Reduction
 
+#: The values ``reduction=`` accepts (``_typing.Reduction`` lists the same).
 REDUCTIONS = ("none", "mean", "sum")
 
 
+def check_int(value: object, name: str, expected: str = "an integer") -> int:
+    """`value` as a Python int (anything with ``__index__``: int, NumPy integers, 0-d integer
+    arrays), bool refused. TypeError ``"{name} must be {expected}, got {type}"`` otherwise."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be {expected}, got bool")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}") from None
 
-def is_bfloat16(dtype):
+
+def check_positive_int(value: object, name: str) -> Optional[int]:
+    """None, or `value` as a positive Python int: the one check of the options that take
+    ``None or a positive integer`` (chunk_size, num_threads). TypeError for a non-integer
+    (bool included), ValueError for n <= 0, both worded
+    ``"{name} must be None or a positive integer, got ..."``."""
+    if value is None:
+        return None
+    expected = "None or a positive integer"
+    n = check_int(value, name, expected)
+    if n <= 0:
+        raise ValueError(f"{name} must be {expected}, got {n}")
+    return n
+
+
+def is_bfloat16(dtype: np.dtype[Any]) -> bool:
     """ml_dtypes' bfloat16, recognized without importing ml_dtypes (its dtype has kind 'V')."""
     return dtype.itemsize == 2 and dtype.name == "bfloat16"
 
 
-def is_half(dtype):
+def is_half(dtype: np.dtype[Any]) -> bool:
     """float16 or bfloat16: stored in 2 bytes, computed in float32."""
     return dtype.itemsize == 2 and (dtype.kind == "f" or is_bfloat16(dtype))
 
 
-def as_array(a, name):
+def as_array(a: object, name: str) -> NDArray:
     """`a` as an ndarray, reading any CPU array that exports DLPack (torch tensors without grad,
     JAX arrays, CuPy-free CPU buffers) in place through np.from_dlpack. A bfloat16 torch tensor,
     which NumPy's DLPack does not take, is viewed as int16 and then as ml_dtypes' bfloat16 (no
@@ -45,7 +74,7 @@ def as_array(a, name):
         return np.asarray(a)
 
 
-def _torch_bfloat16_view(tensor, name):
+def _torch_bfloat16_view(tensor: Any, name: str) -> NDArray:
     import sys
 
     try:
@@ -56,7 +85,7 @@ def _torch_bfloat16_view(tensor, name):
     return np.from_dlpack(tensor.view(torch.int16)).view(ml_dtypes.bfloat16)
 
 
-def as_floating(a, name):
+def as_floating(a: object, name: str) -> NDArray:
     """`a` as an ndarray of float16, bfloat16, float32 or float64; TypeError for anything else."""
     arr = as_array(a, name)
     if not ((arr.dtype.kind == "f" and arr.dtype.itemsize in (2, 4, 8)) or is_bfloat16(arr.dtype)):
@@ -66,25 +95,26 @@ def as_floating(a, name):
     return arr
 
 
-def compute_dtype(dtype):
+def compute_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """float16 and bfloat16 are computed in float32 (as torch does on the CPU); float32 and float64
     natively."""
     return np.dtype(np.float64) if dtype.itemsize == 8 else np.dtype(np.float32)
 
 
-def as_compute(arr, dtype):
+def as_compute(arr: NDArray, dtype: Any) -> NDArray:
     """C-contiguous, aligned, native-endian `arr` of `dtype`. Copies only if arr is not that
     already (non-contiguous, unaligned, byte-swapped, or another dtype, e.g. float16 -> float32)."""
     return np.require(arr, dtype=np.dtype(dtype).newbyteorder("="), requirements=["C", "A"])
 
 
-def check_reduction(reduction):
+def check_reduction(reduction: object) -> Reduction:
+    """`reduction` if it is one of REDUCTIONS, else ValueError."""
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"{reduction!r} is not a valid value for reduction; expected 'none', 'mean' or 'sum'")
-    return reduction
+    return cast(Reduction, reduction)
 
 
-def _real_option(value, name):
+def _real_option(value: object, name: str) -> float:
     """A real-number option as a float: 0-d arrays are unwrapped; str, None, arrays are refused."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
@@ -93,14 +123,14 @@ def _real_option(value, name):
     return float(value)
 
 
-def check_label_smoothing(label_smoothing):
+def check_label_smoothing(label_smoothing: object) -> float:
     eps = _real_option(label_smoothing, "label_smoothing")
     if not 0.0 <= eps <= 1.0:  # also rejects NaN
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     return eps
 
 
-def check_z_loss(z_loss):
+def check_z_loss(z_loss: object) -> float:
     """z of the z-loss term z * lse^2: a finite number >= 0 (0 turns it off)."""
     z = _real_option(z_loss, "z_loss")
     if not (np.isfinite(z) and z >= 0.0):
@@ -108,7 +138,7 @@ def check_z_loss(z_loss):
     return z
 
 
-def check_softcap(softcap):
+def check_softcap(softcap: object) -> Optional[float]:
     """The cap of cap * tanh(x / cap): None (off) or a finite number > 0."""
     if softcap is None:
         return None
@@ -118,13 +148,9 @@ def check_softcap(softcap):
     return cap
 
 
-def check_ignore_index(ignore_index):
-    if isinstance(ignore_index, bool):
-        raise TypeError("ignore_index must be an integer, got bool")
-    try:
-        value = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"ignore_index must be an integer, got {type(ignore_index).__name__}") from None
+def check_ignore_index(ignore_index: object) -> int:
+    """Any integer that fits in int64 (it need not be negative, nor a class)."""
+    value = check_int(ignore_index, "ignore_index")
     if not -(2**63) <= value < 2**63:
         raise ValueError(f"ignore_index must fit in a 64-bit integer, got {value}")
     return value
@@ -133,7 +159,7 @@ def check_ignore_index(ignore_index):
 class Layout:
     """How an input of shape (N, C, d1..dk), or (C,) unbatched, maps to the kernels' (N, C, S)."""
 
-    def __init__(self, shape, class_axis_name="input"):
+    def __init__(self, shape: Sequence[int], class_axis_name: str = "input") -> None:
         if len(shape) == 0:
             raise ValueError(f"{class_axis_name} must have at least 1 dimension, got a 0-d array")
         self.shape = tuple(shape)
@@ -148,11 +174,11 @@ class Layout:
             raise ValueError(f"{class_axis_name} has no classes: expected C > 0 in shape {self.shape}")
 
     @property
-    def rows(self):
+    def rows(self) -> int:
         return self.N * self.S
 
 
-def check_index_target(target, layout):
+def check_index_target(target: object, layout: Layout) -> Tuple[NDArray, int]:
     """Validates class-index targets' dtype and shape; returns a native-endian C-contiguous view
     (no copy for a contiguous native array of any integer dtype) and its dtype code."""
     t = np.asarray(target)
@@ -166,7 +192,7 @@ def check_index_target(target, layout):
     return t, TARGET_DTYPE_CODES[t.dtype]
 
 
-def target_kind(target, layout):
+def target_kind(target: object, layout: Layout) -> str:
     """'index' or 'prob', following torch: a target of input's shape holds class probabilities
     (and must be floating); otherwise it holds class indices (and must be integer)."""
     t = np.asarray(target)
@@ -193,7 +219,7 @@ def target_kind(target, layout):
     return "index"
 
 
-def check_weight(weight, C, dtype):
+def check_weight(weight: object, C: int, dtype: Any) -> Optional[NDArray]:
     if weight is None:
         return None
     w = as_array(weight, "weight")
@@ -204,7 +230,8 @@ def check_weight(weight, C, dtype):
     return as_compute(w, dtype)
 
 
-def check_out(out, shape, dtype, input_arr, others, wider=None):
+def check_out(out: object, shape: Sequence[int], dtype: np.dtype[Any], input_arr: NDArray,
+              others: Iterable[Tuple[str, object]], wider: Optional[np.dtype[Any]] = None) -> bool:
     """Validates a user `out=` buffer. It may be `input` itself (in-place), but must not overlap
     `input` partially, nor any array in `others` (targets, weights). Its dtype is `dtype`, or
     `wider` where the caller accepts that too (float32 gradients of 2-byte logits)."""
@@ -227,7 +254,7 @@ def check_out(out, shape, dtype, input_arr, others, wider=None):
     return in_place
 
 
-def _same_memory(a, b):
+def _same_memory(a: NDArray, b: object) -> bool:
     return (
         isinstance(b, np.ndarray)
         and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
@@ -237,12 +264,12 @@ def _same_memory(a, b):
     )
 
 
-def normalize_axis(axis, ndim):
+def normalize_axis(axis: object, ndim: int) -> int:
     try:
-        axis = operator.index(axis)
+        ax = operator.index(axis)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"axis must be an integer, got {type(axis).__name__}") from None
-    if not -ndim <= axis < ndim:
-        raise np.exceptions.AxisError(axis, ndim) if hasattr(np, "exceptions") else IndexError(
-            f"axis {axis} is out of bounds for array of dimension {ndim}")
-    return axis % ndim
+    if not -ndim <= ax < ndim:
+        raise np.exceptions.AxisError(ax, ndim) if hasattr(np, "exceptions") else IndexError(
+            f"axis {ax} is out of bounds for array of dimension {ndim}")
+    return ax % ndim

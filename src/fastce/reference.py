@@ -64,8 +64,13 @@ from __future__ import annotations
 
 import numbers
 from collections import namedtuple
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
+
+_Array = npt.NDArray[np.float64]
+_Loss = Union[np.float64, _Array]
 
 __all__ = [
     "logsumexp",
@@ -151,7 +156,7 @@ def _from_last(x, class_axis):
 # softmax family
 # --------------------------------------------------------------------------
 
-def logsumexp(x, axis=-1):
+def logsumexp(x: npt.ArrayLike, axis: int = -1) -> _Array:
     """log(sum_k exp(x_k)) along ``axis`` (which is reduced away), float64.
 
     torch.logsumexp semantics: with m = max_k x_k (replaced by 0 when it is
@@ -159,47 +164,47 @@ def logsumexp(x, axis=-1):
     +inf, an all -inf row gives -inf, any NaN gives NaN, an empty axis gives
     -inf.
     """
-    x = _as_float64_input(x, "x")
-    if not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis {axis} is out of bounds for an array of dimension {x.ndim}")
-    axis %= x.ndim
-    if x.shape[axis] == 0:
-        return np.full(x.shape[:axis] + x.shape[axis + 1:], -np.inf)
+    xf = _as_float64_input(x, "x")
+    if not -xf.ndim <= axis < xf.ndim:
+        raise ValueError(f"axis {axis} is out of bounds for an array of dimension {xf.ndim}")
+    axis %= xf.ndim
+    if xf.shape[axis] == 0:
+        return np.full(xf.shape[:axis] + xf.shape[axis + 1:], -np.inf)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        m = np.max(x, axis=axis, keepdims=True)
+        m = np.max(xf, axis=axis, keepdims=True)
         m = np.where(np.isinf(m), 0.0, m)
-        s = np.sum(np.exp(x - m), axis=axis, keepdims=True)
+        s = np.sum(np.exp(xf - m), axis=axis, keepdims=True)
         out = np.log(s) + m
     return np.squeeze(out, axis=axis)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: npt.ArrayLike, axis: int = -1) -> _Array:
     """log p_k = (x_k - m) - log(sum_j exp(x_j - m)), m = max_j x_j, float64.
 
     torch.log_softmax semantics for non-finite values: a row containing +inf
     or NaN, or a row that is entirely -inf, is all NaN; a -inf entry in an
     otherwise finite row gives -inf.
     """
-    x = _as_float64_input(x, "x")
-    if x.size == 0:
-        return x.copy()
+    xf = _as_float64_input(x, "x")
+    if xf.size == 0:
+        return xf.copy()
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        m = np.max(x, axis=axis, keepdims=True)
-        s = x - m
+        m = np.max(xf, axis=axis, keepdims=True)
+        s = xf - m
         return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
 
 
-def softmax(x, axis=-1):
+def softmax(x: npt.ArrayLike, axis: int = -1) -> _Array:
     """p_k = exp(x_k - m) / sum_j exp(x_j - m), m = max_j x_j, float64.
 
     Same non-finite behaviour as :func:`log_softmax` (NaN rows; -inf -> 0).
     """
-    x = _as_float64_input(x, "x")
-    if x.size == 0:
-        return x.copy()
+    xf = _as_float64_input(x, "x")
+    if xf.size == 0:
+        return xf.copy()
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        m = np.max(x, axis=axis, keepdims=True)
-        e = np.exp(x - m)
+        m = np.max(xf, axis=axis, keepdims=True)
+        e = np.exp(xf - m)
         return e / np.sum(e, axis=axis, keepdims=True)
 
 
@@ -207,7 +212,8 @@ def softmax(x, axis=-1):
 # nll_loss
 # --------------------------------------------------------------------------
 
-def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+def nll_loss(log_probs: npt.ArrayLike, target: npt.ArrayLike, weight: Optional[npt.ArrayLike] = None,
+             ignore_index: int = -100, reduction: str = "mean") -> _Loss:
     """torch.nn.functional.nll_loss on float64.
 
     loss_i = -w[t_i] * log_probs_i[t_i]  (0 for ignored elements);
@@ -358,8 +364,10 @@ def _forward_backward(input, target, weight, ignore_index, reduction, label_smoo
     return loss, grad, lse
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, z_loss=0.0, softcap=None, return_lse=False):
+def cross_entropy(input: npt.ArrayLike, target: npt.ArrayLike, weight: Optional[npt.ArrayLike] = None,
+                  ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                  z_loss: float = 0.0, softcap: Optional[float] = None,
+                  return_lse: bool = False) -> Union[_Loss, Tuple[_Loss, _Array]]:
     """Softmax cross-entropy with torch 2.13 semantics; float64 result.
 
     See the module docstring for the formulas.  ``target`` is either an
@@ -377,9 +385,11 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     return (loss, lse) if return_lse else loss
 
 
-def cross_entropy_with_grad(input, target, weight=None, ignore_index=-100, reduction="mean",
-                            label_smoothing=0.0, grad_output=None, z_loss=0.0, softcap=None,
-                            return_lse=False):
+def cross_entropy_with_grad(input: npt.ArrayLike, target: npt.ArrayLike, weight: Optional[npt.ArrayLike] = None,
+                            ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                            grad_output: Optional[npt.ArrayLike] = None, z_loss: float = 0.0,
+                            softcap: Optional[float] = None, return_lse: bool = False
+                            ) -> Union[Tuple[_Loss, _Array], Tuple[_Loss, _Array, _Array]]:
     """(loss, grad) with grad = d(sum(grad_output * loss)) / d(input), float64.
 
     Analytic gradient (see the module docstring):
@@ -402,7 +412,8 @@ ScoreSums = namedtuple("ScoreSums", "nll_sum tokens correct")
 ScoreSums.__doc__ = """score's result: nll_sum (float), tokens (int: scored rows), correct ({k: int})."""
 
 
-def score(logits, target, *, ignore_index=-100, top_k=(1,), softcap=None):
+def score(logits: npt.ArrayLike, target: npt.ArrayLike, *, ignore_index: int = -100,
+          top_k: Any = (1,), softcap: Optional[float] = None) -> Any:
     """Scoring sums of class-index targets, from the definitions, in float64.
 
     ``logits`` (N, V) with ``target`` (N,), or one unbatched row (V,) with a 0-d target.
@@ -429,7 +440,7 @@ def score(logits, target, *, ignore_index=-100, top_k=(1,), softcap=None):
     target = np.asarray(target)
     if target.shape != x.shape[:-1]:
         raise ValueError(f"target must have shape {x.shape[:-1]}, got {target.shape}")
-    ks = (top_k,) if isinstance(top_k, numbers.Integral) else tuple(top_k)
+    ks: Any = (top_k,) if isinstance(top_k, numbers.Integral) else tuple(top_k)
     if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in ks):
         raise ValueError(f"top_k values must be integers >= 1, got {top_k!r}")
     ks = sorted({1, *(int(k) for k in ks)})
@@ -477,12 +488,13 @@ def _kl_rows(b, a):
     return terms.sum(axis=-1), p, np.exp(lb)
 
 
-def kl_div(logits, ref_logits, reduction="mean"):
+def kl_div(logits: npt.ArrayLike, ref_logits: npt.ArrayLike, reduction: str = "mean") -> _Loss:
     """KL(softmax(ref_logits) || softmax(logits)) per element, reduced; float64."""
     return kl_div_with_grad(logits, ref_logits, reduction)[0]
 
 
-def kl_div_with_grad(logits, ref_logits, reduction="mean", grad_output=None):
+def kl_div_with_grad(logits: npt.ArrayLike, ref_logits: npt.ArrayLike, reduction: str = "mean",
+                     grad_output: Optional[npt.ArrayLike] = None) -> Tuple[_Loss, _Array]:
     """(kl_div, d(sum g * kl)/d(logits)) in float64, g = grad_output (1 by default; per element
     for 'none'), divided by the number of elements for 'mean'."""
     _check_reduction(reduction)
@@ -504,7 +516,8 @@ def kl_div_with_grad(logits, ref_logits, reduction="mean", grad_output=None):
 CompareSums = namedtuple("CompareSums", "count kl kl_sum kl_max top1 topk nll_sum ref_nll_sum dp_sq_sum")
 
 
-def compare(logits, ref_logits, target=None, *, ignore_index=-100, top_k=(1,)):
+def compare(logits: npt.ArrayLike, ref_logits: npt.ArrayLike, target: Optional[npt.ArrayLike] = None, *,
+            ignore_index: int = -100, top_k: Any = (1,)) -> Any:
     """The figures of ``fastce.compare`` from the definitions, float64, over the kept elements
     (all of them without targets; those whose target is not ignore_index with targets):
 
