@@ -1,4 +1,5 @@
 """`python -m fastce ...` runs the command-line interface (same as the `fastce` command)."""
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,10 +26,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ._kl import _Pair
-from ._linear import _check_chunk_size, default_chunk_rows, iter_logit_chunks
+from ._linear import default_chunk_rows, iter_logit_chunks
 from ._score import _check_top_k, _shape
 from ._targets import LossTargets
 from ._typing import ArrayLike, NumThreads, TopK
+from ._validate import check_positive_int
 
 __all__ = ["Comparison", "compare", "compare_linear", "KL_QUANTILES"]
 
@@ -650,7 +651,7 @@ def compare_linear(hidden: ArrayLike, linear_weight: ArrayLike, ref_hidden: Arra
     total = Comparison.empty(ks, has_targets=t is not None)
     # one row count for both heads (the default depends on the dtype), so the chunks pair up
     n = h.shape[0] if h.ndim == 2 else 1
-    rows = _check_chunk_size(chunk_size) or default_chunk_rows(
+    rows = check_positive_int(chunk_size, "chunk_size") or default_chunk_rows(
         n, V, max(np.dtype(np.asarray(w).dtype).itemsize for w in (linear_weight, ref_linear_weight)))
     chunks = zip(iter_logit_chunks(hidden, linear_weight, linear_bias, rows),
                  iter_logit_chunks(ref_hidden, ref_linear_weight, ref_linear_bias, rows))

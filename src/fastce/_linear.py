@@ -101,11 +101,6 @@ def default_chunk_rows(n_rows: int, n_logits_per_row: int, itemsize: int,
     return rows16 if rows16 <= fit else rows
 
 
-def _check_chunk_size(chunk_size: object) -> Optional[int]:
-    """None or a positive int (``_validate.check_positive_int``; _compare imports this name)."""
-    return check_positive_int(chunk_size, "chunk_size")
-
-
 def _blas_matrix(a, dtype):
     """`a` (2-D) as a BLAS operand: native `dtype`, aligned, C- or F-contiguous. No copy when it
     is one already (the usual case); else one contiguous copy, made once per call."""
@@ -247,7 +242,7 @@ def iter_logit_chunks(input: ArrayLike, linear_weight: ArrayLike, linear_bias: O
     array([0, 2, 1])
     """
     head = _Head(input, linear_weight, linear_bias)
-    rows = _check_chunk_size(chunk_rows)
+    rows = check_positive_int(chunk_rows, "chunk_size")
     if rows is None:
         rows = default_chunk_rows(head.N, head.row_width, head.dtype.itemsize)
     for r0, r1, _, z in _logit_chunks(head, rows):
@@ -337,7 +332,7 @@ def _kernel_threads(num_threads):
 
 
 def _chunk_setup(head, chunk_size, grad=False):
-    rows = _check_chunk_size(chunk_size)
+    rows = check_positive_int(chunk_size, "chunk_size")
     if rows is None:
         nbytes = LOSS_CHUNK_BYTES
         if grad:  # see LOSS_CHUNK_BYTES

@@ -1,4 +1,5 @@
 """``python -m fastce.cli ...`` runs the command line (the same as ``fastce ...`` and ``python -m fastce ...``)."""
 from . import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())
