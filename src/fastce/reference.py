@@ -392,10 +392,12 @@ def cross_entropy_with_grad(input: npt.ArrayLike, target: npt.ArrayLike, weight:
                             ) -> Union[Tuple[_Loss, _Array], Tuple[_Loss, _Array, _Array]]:
     """(loss, grad) with grad = d(sum(grad_output * loss)) / d(input), float64.
 
-    Analytic gradient (see the module docstring):
+    Analytic gradient (see the module docstring)::
+
       index targets: g_i / D * [(1-eps) w[t_i] (p_ic - [c==t_i]) + (eps/C)(W p_ic - w_c)],
                      zero rows for ignored elements;
       probability targets: g_i * (p_ic * sum_k w_k y'_ik - w_c y'_ic) / D.
+
     ``grad_output`` defaults to 1 (a scalar for "mean"/"sum", an array of the
     loss's shape for "none"). z_loss, softcap, return_lse: see cross_entropy.
     """
@@ -518,8 +520,10 @@ CompareSums = namedtuple("CompareSums", "count kl kl_sum kl_max top1 topk nll_su
 
 def compare(logits: npt.ArrayLike, ref_logits: npt.ArrayLike, target: Optional[npt.ArrayLike] = None, *,
             ignore_index: int = -100, top_k: Any = (1,)) -> Any:
-    """The figures of ``fastce.compare`` from the definitions, float64, over the kept elements
-    (all of them without targets; those whose target is not ignore_index with targets):
+    """The figures of ``fastce.compare`` from the definitions, in float64.
+
+    Over the kept elements (all of them without targets; those whose target is not
+    ignore_index with targets)::
 
         kl        the per-element KL values (an array), kl_sum their sum, kl_max their max
         top1      #{i : argmax b_i == argmax a_i}    (first index of the max, as np.argmax)
