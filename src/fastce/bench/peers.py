@@ -343,10 +343,10 @@ class NumpyPeer(Peer):
         x, t, w, ls = data.input, data.target, data.weight, wl.label_smoothing
         g = pass_ == LOSS_GRAD
         if x.dtype.itemsize == 2:
-            # float16 or bfloat16 (ml_dtypes): NumPy's float16 math is emulated (7x slower here)
-            # and ml_dtypes' bfloat16 math is slower still: compute in float32. The gradient
-            # stays float32: NumPy's cast of its (mostly subnormal) values to float16 would
-            # take 30x as long as the cross-entropy itself.
+            # float16 or bfloat16 (ml_dtypes): NumPy's float16 math is emulated and ml_dtypes'
+            # bfloat16 math is slower still: compute in float32. The gradient stays float32:
+            # NumPy's cast of its (mostly subnormal) values to float16 takes many times as long
+            # as the cross-entropy itself (docs/performance/notes_bench.md has the figures).
             w32 = None if w is None else w.astype(np.float32)
             return lambda: numpy_cross_entropy(x.astype(np.float32), t, w32, ls, with_grad=g)
         return lambda: numpy_cross_entropy(x, t, w, ls, with_grad=g)

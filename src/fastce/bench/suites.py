@@ -43,7 +43,7 @@ class Suite:
     linear_pause: float  # s between its calls (BLAS workers spin after a call)
     per_call_min_time: float  # s a per-call cell is timed at least (at most --min-time)
     per_call_samples: int  # timed samples of a per-call cell at least
-    slow_cases: bool  # torch's chunked LM-head options (1.5x the unchunked time)
+    slow_cases: bool  # torch's chunked LM-head options (slower than the unchunked ones)
 
     @property
     def sets(self) -> Tuple[Tuple[Any, ...], ...]:

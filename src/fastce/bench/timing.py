@@ -180,13 +180,13 @@ LINEAR_ROUNDS = 7
 def run_linear(cfg: BenchConfig, workloads: Sequence[Any], threads: int, pause: float = 0.25,
                quick: bool = False, rounds: Optional[int] = None) -> List[Cell]:
     """The linear + cross-entropy table: every case of ``linear_cases(cfg.passes, cfg.peers)``
-    at one thread count, always round-robin, ``pause`` s apart (OpenBLAS's idle workers spin
-    for up to ~0.1 s after a call, libgomp's for a few ms, so a shorter pause would let one
-    library's spinning threads slow the next library's call), with each case's peak extra
+    at one thread count, always round-robin, ``pause`` s apart (OpenBLAS's and libgomp's idle workers
+    spin for a while after a call -- docs/performance/notes_bench.md -- so a shorter pause would let
+    one library's spinning threads slow the next library's call), with each case's peak extra
     memory, >= ``rounds`` rounds (default 7, ``cfg.min_repeats`` with ``quick``): these calls
-    (~1 s) vary by 5-10% from round to round on a shared host, so the table gives both the
-    ratio of min times and the median of the per-round ratios (`_ratios`). ``quick`` leaves
-    out the slow cases (torch's chunked options)."""
+    vary from round to round on a shared host (docs/performance/notes_bench.md), so the table
+    gives both the ratio of min times and the median of the per-round ratios (`_ratios`).
+    ``quick`` leaves out the slow cases (torch's chunked options)."""
     if rounds is None:
         rounds = cfg.min_repeats if quick else LINEAR_ROUNDS
     lcfg = dataclasses.replace(cfg, workloads=workloads, threads=[threads], pause=pause,
@@ -312,7 +312,7 @@ def _ratios(row: Sequence[Cell]) -> None:
     paired_ratio = the median over rounds of each round's time / the baseline's time in that
     round (round-robin rows: the k-th time of every case is from round k, so load that drifts
     over seconds on a shared host hits both terms of a round's ratio alike; a median of
-    per-round ratios of ~1 s calls is steadier than a ratio of two mins)."""
+    per-round ratios of calls of a second or so is steadier than a ratio of two mins)."""
     base = next((c for c in row if c.case.baseline and c.best), None)
     if base is None:
         return
