@@ -55,8 +55,9 @@ def add_arguments(parser) -> None:
                         f"{f.min_time:g} with --full, {q.min_time:g} with --quick)")
     parser.add_argument("--min-repeats", type=int, default=None, metavar="K",
                         help="at least K timed repeats per cell (default 3)")
-    parser.add_argument("--max-time", type=float, default=30.0, metavar="S",
-                        help="stop timing a cell after S seconds even below --min-repeats (default 30)")
+    parser.add_argument("--max-time", type=float, default=None, metavar="S",
+                        help=f"stop timing a cell after S seconds even below --min-repeats (default {d.max_time:g}; "
+                        f"{f.max_time:g} with --full or --quick)")
     parser.add_argument("--sequential", action="store_true",
                         help="time each library's repeats back to back instead of round-robin within a row")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
@@ -146,7 +147,7 @@ def main(args) -> int:
         peers=peers,
         min_time=args.min_time if args.min_time is not None else suite.min_time,
         min_repeats=args.min_repeats if args.min_repeats is not None else 3,
-        max_time=args.max_time,
+        max_time=args.max_time if args.max_time is not None else suite.max_time,
         interleave=not args.sequential,
         verbose=not args.quiet,
     )
@@ -157,7 +158,8 @@ def main(args) -> int:
         log(cfg, "[bench] not available: " + "; ".join(missing))
 
     legend = Legend(timing=f"Each cell: one untimed warm-up call (compilation, first touch), then at least "
-                    f"{cfg.min_repeats} timed calls and {cfg.min_time:g} s (at most {cfg.max_time:g} s).")
+                    f"{cfg.min_repeats} timed calls and {cfg.min_time:g} s, stopping after {cfg.max_time:g} s of "
+                    f"timed calls (fewer calls: marked ~).")
     t0 = time.perf_counter()
     results: List[Dict[str, Any]] = []
     text: List[str] = []
@@ -183,8 +185,10 @@ def main(args) -> int:
             results += per_call_records(pcells)
             text.append(format_per_call_table(pcells, legend=legend))
         if linear_wls:
-            # BLAS-bound: timed once, at the largest thread count asked for
-            lcells = run_linear(cfg, linear_wls, max(threads), pause=suite.linear_pause,
+            # BLAS-bound: timed once, at the largest thread count asked for; its rounds are the
+            # point (paired ratios), so the default run's short --max-time does not cut them
+            lcfg = cfg if args.max_time is not None else dataclasses.replace(cfg, max_time=SUITES["full"].max_time)
+            lcells = run_linear(lcfg, linear_wls, max(threads), pause=suite.linear_pause,
                                 quick=not suite.slow_cases, rounds=suite.linear_rounds)
             results += [linear_record(c) for c in lcells]
             text.append(format_linear_table(lcells, legend=legend, rounds=max(cfg.min_repeats, suite.linear_rounds),

@@ -3,11 +3,13 @@ timed.
 
 * default (no flag): about a minute on an idle 2-core machine -- the headline (4096, 32000)
   float32 row at 1 and all threads, one 16-bit row, few classes, a K-dim input, a per-call
-  curve of four sizes, one small LM head; no KL or dask table; shorter timing (>= 0.2 s a
-  cell);
+  curve of four sizes, one small LM head; no KL or dask table; shorter timing (>= 0.1 s a
+  cell, and at most 2 s: a peer whose call takes seconds, the NumPy twin's loss+grad of
+  (4096, 32000) say, gets one or two timed calls, marked ~);
 * ``--full``: the complete suite the README's tables and the issues' targets quote -- every
   option and dtype, the KL table, the whole per-call curve, the (4096, 1024, 32000) LM head
-  with torch's chunked options, the dask table; >= 0.5 s a cell, >= 7 rounds of the LM head;
+  with torch's chunked options, the dask table; >= 0.5 s a cell (at most 30 s), >= 7 rounds of
+  the LM head;
 * ``--quick``: the smoke run of the tests, smaller shapes, >= 0.1 s a cell.
 
 ``-w`` selects among the workloads of the run's suite (``fastce bench [--full|--quick]
@@ -39,6 +41,7 @@ class Suite:
     linear: Tuple[Any, ...]
     dask: Tuple[Any, ...]
     min_time: float  # s a cell is timed at least (--min-time's default)
+    max_time: float  # s a cell is timed at most, even below --min-repeats (--max-time's default)
     linear_rounds: int  # rounds of the LM-head table at least
     linear_pause: float  # s between its calls (BLAS workers spin after a call)
     per_call_min_time: float  # s a per-call cell is timed at least (at most --min-time)
@@ -53,13 +56,13 @@ class Suite:
 
 SUITES: Dict[str, Suite] = {
     "default": Suite("default", "", DEFAULT_WORKLOADS, DEFAULT_KL_WORKLOADS, DEFAULT_PER_CALL_WORKLOADS,
-                     DEFAULT_LINEAR_WORKLOADS, DEFAULT_DASK_WORKLOADS, min_time=0.2, linear_rounds=3,
+                     DEFAULT_LINEAR_WORKLOADS, DEFAULT_DASK_WORKLOADS, min_time=0.1, max_time=2.0, linear_rounds=3,
                      linear_pause=0.25, per_call_min_time=0.1, per_call_samples=10, slow_cases=False),
     "full": Suite("full", "--full", FULL_WORKLOADS, FULL_KL_WORKLOADS, FULL_PER_CALL_WORKLOADS,
-                  FULL_LINEAR_WORKLOADS, FULL_DASK_WORKLOADS, min_time=0.5, linear_rounds=LINEAR_ROUNDS,
+                  FULL_LINEAR_WORKLOADS, FULL_DASK_WORKLOADS, min_time=0.5, max_time=30.0, linear_rounds=LINEAR_ROUNDS,
                   linear_pause=0.25, per_call_min_time=0.2, per_call_samples=10, slow_cases=True),
     "quick": Suite("quick", "--quick", QUICK_WORKLOADS, QUICK_KL_WORKLOADS, QUICK_PER_CALL_WORKLOADS,
-                   QUICK_LINEAR_WORKLOADS, QUICK_DASK_WORKLOADS, min_time=0.1, linear_rounds=3,
+                   QUICK_LINEAR_WORKLOADS, QUICK_DASK_WORKLOADS, min_time=0.1, max_time=30.0, linear_rounds=3,
                    linear_pause=0.1, per_call_min_time=0.03, per_call_samples=5, slow_cases=False),
 }
 
