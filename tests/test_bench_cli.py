@@ -81,9 +81,9 @@ def test_default_full_quick_suites():
     assert d.workloads[0].shape == (4096, 32000) and d.workloads[0].dtype == "float32"
     assert d.workloads[1].numel >= 2**24  # so it has a %roof
     assert [w.name for w in d.per_call] == ["call-64x10", "call-100x100", "call-1000x1000", "call-320x32000"]
-    assert [w.name for w in d.linear] == ["lin-1024x512x32000"]
+    assert [w.name for w in d.linear] == ["lin-1024x256x32000"]
     assert d.kl == () and d.dask == () and not d.slow_cases
-    assert d.min_time == 0.1 and d.max_time == 2.0 and d.linear_rounds == 3
+    assert d.min_time == 0.1 and d.max_time == 3.0 and d.linear_rounds == 3
     assert f.workloads == B.FULL_WORKLOADS and len(f.workloads) == 10
     assert {"4096x32000-ls0.1", "4096x32000-weight", "4096x32000-f64", "4096x32000-f16", "4096x32000-bf16",
             "1024x128256", "16384x1000"} <= {w.name for w in f.workloads}
@@ -92,11 +92,11 @@ def test_default_full_quick_suites():
     assert f.slow_cases and f.min_time == 0.5 and f.max_time == 30.0 and f.linear_rounds == 7
     assert q.workloads == B.QUICK_WORKLOADS and q.min_time == 0.1
     # everything else of the default run is in --full at the same size
-    assert {w.name for s in d.sets for w in s} - {w.name for s in f.sets for w in s} == {sixteen, "lin-1024x512x32000"}
+    assert {w.name for s in d.sets for w in s} - {w.name for s in f.sets for w in s} == {sixteen, "lin-1024x256x32000"}
 
 
 @pytest.mark.parametrize("flag, expect, absent", [
-    ([], ["4096x32000 ", "call-320x32000", "lin-1024x512x32000"], ["kl-", "dask-", "4096x32000-f64"]),
+    ([], ["4096x32000 ", "call-320x32000", "lin-1024x256x32000"], ["kl-", "dask-", "4096x32000-f64"]),
     (["--full"], ["4096x32000-f64", "kl-4096x32000", "call-10x10", "lin-4096x1024x32000", "dask-16384x32000"], []),
     (["--quick"], ["1024x32000 ", "kl-256x32000", "lin-256x512x32000"], ["4096x32000"]),
 ])

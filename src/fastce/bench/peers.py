@@ -214,13 +214,13 @@ class FastcePeer(Peer):
 
     @property
     def note(self) -> str:  # type: ignore[override]
-        what = ("fastce.cross_entropy (forward) and fastce.cross_entropy_with_grad (loss+grad) on NumPy "
-                "arrays, a new gradient array every call")
+        what = ("fastce.cross_entropy (forward), fastce.cross_entropy_with_grad (loss+grad) on NumPy "
+                "arrays; a new gradient array every call")
         limit = fastce_cache_limit()
         if not limit:
             return what + " (buffer cache off: fresh memory every call)."
-        return (what + f", its memory from fastce's buffer cache (limit {limit / 2**20:.0f} MiB) once an "
-                "earlier gradient was released (FASTCE_CACHE_MB=0: fresh memory every call).")
+        return (what + f", from fastce's buffer cache (limit {limit / 2**20:.0f} MiB; FASTCE_CACHE_MB=0 "
+                "turns it off).")
 
     def prepare(self, wl, data, pass_, threads):
         import fastce
@@ -265,8 +265,8 @@ class TorchPeer(Peer):
     requires = ("torch",)
     mem_factor = (1.1, 3.1)
     traced = False
-    note = ("torch.nn.functional.cross_entropy, eager, on CPU tensors sharing the NumPy arrays' memory: "
-            "under no_grad (forward), forward + loss.backward() (loss+grad); torch.set_num_threads(thr).")
+    note = ("torch.nn.functional.cross_entropy (eager) on tensors sharing the arrays' memory; loss+grad = "
+            "forward + loss.backward(); torch.set_num_threads(thr).")
 
     @contextlib.contextmanager
     def threads(self, n):
@@ -318,8 +318,8 @@ class FastceTorchPeer(TorchPeer):
     name = "fastce.torch"
     requires = ("torch", "fastce")
     mem_factor = (0.1, 1.1)
-    note = ("fastce.torch.cross_entropy, fastce's drop-in for F.cross_entropy, on the same torch tensors "
-            "(forward under no_grad; forward + loss.backward()), torch.set_num_threads(thr), which it follows.")
+    note = ("fastce.torch.cross_entropy, fastce's drop-in for F.cross_entropy, on the same torch tensors, "
+            "with autograd.")
 
     def prepare(self, wl, data, pass_, threads):
         import fastce.torch
@@ -332,9 +332,8 @@ class NumpyPeer(Peer):
     requires = ()
     single_threaded = True
     mem_factor = (1.2, 1.2)
-    note = ("the same loss written in NumPy (max, exp, sum, log; gradient = softmax - one-hot), "
-            "single-threaded: measured once and shown in every thr row; 16-bit logits are converted to "
-            "float32 (timed) and computed there.")
+    note = ("the same loss in NumPy (max, exp, sum, log; gradient = softmax - one-hot), single-threaded "
+            "(measured once, shown in every thr row); 16-bit logits computed in float32.")
 
     def version(self):
         return np.__version__
@@ -357,10 +356,9 @@ class JaxPeer(Peer):
     requires = ("jax", "optax")
     mem_factor = (2.1, 4.1)
     traced = False
-    note = ("optax.softmax_cross_entropy_with_integer_labels(...).mean() compiled by jax.jit "
-            "(jax.value_and_grad of it for loss+grad; the compilation is not timed); all-threads rows only, "
-            "as XLA fixes its thread pool when jax is imported; K-dim input moved to class-last inside the "
-            "compiled function (timed).")
+    note = ("optax.softmax_cross_entropy_with_integer_labels(...).mean() under jax.jit (loss+grad: "
+            "jax.value_and_grad; compiling is not timed; K-dim input moved to class-last inside, timed); "
+            "all-threads rows only.")
     _ready = False
 
     def version(self):
@@ -430,8 +428,8 @@ class SklearnPeer(Peer):
     requires = ("sklearn",)
     mem_factor = (0.0, 1.1)
     loss_grad_only = True
-    note = ("scikit-learn's HalfMultinomialLoss().loss_gradient(n_threads=thr) + loss.mean(): loss+grad "
-            "of 2-D unweighted float32/float64 logits only; its gradient is per sample (not divided by N).")
+    note = ("scikit-learn's HalfMultinomialLoss().loss_gradient(n_threads=thr): loss+grad of 2-D "
+            "unweighted float32/float64 logits only (its gradient is per sample, not divided by N).")
 
     def unsupported(self, wl, pass_, threads, max_threads):
         if not wl.is_2d or wl.weighted or wl.label_smoothing or wl.dtype not in ("float32", "float64"):

@@ -240,19 +240,15 @@ TORCH_RATIO = "xtorch(fastce.torch)"
 
 #: the legend's texts of the cross-entropy table's columns (the peers' come from their ``note``)
 CE_DOCS: Dict[str, str] = {
-    "workload": ("the logits: N x C (rows x classes), or N x C x H x W with the classes on axis 1 "
-                 "(8x21x256x256); float32 unless the name ends in -f16 (float16), -bf16 (bfloat16) or -f64 "
-                 "(float64); -ls0.1: label_smoothing=0.1; -weight: class weights. Random logits, int64 "
-                 "targets, mean loss."),
+    "workload": ("the logits: N x C (rows x classes; 8x21x256x256: an N x C x H x W input, classes on axis 1), "
+                 "float32 unless the name ends in -f16, -bf16 or -f64; -ls0.1: label_smoothing=0.1; "
+                 "-weight: class weights."),
     "thr": "threads each library may use: 1, or every core this process may run on ({cores} here).",
-    "pass": ("forward = the mean loss alone; loss+grad = the loss and its gradient with respect to the "
-             "logits (what a training step needs)."),
-    "%roof": ("fastce's speed as a fraction of the most this machine allows, measured in this run (the "
-              "'roofline' line under the table): forward reads each logit once, so its bound is the memory "
-              "read speed in bytes/s over the bytes of a logit; loss+grad reads each logit and writes its "
-              "gradient: read+write speed / (2 x bytes of a logit); or the exp rate where that is lower. "
-              "100% = as fast as memory allows. Rows of at least 2^24 logits only (smaller ones fit in "
-              "cache)."),
+    "pass": "forward = the mean loss alone; loss+grad = the loss and its gradient with respect to the logits.",
+    "%roof": ("fastce's bytes per second as a fraction of the most this machine moves, measured in this run "
+              "(the 'roofline' line under the table): the memory read speed for forward (each logit read "
+              "once), the read+write speed for loss+grad (each logit read, its gradient written), or the exp "
+              "rate where that is lower. 100% = as fast as memory allows. Rows of >= 2^24 logits only."),
     "%roof(out=)": "the same for fastce(out=).",
     "ratio": ("fastce's G logits/s / the G logits/s of the library named after the x: how many times "
               "faster fastce is (> 1: fastce faster, < 1: slower)."),
