@@ -157,7 +157,7 @@ def main(args) -> int:
     if missing:
         log(cfg, "[bench] not available: " + "; ".join(missing))
 
-    legend = Legend(timing=f"Each cell: one untimed warm-up call (compilation, first touch), then at least "
+    legend = Legend(timing=f"Each cell of a G logits/s table: one untimed warm-up call (compilation, first touch), then at least "
                     f"{cfg.min_repeats} timed calls and {cfg.min_time:g} s, stopping after {cfg.max_time:g} s of "
                     f"timed calls (fewer calls: marked ~).")
     t0 = time.perf_counter()

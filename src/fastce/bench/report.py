@@ -243,7 +243,7 @@ CE_DOCS: Dict[str, str] = {
     "workload": ("the logits: N x C (rows x classes; 8x21x256x256: an N x C x H x W input, classes on axis 1), "
                  "float32 unless the name ends in -f16, -bf16 or -f64; -ls0.1: label_smoothing=0.1; "
                  "-weight: class weights."),
-    "thr": "threads each library may use: 1, or every core this process may run on ({cores} here).",
+    "thr": "threads each library may use (--threads: 1, and 'all' = every core this process may run on, {cores} here).",
     "pass": "forward = the mean loss alone; loss+grad = the loss and its gradient with respect to the logits.",
     "%roof": ("fastce's bytes per second as a fraction of the most this machine moves, measured in this run "
               "(the 'roofline' line under the table): the memory read speed for forward (each logit read "

@@ -338,7 +338,7 @@ def _log_row(cfg: BenchConfig, row: Sequence[Cell]) -> None:
             if c.ratio is not None:
                 msg += f"  {c.ratio:.2f}x the baseline's time (fastest calls)"
             if c.batch == 1:
-                msg += f"  (median of {c.repeats} calls)"
+                msg += f"  (median of {c.repeats} call{'s' if c.repeats != 1 else ''})"
             else:
                 msg += f"  (median of {c.repeats} timings of {c.batch} back-to-back calls each)"
             if c.cut_short:
