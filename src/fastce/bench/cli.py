@@ -56,8 +56,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-repeats", type=int, default=None, metavar="K",
                         help="at least K timed repeats per cell (default 3)")
     parser.add_argument("--max-time", type=float, default=None, metavar="S",
-                        help=f"stop timing a cell after S seconds even below --min-repeats (default {d.max_time:g}; "
-                        f"{f.max_time:g} with --full or --quick)")
+                        help=f"stop timing a cell after S seconds even below --min-repeats (default {d.max_time:g}, "
+                        f"which leaves the LM-head table's rounds alone; {f.max_time:g} with --full or --quick)")
     parser.add_argument("--sequential", action="store_true",
                         help="time each library's repeats back to back instead of round-robin within a row")
     parser.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
