@@ -1,4 +1,10 @@
-"""`fastce bench`: the per-call table, the roofline (%roof) and the float16 rows, kept small.
+"""`fastce bench`: the three runs, the legend, the per-call table, the roofline (%roof) and the
+16-bit rows, kept small.
+
+* The runs: the default's workload sets (a minute's worth: no KL, no dask), ``--full`` the
+  complete suite, ``--quick`` the smoke run; ``-w`` picks among the run's workloads.
+* The legend: printed after the tables, it explains every column header present; ``--json``
+  prints records only.
 
 * ``--quick -w call-64x10 --json``: valid JSON whose per_call records give us per call, calls
   per timed sample and fastce's speedup over the NumPy twin; the text run prints the per-call
@@ -7,12 +13,13 @@
   loss+grad min(read+write / (2 itemsize), exp / 2)); a tiny measurement gives positive
   numbers; ``%roof`` appears beside fastce's column of a large row only.
 * Selection: ``--no-per-call`` and ``--pass forward`` leave the per-call table out; the
-  float16 workloads are in the default and --quick sets.
+  float16 workloads are in the full and --quick sets, a 16-bit row in the default.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -28,6 +35,105 @@ def run_bench(argv, capsys):
     status = cli.main(["bench", *argv])
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def _legend(out):
+    """The legend printed after the tables (empty if none)."""
+    assert out.count(report.LEGEND_TITLE) <= 1
+    return out.split(report.LEGEND_TITLE, 1)[1] if report.LEGEND_TITLE in out else ""
+
+
+def _table_headers(text):
+    """The column headers of every table in ``text`` (a header line is followed by dashes)."""
+    import re
+
+    lines = text.splitlines()
+    heads = []
+    for head, dashes in zip(lines, lines[1:]):
+        if dashes.startswith("---") and set(dashes) <= {"-", " "}:
+            # columns are the dash runs; a header is the text above its run
+            for m in re.finditer(r"-+", dashes):
+                heads.append(head[m.start():m.end()].strip())
+    return heads
+
+
+def _assert_legend_explains_every_column(out):
+    tables, legend = out.split(report.LEGEND_TITLE, 1)
+    heads = _table_headers(tables)
+    assert heads, "no table printed"
+    for h in heads:
+        assert re.search(r"(^|\s|, )" + re.escape(h) + r"(,|\s)", legend), f"column {h!r} not in the legend"
+    for symbol in ("n/a =", "blank =", "- = skipped", "~ =", "! ="):
+        assert symbol in legend
+    assert "Compare the numbers of one run" in legend and "median" in legend
+
+
+def test_default_full_quick_suites():
+    """The default run (about a minute): the headline row at full size, a 16-bit row, few classes, a
+    K-dim input, a 4-size per-call curve with the target row, one small LM head, no KL or dask;
+    --full: every workload of every table; --quick: the small smoke set."""
+    from fastce.bench.suites import SUITES
+
+    d, f, q = SUITES["default"], SUITES["full"], SUITES["quick"]
+    sixteen = "1024x32000-bf16" if B.Workload("x", (1, 1), dtype="bfloat16").unavailable() is None \
+        else "1024x32000-f16"
+    assert [w.name for w in d.workloads] == ["4096x32000", sixteen, "262144x10", "8x21x256x256"]
+    assert d.workloads[0].shape == (4096, 32000) and d.workloads[0].dtype == "float32"
+    assert d.workloads[1].numel >= 2**24  # so it has a %roof
+    assert [w.name for w in d.per_call] == ["call-64x10", "call-100x100", "call-1000x1000", "call-320x32000"]
+    assert [w.name for w in d.linear] == ["lin-1024x256x32000"]
+    assert d.kl == () and d.dask == () and not d.slow_cases
+    assert d.min_time == 0.1 and d.max_time == 3.0 and d.linear_rounds == 3
+    assert f.workloads == B.FULL_WORKLOADS and len(f.workloads) == 10
+    assert {"4096x32000-ls0.1", "4096x32000-weight", "4096x32000-f64", "4096x32000-f16", "4096x32000-bf16",
+            "1024x128256", "16384x1000"} <= {w.name for w in f.workloads}
+    assert len(f.per_call) == 9 and [w.name for w in f.linear] == ["lin-4096x1024x32000"]
+    assert [w.name for w in f.kl] == ["kl-4096x32000"] and [w.name for w in f.dask] == ["dask-16384x32000"]
+    assert f.slow_cases and f.min_time == 0.5 and f.max_time == 30.0 and f.linear_rounds == 7
+    assert q.workloads == B.QUICK_WORKLOADS and q.min_time == 0.1
+    # everything else of the default run is in --full at the same size
+    assert {w.name for s in d.sets for w in s} - {w.name for s in f.sets for w in s} == {sixteen, "lin-1024x256x32000"}
+
+
+@pytest.mark.parametrize("flag, expect, absent", [
+    ([], ["4096x32000 ", "call-320x32000", "lin-1024x256x32000"], ["kl-", "dask-", "4096x32000-f64"]),
+    (["--full"], ["4096x32000-f64", "kl-4096x32000", "call-10x10", "lin-4096x1024x32000", "dask-16384x32000"], []),
+    (["--quick"], ["1024x32000 ", "kl-256x32000", "lin-256x512x32000"], ["4096x32000"]),
+])
+def test_list_shows_the_run(flag, expect, absent, capsys):
+    status, out, _ = run_bench([*flag, "--list"], capsys)
+    assert status == 0
+    listed = out.split("libraries:")[0]
+    for name in expect:
+        assert name in listed, name
+    for name in absent:
+        assert name not in listed, name
+
+
+def test_full_and_quick_exclusive_and_w_hint(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--full", "--quick", "--list"])
+    capsys.readouterr()
+    status, _, err = run_bench(["-w", "kl-", "--list"], capsys)
+    assert status == 0  # --list ignores -w
+    status, _, err = run_bench(["-w", "4096x32000-f64", *FAST], capsys)
+    assert status == 2 and "no workload matches" in err and "--full" in err
+
+
+def test_legend_of_a_table_of_its_own():
+    """A table formatted on its own carries its legend; with a shared Legend the legend is
+    printed once, after every table, each (header, text) once."""
+    wl = B.Workload("small", (1000, 10))
+    cells = [_cell(wl, "fastce", 1e-5), _cell(wl, "numpy", 1e-4), _cell(wl, "torch", 2e-4)]
+    alone = report.format_table(cells)
+    assert report.LEGEND_TITLE in alone and "G logits/s" in _legend(alone)
+    _assert_legend_explains_every_column(alone)
+    legend = report.Legend()
+    text = report.format_table(cells, legend=legend)
+    assert report.LEGEND_TITLE not in text
+    assert set(legend.headers) >= {"workload", "thr", "pass", "fastce", "numpy", "torch", "xnumpy", "xtorch"}
+    lines = legend.lines()
+    assert sum(1 for line in lines if "xnumpy" in line) == 1  # ratio columns share one entry
 
 
 def test_per_call_json(capsys):
@@ -46,6 +152,7 @@ def test_per_call_json(capsys):
     assert numpy_rec["fastce_speedup"] == pytest.approx(numpy_rec["median_s"] / fastce_rec["median_s"])
     assert fastce_rec["calls_per_sample"] > 1  # a ~us call is timed in batches
     assert not [r for r in records if r["section"] in ("table", "roofline", "linear")]
+    assert report.LEGEND_TITLE not in out  # records only, no legend
 
 
 def test_per_call_table_text(capsys):
@@ -54,6 +161,8 @@ def test_per_call_table_text(capsys):
     assert status == 0
     assert "per-call time of loss+grad" in out and "xnumpy" in out
     assert "target call-64x10: xnumpy" in out
+    _assert_legend_explains_every_column(out)
+    assert "microseconds per loss+grad call" in _legend(out)
 
 
 @pytest.mark.parametrize("argv", [["--no-per-call"], ["--pass", "forward"]])
@@ -63,7 +172,8 @@ def test_per_call_left_out(argv, capsys):
 
 
 def test_float16_workloads():
-    assert any(w.dtype == "float16" and w.name == "4096x32000-f16" for w in B.DEFAULT_WORKLOADS)
+    assert any(w.dtype == "float16" and w.name == "4096x32000-f16" for w in B.FULL_WORKLOADS)
+    assert any(w.dtype in ("float16", "bfloat16") for w in B.DEFAULT_WORKLOADS)
     assert any(w.dtype == "float16" for w in B.QUICK_WORKLOADS)
     assert B.get_peer("sklearn").unsupported(B.QUICK_WORKLOADS[-1], B.LOSS_GRAD, 1, 2) == B.NA
 
@@ -107,7 +217,7 @@ def test_roof_column():
     rec = report.ce_record(cells[0], "table", roofs)
     assert rec["roof_fraction"] == pytest.approx(0.5) and rec["roofline_glogits_per_s"] == 4.0
     assert "roof_fraction" not in report.ce_record(cells[2], "table", roofs)
-    assert "%roof" not in report.format_table(cells)
+    assert "%roof" not in report.format_table(cells).splitlines()[0]  # no column without a roofline
 
 
 def test_bfloat16_and_torch_tensor_rows(capsys):
@@ -116,7 +226,7 @@ def test_bfloat16_and_torch_tensor_rows(capsys):
     text table has the torch-tensors ratio xtorch(t)."""
     pytest.importorskip("ml_dtypes")
     pytest.importorskip("torch")
-    assert any(w.dtype == "bfloat16" and w.name == "4096x32000-bf16" for w in B.DEFAULT_WORKLOADS)
+    assert any(w.dtype == "bfloat16" and w.name == "4096x32000-bf16" for w in B.FULL_WORKLOADS)
     argv = ["--quick", "-w", "256x32000-bf16", "--threads", "1", "--peers", "fastce,torch,fastce.torch,numpy",
             "--no-roofline", *FAST]
     status, out, _ = run_bench([*argv, "--json"], capsys)
@@ -130,7 +240,8 @@ def test_bfloat16_and_torch_tensor_rows(capsys):
         for lib, v in losses.items():  # bfloat16 results: a relative step of 2**-7
             assert v == pytest.approx(losses["fastce"], rel=1e-2), (lib, losses)
     status, out, _ = run_bench(argv, capsys)
-    assert status == 0 and "xtorch(t)" in out and "!" not in out.split("Throughput")[0]
+    assert status == 0 and report.TORCH_RATIO in out and "!" not in out.split(report.LEGEND_TITLE)[0]
+    _assert_legend_explains_every_column(out)
 
 
 def test_workload_without_ml_dtypes_is_skipped(monkeypatch):
@@ -159,13 +270,15 @@ def test_kl_table(capsys):
             assert v == pytest.approx(losses["fastce"], rel=1e-4), (lib, losses)
     status, out, _ = run_bench(argv, capsys)
     assert status == 0 and "KL divergence of two models" in out and "xtorch" in out
+    _assert_legend_explains_every_column(out)
+    assert "G logit pairs/s" in _legend(out)
 
 
 def test_roofline_bound_of_two_streams():
-    from fastce.bench.workloads import DEFAULT_KL_WORKLOADS
+    from fastce.bench.workloads import FULL_KL_WORKLOADS
 
     r = B.Roofline(1, read_gbs=16.0, copy_gbs=12.0, exp_gps={"float32": 8.0, "float64": 2.0}, nbytes=1)
-    wl = DEFAULT_KL_WORKLOADS[0]
+    wl = FULL_KL_WORKLOADS[0]
     assert r.bound("float32", B.FORWARD, wl.roof_terms(B.FORWARD)) == 2.0  # 16 GB/s / (2 x 4 B) < exp 8 / 2
     assert r.bound("float32", B.LOSS_GRAD, wl.roof_terms(B.LOSS_GRAD)) == 1.0  # 12 GB/s / 12 B < exp 8 / 4
 
@@ -189,6 +302,7 @@ def test_linear_table_quick(capsys):
     """The quick LM-head table runs (its workloads go through the same timing loop)."""
     status, out, _ = run_bench(["--quick", "-w", "lin-", "--peers", "fastce,numpy", *FAST], capsys)
     assert status == 0 and "fastce.linear_cross_entropy_with_grad" in out and "x matmul" in out
+    _assert_legend_explains_every_column(out)
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios():

@@ -21,8 +21,11 @@ Four tables, one machinery:
 Modules, one job each:
 
 * :mod:`.workloads` -- the workloads (:class:`Workload`, :class:`LinearWorkload`), their data
-  (:class:`DataCache`), the sets (``DEFAULT_*``, ``QUICK_*``, the per-call shapes, the
-  class-count sweep), ``-w`` and ``--threads`` selection;
+  (:class:`DataCache`), the sets (``DEFAULT_*``, ``FULL_*``, ``QUICK_*``, the per-call shapes,
+  the class-count sweep), ``-w`` and ``--threads`` selection;
+* :mod:`.suites` -- the three runs (:data:`SUITES`): the default (about a minute), ``--full``
+  (the complete suite) and ``--quick`` (the tests' smoke run), each a workload set per table
+  and its timing defaults;
 * :mod:`.peers` -- the cases a row compares (:class:`Case`): the cross-entropy :data:`PEERS`
   and the NumPy twin :func:`numpy_cross_entropy`, :func:`per_call_cases`, the
   :data:`LINEAR_CASES`;
@@ -32,8 +35,9 @@ Modules, one job each:
 * :mod:`.roofline` -- this machine's roofline (the extension's read and read+write probes,
   its exp) and the bound it puts on a row;
 * :mod:`.memory` -- free memory, and the peak extra memory of one call (tracemalloc, RSS);
-* :mod:`.report` -- the one table writer (:func:`report.render`, columns as data), every
-  table's columns and legends, the environment header, the JSON records;
+* :mod:`.report` -- the one table writer (:func:`report.render`, columns as data, each with its
+  legend text), every table's columns and notes, the :class:`~.report.Legend` printed after the
+  tables, the environment header, the JSON records (no legend);
 * :mod:`.plot` -- the ``--plot`` figure (matplotlib, imported only then);
 * :mod:`.cli` -- the ``fastce bench`` options and run (:func:`add_arguments`, :func:`main`).
 
@@ -42,7 +46,8 @@ library inside ``prepare``, when it is timed.
 
 Adding to it
 ------------
-* A workload: one entry in ``DEFAULT_WORKLOADS`` / ``QUICK_WORKLOADS`` (or the linear sets).
+* A workload: one entry in ``FULL_WORKLOADS`` (and ``DEFAULT_WORKLOADS`` if the default run,
+  about a minute, must show it) / ``QUICK_WORKLOADS`` (or the other tables' sets).
   A new kind (e.g. bfloat16 logits: a ``dtype`` that ``make_data`` must create; KL
   divergence: a workload with a second input) is a class with ``name``, ``describe()``,
   ``data_key``, ``make_shared_data()``, ``with_options(data)`` and ``json_fields()``; a curve
@@ -52,7 +57,7 @@ Adding to it
   its legend line) listed in ``PEERS``; it then has a column, a ratio column and ``--peers``.
   A case of another table (e.g. dask) is a :class:`Case` listed with that table's cases; a
   ``baseline=True`` case gives every other case of its row a ``ratio``.
-* A column: one :class:`report.Column` (header, text of a line) in ``ce_columns``,
+* A column: one :class:`report.Column` (header, text of a line, ``doc``: its legend line) in ``ce_columns``,
   ``per_call_columns`` or ``linear_columns`` (e.g. ``%roof``, from ``cell.gps`` and the
   row's roofline); if it needs a new measurement, a field of :class:`Cell` set in
   :mod:`.timing`, and the JSON record in :mod:`.report`.
@@ -65,8 +70,9 @@ from .peers import (LINEAR_CASES, NA, PEER_NAMES, PEERS, Case, LinearCase, Peer,
 from .report import format_linear_table, format_per_call_table, format_table
 from .roofline import Roofline
 from .timing import BenchConfig, Cell, loss_value, run, run_linear, run_per_call
+from .suites import SUITES, Suite
 from .workloads import (DEFAULT_LINEAR_WORKLOADS, DEFAULT_PER_CALL_WORKLOADS, DEFAULT_WORKLOADS,
-                        FORWARD, LOSS_GRAD, PASSES, QUICK_LINEAR_WORKLOADS,
+                        FULL_LINEAR_WORKLOADS, FULL_PER_CALL_WORKLOADS, FULL_WORKLOADS, FORWARD, LOSS_GRAD, PASSES, QUICK_LINEAR_WORKLOADS,
                         QUICK_PER_CALL_WORKLOADS, QUICK_WORKLOADS, DataCache, LinearWorkload,
                         Workload, all_threads, make_data, make_linear_data, parse_threads,
                         per_call_workloads, select_workloads, sweep_workloads)
@@ -77,7 +83,8 @@ __all__ = [
     "linear_cases", "numpy_cross_entropy", "per_call_cases", "format_linear_table",
     "format_per_call_table", "format_table", "Roofline", "BenchConfig", "Cell", "loss_value",
     "run", "run_linear", "run_per_call", "DEFAULT_LINEAR_WORKLOADS", "DEFAULT_PER_CALL_WORKLOADS",
-    "DEFAULT_WORKLOADS", "FORWARD", "LOSS_GRAD", "PASSES", "QUICK_LINEAR_WORKLOADS",
+    "DEFAULT_WORKLOADS", "FULL_LINEAR_WORKLOADS", "FULL_PER_CALL_WORKLOADS", "FULL_WORKLOADS",
+    "SUITES", "Suite", "FORWARD", "LOSS_GRAD", "PASSES", "QUICK_LINEAR_WORKLOADS",
     "QUICK_PER_CALL_WORKLOADS", "QUICK_WORKLOADS", "DataCache", "LinearWorkload", "Workload",
     "all_threads", "make_data", "make_linear_data", "parse_threads", "per_call_workloads",
     "select_workloads", "sweep_workloads",

@@ -43,7 +43,8 @@ class DaskWorkload:
                 "(1 thread each)")
 
 
-DEFAULT_DASK_WORKLOADS = (DaskWorkload("dask-16384x32000", (16384, 32000), 2048),)
+FULL_DASK_WORKLOADS = (DaskWorkload("dask-16384x32000", (16384, 32000), 2048),)
+DEFAULT_DASK_WORKLOADS: Tuple[DaskWorkload, ...] = ()  # starting a cluster alone takes seconds
 QUICK_DASK_WORKLOADS = (DaskWorkload("dask-2048x32000", (2048, 32000), 512),)
 
 
@@ -122,7 +123,22 @@ def run_dask(cfg: BenchConfig, workloads: Sequence[DaskWorkload]) -> List[DaskRo
     return rows
 
 
-def format_dask_table(rows: Sequence[DaskRow]) -> str:
+DASK_SECTION = ("Dask table: the mean cross-entropy of logits that live on a 2-worker distributed.LocalCluster "
+                "(generated there, never shipped), a line per way of computing it.")
+DASK_DOCS = (
+    ("case", "fastce.dask.cross_entropy (per-chunk statistics, tree merge); the same loss in plain "
+             "dask.array expressions; fastce.cross_entropy on a NumPy array of the same shape in this "
+             "process, every core (the speed a cluster keeps a fraction of)."),
+    ("median s", "the median seconds of a call (lower is better)."),
+    ("G logits/s", "N x C logits / median s / 1e9 (higher is better)."),
+    ("x plain dask", "plain dask.array's time / this case's time (> 1: faster than plain dask)."),
+    ("loss", "the loss computed (the two dask cases must agree)."),
+)
+
+
+def format_dask_table(rows: Sequence[DaskRow], legend=None) -> str:
+    """The dask table (its columns' texts go to ``legend``, a :class:`~.report.Legend`;
+    without one, the table's own legend follows it)."""
     out = ["dask: the mean cross-entropy of logits on a distributed.LocalCluster, median seconds:"]
     for row in rows:
         wl = row.workload
@@ -143,7 +159,9 @@ def format_dask_table(rows: Sequence[DaskRow]) -> str:
         out.append(f"  fastce.dask keeps {100 * keep:.0f}% of one-process fastce's speed; "
                    f"{plain / med[CASES[0]]:.2f}x plain dask (goal >= 3x). {len(row.times[CASES[0]])} repeats, "
                    "round-robin. The one-process case draws other random numbers (same distribution).")
-    return "\n".join(out)
+    from .report import _with_legend
+
+    return "\n".join(_with_legend(out, legend, DASK_SECTION, DASK_DOCS))
 
 
 def dask_records(rows: Sequence[DaskRow]) -> List[Dict[str, Any]]:

@@ -142,7 +142,7 @@ class Case:
     returns_results: bool = True
     #: tracemalloc sees its allocations (NumPy's); false for torch and XLA
     traced: bool = True
-    #: a legend line of the table: what exactly is timed ("" for none)
+    #: the legend's text for its column: what exactly is timed ("" for none)
     note: str = ""
 
     def unavailable(self) -> Optional[str]:
@@ -214,12 +214,13 @@ class FastcePeer(Peer):
 
     @property
     def note(self) -> str:  # type: ignore[override]
+        what = ("fastce.cross_entropy (forward), fastce.cross_entropy_with_grad (loss+grad) on NumPy "
+                "arrays; a new gradient array every call")
         limit = fastce_cache_limit()
         if not limit:
-            return "fastce (allocating): buffer cache off, fresh memory every call."
-        return (f"fastce (allocating) gets each gradient's memory from its buffer cache (limit "
-                f"{limit / 2**20:.0f} MiB) once an earlier gradient was released; "
-                "FASTCE_CACHE_MB=0 measures fresh memory (page faults) every call.")
+            return what + " (buffer cache off: fresh memory every call)."
+        return (what + f", from fastce's buffer cache (limit {limit / 2**20:.0f} MiB; FASTCE_CACHE_MB=0 "
+                "turns it off).")
 
     def prepare(self, wl, data, pass_, threads):
         import fastce
@@ -237,8 +238,8 @@ class FastceOutPeer(Peer):
     requires = ("fastce",)
     mem_factor = (0.0, 1.1)
     loss_grad_only = True
-    note = ("fastce(out=): cross_entropy_with_grad with a preallocated out= buffer reused across repeats; "
-            "x<peer> ratios use plain fastce (allocating).")
+    note = ("fastce.cross_entropy_with_grad(..., out=buf): the gradient written into one preallocated "
+            "array that every call reuses (loss+grad only; the x<library> ratios use plain fastce).")
 
     def prepare(self, wl, data, pass_, threads):
         import fastce
@@ -264,8 +265,8 @@ class TorchPeer(Peer):
     requires = ("torch",)
     mem_factor = (1.1, 3.1)
     traced = False
-    note = ("torch: F.cross_entropy under no_grad (forward); forward + autograd backward (loss+grad); "
-            "torch.set_num_threads(thr).")
+    note = ("torch.nn.functional.cross_entropy (eager) on tensors sharing the arrays' memory; loss+grad = "
+            "forward + loss.backward(); torch.set_num_threads(thr).")
 
     @contextlib.contextmanager
     def threads(self, n):
@@ -312,14 +313,13 @@ class TorchPeer(Peer):
 
 class FastceTorchPeer(TorchPeer):
     """fastce.torch.cross_entropy on the same torch tensors as the torch peer, with autograd: the
-    torch-tensors row of every workload (column ``fastce.torch``, ratio ``xtorch(t)``)."""
+    torch-tensors row of every workload (column ``fastce.torch``, ratio ``xtorch(fastce.torch)``)."""
 
     name = "fastce.torch"
     requires = ("torch", "fastce")
     mem_factor = (0.1, 1.1)
-    note = ("fastce.torch: fastce.torch.cross_entropy on torch tensors (eager autograd: forward under no_grad; "
-            "forward + backward), torch.set_num_threads(thr), which fastce.torch follows; "
-            "xtorch(t) = fastce.torch throughput / torch throughput.")
+    note = ("fastce.torch.cross_entropy, fastce's drop-in for F.cross_entropy, on the same torch tensors, "
+            "with autograd.")
 
     def prepare(self, wl, data, pass_, threads):
         import fastce.torch
@@ -332,8 +332,8 @@ class NumpyPeer(Peer):
     requires = ()
     single_threaded = True
     mem_factor = (1.2, 1.2)
-    note = ("numpy is single-threaded: measured once per workload/pass and shown in every threads row; "
-            "float16/bfloat16 logits: converted to float32 (timed) and computed there, gradient left in float32.")
+    note = ("the same loss in NumPy (max, exp, sum, log; gradient = softmax - one-hot), single-threaded "
+            "(measured once, shown in every thr row); 16-bit logits computed in float32.")
 
     def version(self):
         return np.__version__
@@ -342,10 +342,10 @@ class NumpyPeer(Peer):
         x, t, w, ls = data.input, data.target, data.weight, wl.label_smoothing
         g = pass_ == LOSS_GRAD
         if x.dtype.itemsize == 2:
-            # float16 or bfloat16 (ml_dtypes): NumPy's float16 math is emulated (7x slower here)
-            # and ml_dtypes' bfloat16 math is slower still: compute in float32. The gradient
-            # stays float32: NumPy's cast of its (mostly subnormal) values to float16 would
-            # take 30x as long as the cross-entropy itself.
+            # float16 or bfloat16 (ml_dtypes): NumPy's float16 math is emulated and ml_dtypes'
+            # bfloat16 math is slower still: compute in float32. The gradient stays float32:
+            # NumPy's cast of its (mostly subnormal) values to float16 takes many times as long
+            # as the cross-entropy itself (docs/performance/notes_bench.md has the figures).
             w32 = None if w is None else w.astype(np.float32)
             return lambda: numpy_cross_entropy(x.astype(np.float32), t, w32, ls, with_grad=g)
         return lambda: numpy_cross_entropy(x, t, w, ls, with_grad=g)
@@ -356,8 +356,9 @@ class JaxPeer(Peer):
     requires = ("jax", "optax")
     mem_factor = (2.1, 4.1)
     traced = False
-    note = ("jax: XLA's CPU thread pool size is fixed when jax is imported, so JAX is reported only in the "
-            "all-threads rows; K-dim input is moved to class-last inside the jitted function (timed).")
+    note = ("optax.softmax_cross_entropy_with_integer_labels(...).mean() under jax.jit (loss+grad: "
+            "jax.value_and_grad; compiling is not timed; K-dim input moved to class-last inside, timed); "
+            "all-threads rows only.")
     _ready = False
 
     def version(self):
@@ -427,8 +428,8 @@ class SklearnPeer(Peer):
     requires = ("sklearn",)
     mem_factor = (0.0, 1.1)
     loss_grad_only = True
-    note = ("sklearn: HalfMultinomialLoss().loss_gradient(n_threads=thr) + loss.mean(), 2-D unweighted "
-            "float32/float64 loss+grad only; its gradient is per-sample (not divided by N).")
+    note = ("scikit-learn's HalfMultinomialLoss().loss_gradient(n_threads=thr): loss+grad of 2-D "
+            "unweighted float32/float64 logits only (its gradient is per sample, not divided by N).")
 
     def unsupported(self, wl, pass_, threads, max_threads):
         if not wl.is_2d or wl.weighted or wl.label_smoothing or wl.dtype not in ("float32", "float64"):
@@ -579,14 +580,14 @@ def _kl_numpy(x, ref, threads, with_grad):
 
 KL_PEERS: Tuple[KLPeer, ...] = (
     KLPeer("fastce", ("fastce",), _kl_fastce, (0.1, 1.1),
-           "fastce: fastce.kl_div(logits, ref) (forward), kl_div_with_grad (loss+grad), reduction='mean'."),
+           "fastce.kl_div(logits, ref) (forward), fastce.kl_div_with_grad (loss+grad), reduction='mean'."),
     KLPeer("torch", ("torch",), _kl_torch, (3.1, 5.1),
-           "torch: F.kl_div(F.log_softmax(x, 1), F.log_softmax(ref, 1), log_target=True, reduction='batchmean') "
-           "under no_grad; + autograd backward for loss+grad.",
+           "F.kl_div(F.log_softmax(x, 1), F.log_softmax(ref, 1), log_target=True, reduction='batchmean') "
+           "under no_grad; + loss.backward() for loss+grad.",
            threads_of=lambda n: TorchPeer().threads(n)),
     KLPeer("numpy", (), _kl_numpy, (4.2, 5.2),
-           "numpy: the twin (log_softmax of both by max, exp, sum, log; sum p (log p - log q); grad (q - p) / N), "
-           "single-threaded.", single_threaded=True),
+           "the same in NumPy (log_softmax of both by max, exp, sum, log; sum p (log p - log q); "
+           "gradient (q - p) / N), single-threaded.", single_threaded=True),
 )
 
 

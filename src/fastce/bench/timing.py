@@ -97,7 +97,7 @@ class BenchConfig:
     interleave: bool = True  # time a row's cases round-robin
     pause: float = 0.005  # seconds between interleaved calls
     verbose: bool = True
-    quick: bool = False  # leave out the slow cases
+    quick: bool = False  # leave out the slow cases (they run with --full)
     measure_memory: bool = False  # one untimed call per case for the peak extra memory
     batch_min_s: float = 0.0  # time calls shorter than this in batches lasting about this long
 
@@ -151,7 +151,7 @@ def run(cfg: BenchConfig, cases: Optional[Sequence[Case]] = None) -> List[Cell]:
                 todo = []
                 for cell in row:
                     case = cell.case
-                    cell.skipped = (("left out of --quick" if cfg.quick and case.slow else None)
+                    cell.skipped = (("slow, runs with --full" if cfg.quick and case.slow else None)
                                     or case.unavailable()
                                     or case.unsupported(wl, pass_, n, max_threads))
                     if cell.skipped:
@@ -178,30 +178,38 @@ LINEAR_ROUNDS = 7
 
 
 def run_linear(cfg: BenchConfig, workloads: Sequence[Any], threads: int, pause: float = 0.25,
-               quick: bool = False) -> List[Cell]:
+               quick: bool = False, rounds: Optional[int] = None) -> List[Cell]:
     """The linear + cross-entropy table: every case of ``linear_cases(cfg.passes, cfg.peers)``
-    at one thread count, always round-robin, ``pause`` s apart (OpenBLAS's idle workers spin
-    for up to ~0.1 s after a call, libgomp's for a few ms, so a shorter pause would let one
-    library's spinning threads slow the next library's call), with each case's peak extra
-    memory, >= 7 rounds (``cfg.min_repeats`` with ``quick``): these calls (~1 s) vary by 5-10%
-    from round to round on a shared host, so the table gives both the ratio of min times and the
-    median of the per-round ratios (`_ratios`). ``quick`` leaves out the slow cases (torch's
-    chunked options)."""
+    at one thread count, always round-robin, ``pause`` s apart (OpenBLAS's and libgomp's idle workers
+    spin for a while after a call -- docs/performance/notes_bench.md -- so a shorter pause would let
+    one library's spinning threads slow the next library's call), with each case's peak extra
+    memory, >= ``rounds`` rounds (default 7, ``cfg.min_repeats`` with ``quick``): these calls
+    vary from round to round on a shared host (docs/performance/notes_bench.md), so the table
+    gives both the ratio of min times and the median of the per-round ratios (`_ratios`).
+    ``quick`` leaves out the slow cases (torch's chunked options)."""
+    if rounds is None:
+        rounds = cfg.min_repeats if quick else LINEAR_ROUNDS
     lcfg = dataclasses.replace(cfg, workloads=workloads, threads=[threads], pause=pause,
                                interleave=True, quick=quick, measure_memory=True,
-                               min_repeats=cfg.min_repeats if quick else max(cfg.min_repeats, LINEAR_ROUNDS))
+                               min_repeats=max(cfg.min_repeats, rounds))
     return run(lcfg, linear_cases(cfg.passes, cfg.peers))
 
 
 def run_per_call(cfg: BenchConfig, workloads: Sequence[Any], cases: Sequence[Case], threads: int,
-                 quick: bool = False) -> List[Cell]:
+                 quick: bool = False, min_time: Optional[float] = None,
+                 samples: Optional[int] = None) -> List[Cell]:
     """The per-call table: loss+grad of ``cases`` on small to large ``workloads`` at one thread
-    count, round-robin 1 ms apart, calls under 1 ms timed in batches of about 1 ms, >= 10 (5
-    with ``quick``) samples and >= ``cfg.min_time`` s each (at most 0.2 s; 0.03 s with ``quick``)."""
+    count, round-robin 1 ms apart, calls under 1 ms timed in batches of about 1 ms, >=
+    ``samples`` samples (default 10; 5 with ``quick``) and >= ``cfg.min_time`` s each, at most
+    ``min_time`` s (default 0.2 s; 0.03 s with ``quick``)."""
+    if min_time is None:
+        min_time = 0.03 if quick else 0.2
+    if samples is None:
+        samples = 5 if quick else 10
     pcfg = dataclasses.replace(cfg, workloads=workloads, threads=[threads], passes=(LOSS_GRAD,),
                                pause=0.001, batch_min_s=0.001, interleave=True, quick=quick,
-                               min_time=min(cfg.min_time, 0.03 if quick else 0.2),
-                               min_repeats=max(cfg.min_repeats, 5 if quick else 10))
+                               min_time=min(cfg.min_time, min_time),
+                               min_repeats=max(cfg.min_repeats, samples))
     return run(pcfg, cases)
 
 
@@ -304,7 +312,7 @@ def _ratios(row: Sequence[Cell]) -> None:
     paired_ratio = the median over rounds of each round's time / the baseline's time in that
     round (round-robin rows: the k-th time of every case is from round k, so load that drifts
     over seconds on a shared host hits both terms of a round's ratio alike; a median of
-    per-round ratios of ~1 s calls is steadier than a ratio of two mins)."""
+    per-round ratios of calls of a second or so is steadier than a ratio of two mins)."""
     base = next((c for c in row if c.case.baseline and c.best), None)
     if base is None:
         return
@@ -316,6 +324,7 @@ def _ratios(row: Sequence[Cell]) -> None:
 
 
 def _log_row(cfg: BenchConfig, row: Sequence[Cell]) -> None:
+    """One progress line per measured cell: time per call, G logits/s, how many timings."""
     width = max((len(c.name) for c in row), default=0)
     for c in row:
         if c.reused or c.skipped == NA:
@@ -323,10 +332,15 @@ def _log_row(cfg: BenchConfig, row: Sequence[Cell]) -> None:
         if c.seconds is None:
             msg = c.skipped or c.error
         else:
-            msg = f"{c.seconds * 1e3:9.2f} ms" if c.seconds >= 1e-3 else f"{c.seconds * 1e6:9.2f} us"
+            msg = (f"{c.seconds * 1e3:9.2f} ms" if c.seconds >= 1e-3 else f"{c.seconds * 1e6:9.2f} us") + " a call"
             if c.gps is not None:
-                msg += f" {c.gps:7.2f} G/s"
+                msg += f" {c.gps:7.2f} G logits/s"
             if c.ratio is not None:
-                msg += f"  x{c.ratio:.2f} baseline (min)"
-            msg += f"  (x{c.repeats})" if c.batch == 1 else f"  (x{c.repeats} of {c.batch} calls)"
+                msg += f"  {c.ratio:.2f}x the baseline's time (fastest calls)"
+            if c.batch == 1:
+                msg += f"  (median of {c.repeats} call{'s' if c.repeats != 1 else ''})"
+            else:
+                msg += f"  (median of {c.repeats} timings of {c.batch} back-to-back calls each)"
+            if c.cut_short:
+                msg += ", cut short by --max-time"
         log(cfg, f"   {c.threads}T {c.pass_:9s} {c.name:{width}s} {msg}")

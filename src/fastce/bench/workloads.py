@@ -142,7 +142,9 @@ def with_options(wl: Workload, data: WorkloadData) -> WorkloadData:
     return data
 
 
-DEFAULT_WORKLOADS: Tuple[Workload, ...] = (
+#: the complete suite (``fastce bench --full``): every option, dtype and shape the README's
+#: tables and the issues' targets quote
+FULL_WORKLOADS: Tuple[Workload, ...] = (
     Workload("4096x32000", (4096, 32000)),
     Workload("4096x32000-ls0.1", (4096, 32000), label_smoothing=0.1),
     Workload("4096x32000-weight", (4096, 32000), weighted=True),
@@ -155,6 +157,24 @@ DEFAULT_WORKLOADS: Tuple[Workload, ...] = (
     Workload("8x21x256x256", (8, 21, 256, 256)),
 )
 
+
+def _sixteen_bit(n: int, c: int) -> Workload:
+    """The default run's 16-bit row: bfloat16, or float16 where ml_dtypes (NumPy's bfloat16) is
+    not installed."""
+    bf16 = Workload(f"{n}x{c}-bf16", (n, c), dtype="bfloat16")
+    return bf16 if bf16.unavailable() is None else Workload(f"{n}x{c}-f16", (n, c), dtype="float16")
+
+
+#: the default run (about a minute): the headline row at full size, one 16-bit row (>= 2^24
+#: logits, so it has a %roof), few classes and a K-dim input (both as in the full suite)
+DEFAULT_WORKLOADS: Tuple[Workload, ...] = (
+    Workload("4096x32000", (4096, 32000)),
+    _sixteen_bit(1024, 32000),
+    Workload("262144x10", (262144, 10)),
+    Workload("8x21x256x256", (8, 21, 256, 256)),
+)
+
+#: ``--quick``: the smoke run of the tests, smaller shapes
 QUICK_WORKLOADS: Tuple[Workload, ...] = (
     Workload("1024x32000", (1024, 32000)),
     Workload("8192x1000", (8192, 1000)),
@@ -189,6 +209,8 @@ PER_CALL_SHAPES: Tuple[Tuple[int, int], ...] = (
     (10, 10), (64, 10), (256, 10), (100, 100), (1024, 100), (32, 32000), (1000, 1000),
     (4096, 1000), (320, 32000),
 )
+#: the default run's curve: one shape a decade apart from 640 to 1e7 logits, with the target row
+DEFAULT_PER_CALL_SHAPES: Tuple[Tuple[int, int], ...] = ((64, 10), (100, 100), (1000, 1000), (320, 32000))
 QUICK_PER_CALL_SHAPES: Tuple[Tuple[int, int], ...] = ((64, 10), (1024, 100), (1000, 1000), (32, 32000))
 #: the row of the issue's target: fastce >= 5x the NumPy twin and >= 10x torch
 PER_CALL_TARGET = (64, 10)
@@ -199,7 +221,8 @@ def per_call_workloads(shapes: Sequence[Tuple[int, int]] = PER_CALL_SHAPES) -> T
     return tuple(Workload(f"call-{n}x{c}", (n, c)) for n, c in shapes)
 
 
-DEFAULT_PER_CALL_WORKLOADS = per_call_workloads()
+FULL_PER_CALL_WORKLOADS = per_call_workloads()
+DEFAULT_PER_CALL_WORKLOADS = per_call_workloads(DEFAULT_PER_CALL_SHAPES)
 QUICK_PER_CALL_WORKLOADS = per_call_workloads(QUICK_PER_CALL_SHAPES)
 
 
@@ -237,7 +260,9 @@ class KLData(WorkloadData):
     ref: Optional[np.ndarray] = None
 
 
-DEFAULT_KL_WORKLOADS: Tuple[KLWorkload, ...] = (KLWorkload("kl-4096x32000", (4096, 32000)),)
+FULL_KL_WORKLOADS: Tuple[KLWorkload, ...] = (KLWorkload("kl-4096x32000", (4096, 32000)),)
+#: none in the default run: the NumPy twin of KL takes seconds a call at this size
+DEFAULT_KL_WORKLOADS: Tuple[KLWorkload, ...] = ()
 QUICK_KL_WORKLOADS: Tuple[KLWorkload, ...] = (KLWorkload("kl-256x32000", (256, 32000)),)
 
 
@@ -282,8 +307,13 @@ class LinearWorkload:
         return {"N": self.N, "H": self.H, "V": self.V, "dtype": self.dtype}
 
 
-DEFAULT_LINEAR_WORKLOADS: Tuple[LinearWorkload, ...] = (
+FULL_LINEAR_WORKLOADS: Tuple[LinearWorkload, ...] = (
     LinearWorkload("lin-4096x1024x32000", 4096, 1024, 32000),
+)
+#: 1024 rows: the smallest head fastce's pipelined forward (one pipeline per BLAS thread) takes;
+#: H=256 keeps its matmuls short (the table's pauses between calls are most of its time)
+DEFAULT_LINEAR_WORKLOADS: Tuple[LinearWorkload, ...] = (
+    LinearWorkload("lin-1024x256x32000", 1024, 256, 32000),
 )
 QUICK_LINEAR_WORKLOADS: Tuple[LinearWorkload, ...] = (
     LinearWorkload("lin-256x512x32000", 256, 512, 32000),
