@@ -13,7 +13,7 @@ def pytest_generate_tests(metafunc):
     if "workload" not in metafunc.fixturenames:
         return
     quick = metafunc.config.getoption("--bench-quick")
-    workloads = B.QUICK_WORKLOADS if quick else B.DEFAULT_WORKLOADS
+    workloads = B.QUICK_WORKLOADS if quick else B.FULL_WORKLOADS
     # Workload outermost so consecutive tests reuse the cached arrays.
     cases = [
         pytest.param(wl, pass_, peer, id=f"{wl.name}-{pass_}-{peer}")

@@ -23,7 +23,7 @@ def pytest_generate_tests(metafunc):
     if "lin_workload" not in metafunc.fixturenames:
         return
     quick = metafunc.config.getoption("--bench-quick")
-    workloads = B.QUICK_LINEAR_WORKLOADS if quick else B.DEFAULT_LINEAR_WORKLOADS
+    workloads = B.QUICK_LINEAR_WORKLOADS if quick else B.FULL_LINEAR_WORKLOADS
     cases = [
         pytest.param(wl, case, id=f"{wl.name}-{case.pass_}-{_slug(case.name)}")
         for wl in workloads

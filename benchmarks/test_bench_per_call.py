@@ -18,7 +18,7 @@ def pytest_generate_tests(metafunc):
     if "call_workload" not in metafunc.fixturenames:
         return
     quick = metafunc.config.getoption("--bench-quick")
-    workloads = B.QUICK_PER_CALL_WORKLOADS if quick else B.DEFAULT_PER_CALL_WORKLOADS
+    workloads = B.QUICK_PER_CALL_WORKLOADS if quick else B.FULL_PER_CALL_WORKLOADS
     cases = [pytest.param(wl, name, id=f"{wl.name}-{name}")
              for wl in workloads for name in ("fastce", "numpy", "torch")]
     metafunc.parametrize("call_workload, library", cases)

@@ -1,4 +1,4 @@
-"""Benchmark harness for fastce (used by ``fastce bench`` and by ``bench/``).
+"""Benchmark harness for fastce (used by ``fastce bench`` and by ``benchmarks/``).
 
 Four tables, one machinery:
 

@@ -25,10 +25,6 @@ from .workloads import FORWARD, PASSES, ROOFLINE_MIN_NUMEL, all_threads, parse_t
 
 CE_TITLE = "softmax cross-entropy, G logits/s (higher is better):"
 
-#: the examples of ``fastce bench --help`` (the parser's epilog, one paragraph as argparse wraps it)
-EXAMPLES = ("examples:  fastce bench   |   fastce bench --full   |   fastce bench --quick   |   "
-            "fastce bench -w 4096x32000 --threads all   |   fastce bench --json out.json   |   "
-            "fastce bench --plot ce.png --plot-only")
 
 
 def add_arguments(parser) -> None:
@@ -83,8 +79,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--list", action="store_true",
                         help="list the run's workloads (with --full or --quick: theirs) and the libraries, then exit")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output on stderr")
-    if "--full" not in (getattr(parser, "epilog", None) or ""):  # examples that predate --full
-        parser.epilog = EXAMPLES
 
 
 def _list(suite, workloads_all, per_call_all, linear_all, kl_all, dask_all) -> int:

@@ -69,8 +69,11 @@ def _add_bench(subparsers: _Subparsers) -> None:
             "throughput in G logits/s with fastce/peer ratios."
         ),
         epilog="examples:\n"
-        "  fastce bench --quick\n"
+        "  fastce bench                              the default run, about a minute\n"
+        "  fastce bench --full                       the complete suite (many minutes)\n"
+        "  fastce bench --quick                      a smoke run on small inputs\n"
         "  fastce bench -w 4096x32000 --threads all\n"
+        "  fastce bench --json out.json\n"
         "  fastce bench --plot ce.png --plot-only",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
