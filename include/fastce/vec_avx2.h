@@ -22,6 +22,9 @@
  */
 #ifndef FASTCE_VEC_AVX2_H
 #define FASTCE_VEC_AVX2_H
+#if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#error "fastce/vec_avx2.h needs -mavx2 -mfma -mf16c (its row of fastce/build_table.h)"
+#endif
 #include <immintrin.h>
 #include <math.h>
 #include "fastce/math_consts.h"
@@ -64,12 +67,12 @@ static inline vf_t vf_finite_or_zero(vf_t x) {
 static inline vf_t vf_count_gt(vf_t acc, vf_t x, vf_t t) {
     return _mm256_add_ps(acc, _mm256_and_ps(_mm256_cmp_ps(x, t, _CMP_GT_OQ), _mm256_set1_ps(1.0f)));
 }
-/* Whether a > b in any lane (ordered: NaN never), and whether every lane is finite. */
 /* e * d in the lanes where e != 0 (NaN included), +0 where e == 0: a probability 0 times an
    infinite log-ratio contributes 0 to the KL sum, never 0 * inf = NaN. */
 static inline vf_t vf_mul_nz(vf_t e, vf_t d) {
     return _mm256_and_ps(_mm256_mul_ps(e, d), _mm256_cmp_ps(e, _mm256_setzero_ps(), _CMP_NEQ_UQ));
 }
+/* Whether a > b in any lane (ordered: NaN never), and whether every lane is finite. */
 static inline int vf_any_gt(vf_t a, vf_t b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)) != 0; }
 static inline int vf_all_finite(vf_t x) {
     return _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(x, x), _mm256_setzero_ps(), _CMP_EQ_OQ)) == 0xFF;
