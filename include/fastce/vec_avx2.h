@@ -132,8 +132,8 @@ static inline vf_t vf_exp_any_(vf_t x) {
    and +-inf), n >> 3 is in [-125, 127], s (1 + P) is a normal float and needs neither the
    clamps nor the two factors: s comes straight from f's bits and the table. Other vectors take
    vf_exp_any_. Both compute the same n, r and P, and fma(P, s, s) scaled by a power of two, so
-   the result is the same bit for bit wherever it is normal; the fast path took the one-core
-   AVX2 forward of (4096, 32000) from 2.8 to 3.7 G/s (with the 2^n form). */
+   the result is the same bit for bit wherever it is normal; the fast path is measured faster
+   (docs/performance/notes_kernels.md). */
 static inline int vf_exp_all_normal_(vf_t x) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 dist = _mm256_and_ps(_mm256_sub_ps(x, _mm256_set1_ps(0.75f)), abs_mask);
@@ -205,7 +205,7 @@ static inline vf_t vf_exp_floored_add(vf_t x, vf_t acc) { return _mm256_add_ps(a
  * m in [sqrt(1/2), sqrt(2)), log x = e ln2 + log(1 + f), f = m - 1, by cephes' logf polynomial
  * (measured max error 0.78 ulp over [1.01, 1e30]; tests/test_vector_math.py). 0 -> -inf, +inf -> +inf, NaN or x < 0 -> NaN.
  * Subnormal x is not supported (never produced: a sum of exps that holds exp(0) is >= 1). */
-static inline __attribute__((always_inline)) vf_t vf_log(vf_t x) { /* inlined: a call per tile was 8% of the K-dim forward */
+static inline __attribute__((always_inline)) vf_t vf_log(vf_t x) { /* inlined: a call per tile cost (notes_kernels.md) */
     const __m256i xi = _mm256_castps_si256(x);
     __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(xi, 23), _mm256_set1_epi32(126)));
     __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(xi, _mm256_set1_epi32(0x007fffff)),
@@ -243,7 +243,7 @@ static inline __m128i vb_bits_(vf_t v) {
     __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
     const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
     /* NaN lanes, truncated and made quiet, only in a vector that holds one: a blend on every
-       vector took 7% of the (1024, 32000) bfloat16 loss+grad (one AVX2 core, 1.11 -> 1.19 G/s). */
+       vector cost a measurable share of the bfloat16 loss+grad (docs/performance/notes_kernels.md). */
     if (__builtin_expect(_mm256_movemask_ps(nan) != 0, 0)) {
         const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
         r = _mm256_blendv_epi8(r, quiet, _mm256_castps_si256(nan));

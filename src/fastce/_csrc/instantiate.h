@@ -117,8 +117,8 @@ const ce_kernels FASTCE_KERNELS_NAME = {
     KFN(rows), KFN(seg_stats), KFN(merge_rows), KFN(seg_out), KFN(tiles), KFN(small_rows),
     KFN(score_rows), KFN(kl_rows), KFN(shard_grad_rows), VW, KFN(math_array),
 #if FASTCE_BUILD_ISA != FASTCE_ISA_SCALAR && FASTCE_BUILD_DTYPE == FASTCE_DT_F32
-    KFN(check_block), /* dispatch.c takes the float32 table's (targets have no logits dtype) */
+    KFN(check_block), /* target_check.c takes the float32 table's (targets have no logits dtype) */
 #else
-    NULL, /* scalar: dispatch.c's loop, with its early exit, is faster without SIMD */
+    NULL, /* scalar: target_check.c's loop, with its early exit, is faster without SIMD */
 #endif
 };

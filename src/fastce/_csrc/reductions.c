@@ -4,8 +4,8 @@
 /* Sum of n doubles by pairwise summation (NumPy's algorithm: blocks of at most 128 summed in 8
    interleaved accumulators, halves added recursively): an error that grows as log n, a fixed
    order, so every path that reduces per-row losses (the general one and the small-call one)
-   gives the same bits, and vectorized by the compiler (an O(N) Neumaier loop cost as much as
-   the kernel itself for (262144, 10)). */
+   gives the same bits, and vectorized by the compiler (a Neumaier loop, also O(N), was
+   measured far slower on small rows: docs/performance/notes_kernels.md). */
 double fastce_sum_f64(const double *v, int64_t n) {
     if (n < 8) {
         double s = 0.0;
