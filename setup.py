@@ -6,10 +6,15 @@ compiled for the baseline, so the extension imports and runs on any x86-64 CPU a
 best kernels at run time (fastce.get_isa()). setuptools' Extension has one flag set for all its
 sources, so the kernel objects are compiled here and linked in as extra objects.
 
-Build time: src/fastce/_isa/kernels.c is compiled once per (ISA, dtype), twelve objects, on every
-core at once (a thread pool; each compile is its own gcc process) while the Cython module
-compiles. Debug info is off (-g0): Python's CFLAGS add -g, which nearly doubled the time of the
-heavily inlined kernels.
+The build matrix is include/fastce/build_table.h, read here through tools/build_table.py: one
+row per instruction set (its name, code macro, arch, flags, vector header, runtime check) and
+one per dtype. The rows of "any" arch and of this machine's are built, each only if the
+compiler takes its flags.
+
+Build time: src/fastce/_csrc/kernels.c is compiled once per (ISA, dtype), twelve objects on
+x86-64, on every core at once (a thread pool; each compile is its own gcc process) while the
+Cython module compiles. Debug info is off (-g0): Python's CFLAGS add -g, which made the heavily
+inlined kernels far slower to compile (docs/performance/notes_kernels.md).
 
 Environment:
   FASTCE_NATIVE=1      add -march=native to every object (opt-in; the result runs only on CPUs
@@ -18,7 +23,6 @@ Environment:
   FASTCE_BUILD_JOBS=N  compile at most N objects at once (default: the number of cores).
 """
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,30 +36,25 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "tools"))
+import build_table  # noqa: E402  (tools/build_table.py: the parser of include/fastce/build_table.h)
+
 INCLUDE = os.path.join("include")
-ISA_DIR = os.path.join("src", "fastce", "_isa")
-KERNEL_SOURCE = os.path.join(ISA_DIR, "kernels.c")
-HEADERS = [os.path.join(INCLUDE, "fastce", h) for h in sorted(os.listdir(os.path.join(INCLUDE, "fastce")))]
+CSRC = os.path.join("src", "fastce", "_csrc")
+KERNEL_SOURCE = os.path.join(CSRC, "kernels.c")
+# The C of the extension module itself, compiled with its flags (the baseline ISA).
+EXT_C_SOURCES = [os.path.join(CSRC, c) for c in ("dispatch.c", "target_check.c", "reductions.c", "probes.c",
+                                                 "buffer_cache.c")]
+# Every header a C unit includes: the public ones and the kernel templates of _csrc.
+HEADERS = [os.path.join(INCLUDE, "fastce", h) for h in sorted(os.listdir(os.path.join(INCLUDE, "fastce")))
+           if h.endswith(".h")] + [os.path.join(CSRC, h) for h in sorted(os.listdir(CSRC)) if h.endswith(".h")]
+TABLE = build_table.read(os.path.join(HERE, INCLUDE, "fastce", "build_table.h"))
 
 # -fno-wrapv undoes the -fwrapv of Python's own CFLAGS for the kernel objects only: the kernels
 # never rely on signed overflow wrapping (tools/sanitize.sh runs them under UBSan), and without
-# it gcc optimizes their index arithmetic freely. Measured: the AVX2 (4096, 32000) float32
-# forward 3.09-3.25 -> 3.14-3.32 G/s on one core, 5.2-6.1 -> 5.8-6.6 on two; AVX-512 unchanged;
-# the build 104 -> 98 s of CPU.
+# it gcc optimizes their index arithmetic freely (measured faster on AVX2, and a shorter build:
+# docs/performance/notes_kernels.md).
 BASE_FLAGS = ["-O3", "-std=c11", "-fno-math-errno", "-fno-wrapv", "-g0"]
-# (name, code in include/fastce/common.h, flags, macro set when it builds), biggest first. The
-# scalar kernels are always built.
-X86_ISAS = [
-    ("avx512", "FASTCE_ISA_AVX512", ["-mavx512f", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"], "FASTCE_HAVE_AVX512"),
-    ("avx2", "FASTCE_ISA_AVX2", ["-mavx2", "-mfma", "-mf16c"], "FASTCE_HAVE_AVX2"),
-]
-SCALAR_ISA = ("scalar", "FASTCE_ISA_SCALAR", [], None)
-# Storage dtypes of the logits (FASTCE_DT_* in common.h), biggest objects first.
-DTYPES = [("f32", "FASTCE_DT_F32"), ("f16", "FASTCE_DT_F16"), ("bf16", "FASTCE_DT_BF16"), ("f64", "FASTCE_DT_F64")]
-
-
-def _is_x86():
-    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 
 
 def _try_compile(compiler, source, flags, link=False):
@@ -105,22 +104,22 @@ class BuildExt(build_ext):
                 file=sys.stderr,
             )
 
+        # The rows of this machine's arch that the compiler takes, the widest first (the
+        # largest objects start first); the scalar row ("any" arch) is always built: the
+        # dispatcher falls back to it.
         macros = []
         isas = []
-        if _is_x86():
-            for isa in X86_ISAS:
-                name, _, flags, macro = isa
-                if _try_compile(compiler, "int main(void){return 0;}\n", flags):
-                    isas.append(isa)
-                    macros.append((macro, "1"))
-                else:
-                    print(f"*** fastce: the compiler cannot build {name} kernels; skipping them.",
-                          file=sys.stderr)
-        isas.append(SCALAR_ISA)
+        for isa in reversed(build_table.rows_for(TABLE)):
+            if isa.arch == "any" or _try_compile(compiler, "int main(void){return 0;}\n", isa.flags):
+                isas.append(isa)
+                macros.append((isa.have_macro, "1"))
+            else:
+                print(f"*** fastce: the compiler cannot build {isa.name} kernels; skipping them.",
+                      file=sys.stderr)
 
         for ext in self.extensions:
             # The kernel objects compile in the background; the link waits for them.
-            units = [(isa, dt) for dt in DTYPES for isa in isas]
+            units = [(isa, dt) for dt in TABLE.dtypes for isa in isas]
             jobs = int(os.environ.get("FASTCE_BUILD_JOBS", "0")) or os.cpu_count() or 1
             pool = ThreadPoolExecutor(max_workers=max(1, jobs))
             futures = [pool.submit(self._compile_kernels, isa, dt, native) for isa, dt in units]
@@ -142,15 +141,14 @@ class BuildExt(build_ext):
 
     def _compile_kernels(self, isa, dtype, native):
         """Compiles kernels.c for one (ISA, dtype) into its own folder; returns the object list."""
-        name, code, flags, _ = isa
-        tag = f"{name}_{dtype[0]}"
+        tag = f"{isa.name}_{dtype.name}"
         t0 = time.perf_counter()
         objects = self.compiler.compile(
             [KERNEL_SOURCE],
             output_dir=os.path.join(self.build_temp, "kernels", tag),
-            macros=[("FASTCE_BUILD_ISA", code), ("FASTCE_BUILD_DTYPE", dtype[1])],
+            macros=[("FASTCE_BUILD_ISA", isa.code), ("FASTCE_BUILD_DTYPE", dtype.code)],
             include_dirs=[INCLUDE],
-            extra_postargs=BASE_FLAGS + flags + native + ["-fPIC"],
+            extra_postargs=BASE_FLAGS + isa.flags + native + ["-fPIC"],
             depends=HEADERS,
         )
         print(f"fastce: kernels {tag} compiled in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -160,9 +158,10 @@ class BuildExt(build_ext):
 extensions = [
     Extension(
         "fastce._kernels",
-        sources=["src/fastce/_kernels.pyx", os.path.join(ISA_DIR, "dispatch.c"), os.path.join(ISA_DIR, "buffer_cache.c")],
+        sources=["src/fastce/_kernels.pyx"] + EXT_C_SOURCES,
         include_dirs=[INCLUDE, numpy.get_include()],
-        # Rebuild (and relink the ISA objects) whenever a kernel header or ISA source changes.
+        # Rebuild (and relink the ISA objects) whenever a header, the build table or kernels.c
+        # changes.
         depends=HEADERS + [KERNEL_SOURCE],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -1,6 +1,7 @@
 """The C kernels under AddressSanitizer + UndefinedBehaviorSanitizer, without Python.
 
-Runs tools/sanitize.sh, which compiles src/fastce/_isa/*.c (each ISA with its own flags) and
+Runs tools/sanitize.sh, which compiles src/fastce/_csrc/kernels.c once per (ISA, dtype) row of
+the build table (include/fastce/build_table.h, each ISA with its own flags), dispatch.c and
 tests/c/kernel_harness.c with -fsanitize=address,undefined in a temporary directory and runs
 the harness: every kernel entry point, option and tail size, on exact-size buffers, checked
 against a double reference. Needs a source checkout and a C compiler; nothing is installed.

@@ -4,8 +4,9 @@
 # harness. Nothing in the source tree is built or written.
 #
 # Usage: tools/sanitize.sh [--full | --valgrind] [--isa LIST] [--no-cache] [--keep] [-- HARNESS-ARGS...]
-#   (default)   every ISA TU the compiler can build (each with its own -m flags, as setup.py),
-#               dispatch.c and the harness, with
+#   (default)   every (ISA, dtype) TU of the build table (include/fastce/build_table.h, read
+#               with tools/build_table.py) that the compiler can build, each with its row's
+#               flags as setup.py builds it, dispatch.c and the harness, with
 #                 -O0 -g1 -fsanitize=address,undefined -fno-sanitize=alignment,null,pointer-overflow
 #                 -fno-sanitize-recover=all -fno-omit-frame-pointer
 #               then the harness runs twice: on exact-size malloc buffers (ASan), and on buffers
@@ -16,14 +17,15 @@
 #               2 cores with gcc 12.
 #   --valgrind  no sanitizers (-O1 -g1); the harness (--quick) runs under
 #               `valgrind --error-exitcode=1`. valgrind has no AVX-512: the harness skips it.
-#   --isa LIST  comma-separated subset of scalar,avx2,avx512 to build (default: all buildable).
+#   --isa LIST  comma-separated subset of the build table's rows (include/fastce/build_table.h:
+#               scalar,avx2,avx512 on x86-64) to build (default: all buildable; scalar always).
 #   --no-cache  always recompile (see CACHE below).
 #   --keep      keep the build directory and print its path.
 #   -- ARGS     extra harness arguments (--seed N, -v, --quick, --isa NAME, --misaligned).
 #               `-- --misaligned` starts the buffers numpy may pass unaligned (x, out, prob,
 #               weight, targets, grad_output) half an element off, turns the UBSan alignment
 #               check on (recoverable: every site is listed once) and fails if any is hit.
-# Environment: CC (default cc), SAN_FLAGS (replaces the optimization/debug/sanitizer flags),
+# Environment: CC (default cc), PYTHON (default python3, reads the build table), SAN_FLAGS (replaces the optimization/debug/sanitizer flags),
 #   JOBS (parallel compiles, default nproc),
 #   FASTCE_SANITIZE_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/fastce-sanitize; "off" disables).
 #
@@ -46,7 +48,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CC="${CC:-cc}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
 MODE=asan
-ISAS="scalar,avx2,avx512"
+ISAS=""       # empty: every row of the build table for this machine
 USE_CACHE=1
 KEEP=0
 HARNESS_ARGS=()
@@ -59,7 +61,7 @@ while [ $# -gt 0 ]; do
         --no-cache) USE_CACHE=0 ;;
         --keep) KEEP=1 ;;
         --) shift; HARNESS_ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,40p' "${BASH_SOURCE[0]}"; exit 0 ;;
+        -h|--help) sed -n '2,43p' "${BASH_SOURCE[0]}"; exit 0 ;;
         *) echo "sanitize.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -112,31 +114,35 @@ say "flags: $SAN_FLAGS $BASE_FLAGS"
 [ -n "$CACHE" ] && say "object cache: $CACHE" || say "object cache: off"
 
 # ---- which ISA TUs can be built (as setup.py decides: try the flags on an empty program)
-is_x86() { case "$(uname -m)" in x86_64|amd64|i?86) return 0 ;; *) return 1 ;; esac; }
 try_flags() { echo 'int main(void){return 0;}' > "$BUILD/probe.c" && "$CC" $1 -c "$BUILD/probe.c" -o "$BUILD/probe.o" 2>/dev/null; }
-wants() { case ",$ISAS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+wants() { [ -z "$ISAS" ] && return 0; case ",$ISAS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 UNITS=()      # "name|source|flags": kernels.c once per (ISA, dtype), as setup.py builds it
 DEFS=""
-kernel_units() {  # name, code in common.h, flags
-    local dt
-    for dt in F32 F64 F16 BF16; do
-        UNITS+=("$1_${dt}|src/fastce/_isa/kernels.c|-DFASTCE_BUILD_ISA=$2 -DFASTCE_BUILD_DTYPE=FASTCE_DT_${dt} $3")
-    done
-}
-if wants avx512 && is_x86; then
-    if try_flags "-mavx512f -mavx512dq -mavx2 -mfma -mf16c"; then
-        kernel_units avx512 FASTCE_ISA_AVX512 "-mavx512f -mavx512dq -mavx2 -mfma -mf16c"; DEFS="$DEFS -DFASTCE_HAVE_AVX512=1"
-    else say "the compiler cannot build avx512 kernels; skipping them"; fi
+# The rows of include/fastce/build_table.h built on this machine's arch ("name|CODE|flags",
+# tools/build_table.py), widest first, as setup.py orders them; and the dtype rows.
+PYTHON="${PYTHON:-python3}"
+if ! ISA_ROWS="$("$PYTHON" "$ROOT/tools/build_table.py" --rows)" || \
+   ! DTYPE_ROWS="$("$PYTHON" "$ROOT/tools/build_table.py" --dtypes)"; then
+    say "cannot read the build table (include/fastce/build_table.h) with $PYTHON tools/build_table.py"; exit 2
 fi
-if wants avx2 && is_x86; then
-    if try_flags "-mavx2 -mfma -mf16c"; then
-        kernel_units avx2 FASTCE_ISA_AVX2 "-mavx2 -mfma -mf16c"; DEFS="$DEFS -DFASTCE_HAVE_AVX2=1"
-    else say "the compiler cannot build avx2 kernels; skipping them"; fi
-fi
-# The scalar kernels are always linked (dispatch.c refers to them unconditionally).
-kernel_units scalar FASTCE_ISA_SCALAR ""
-UNITS+=("dispatch|src/fastce/_isa/dispatch.c|$DEFS")
+KNOWN_ISAS="$(echo "$ISA_ROWS" | cut -d'|' -f1 | paste -sd, -)"
+for isa in ${ISAS//,/ }; do
+    case ",$KNOWN_ISAS," in *",$isa,"*) ;; *) say "--isa: $isa is not a row of the build table for this machine ($KNOWN_ISAS)"; exit 2 ;; esac
+done
+while IFS='|' read -r name code flags; do
+    if [ "$name" != scalar ] && ! wants "$name"; then continue; fi
+    # The scalar row ("any" arch) is always linked: dispatch.c falls back to it.
+    if [ -n "$flags" ] && ! try_flags "$flags"; then
+        say "the compiler cannot build $name kernels; skipping them"; continue
+    fi
+    while IFS='|' read -r dt dtcode; do
+        UNITS+=("${name}_${dt}|src/fastce/_csrc/kernels.c|-DFASTCE_BUILD_ISA=$code -DFASTCE_BUILD_DTYPE=$dtcode $flags")
+    done <<< "$DTYPE_ROWS"
+    DEFS="$DEFS -DFASTCE_HAVE_${name}=1"
+done < <(echo "$ISA_ROWS" | tac)
+# The dispatcher (the kernel tables the harness calls) and the harness.
+UNITS+=("dispatch|src/fastce/_csrc/dispatch.c|$DEFS")
 UNITS+=("kernel_harness|tests/c/kernel_harness.c|-Wall -Wextra")
 
 # ---- compile (largest first, $JOBS at a time), through the cache

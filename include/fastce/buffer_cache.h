@@ -1,8 +1,8 @@
 /* fastce/buffer_cache.h: a small cache of large output buffers, behind NumPy's allocator hooks.
  *
  * Why: a fresh gradient of a large input is fresh memory from the OS, which zeroes every page
- * at first touch. For (4096, 32000) float32 that zeroing costs about as much as half the fused
- * loss+gradient pass itself. A training loop asks for a same-sized gradient every step, so
+ * at first touch. For a large gradient that zeroing is a large share of the fused
+ * loss+gradient pass itself (docs/performance/notes_kernels.md). A training loop asks for a same-sized gradient every step, so
  * fastce keeps the memory of a gradient the program has dropped and hands it out again.
  *
  * What: fastce allocates its large outputs (the gradient of cross_entropy_with_grad, softmax,

@@ -29,20 +29,9 @@
 /* Rows of at most this many classes take the transposed-tile path (small_rows). */
 #define FASTCE_SMALL_C 16
 
-/* Instruction sets, in order of preference (macros, not an enum: kernels.c picks its vector
-   header with #if FASTCE_BUILD_ISA == ...). */
-#define FASTCE_ISA_SCALAR 0
-#define FASTCE_ISA_AVX2 1
-#define FASTCE_ISA_AVX512 2
-#define FASTCE_ISA_COUNT 3
-
-/* Storage dtypes of the logits (and of the output): one kernel table each. float16 and
-   bfloat16 are computed in float. */
-#define FASTCE_DT_F32 0
-#define FASTCE_DT_F64 1
-#define FASTCE_DT_F16 2
-#define FASTCE_DT_BF16 3
-#define FASTCE_DT_COUNT 4
+/* The instruction sets (FASTCE_ISA_*) and storage dtypes (FASTCE_DT_*) of the logits, with
+   their counts: the rows of the build table. float16 and bfloat16 are computed in float. */
+#include "fastce/build_table.h"
 
 /* Integer dtypes of index targets (read in place, never converted). */
 enum {
@@ -152,7 +141,7 @@ enum { FASTCE_MATH_EXP = 0, FASTCE_MATH_LOG = 1, FASTCE_MATH_EXP_FLUSH = 2, FAST
 
 typedef struct {
     const char *name;
-    /* by FASTCE_DT_*, each built in its own translation unit (src/fastce/_isa/kernels.c) */
+    /* by FASTCE_DT_*, each built in its own translation unit (src/fastce/_csrc/kernels.c) */
     const ce_kernels *kernels[FASTCE_DT_COUNT];
 } ce_isa_table;
 

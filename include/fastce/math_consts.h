@@ -58,8 +58,8 @@
    the term's added relative error. A sum holding a term >= 1 gains at most 1.0e-9 of itself
    from its terms at x <= 0 (|x| e^x <= 1/e) and 4.4e-8 (0.37 ulp) from one at x <= 16; the
    rounding of x - m itself costs a tile more (half an ulp of 16, 4.8e-7 relative). The FMA
-   saved was 1 of 14 instructions a vector on the ports the FMAs use: one AVX2 core, forward
-   of (8, 21, 256, 256) 6.0 -> 5.7 ms, of (1024, 32000) 3.23 -> 3.38 G/s. */
+   saved was 1 of 14 instructions a vector on the ports the FMAs use (measured faster on AVX2:
+   docs/performance/notes_kernels.md). */
 #define FASTCE_LN2_8TH_F 0.0866433978f /* ln2 / 8 rounded to float */
 
 /* exp(r) = 1 + r (1 + r Q(r)), Q of degree 4: Q's coefficients, highest degree first, then the

@@ -71,9 +71,9 @@ FASTCE_INLINE int64_t ce_target_at(const void *t, int ttype, int64_t i) {
     }
 }
 
-/* The index rule (torch's), in one place for fastce_check_targets' scalar loop (dispatch.c) and
-   the SIMD ISAs' check_block (kernel_impl.h): a target equal to ignore_index is ignored; any
-   other must lie in [0, C). */
+/* The index rule (torch's), in one place for fastce_check_targets' scalar loop
+   (target_check.c) and the SIMD ISAs' check_block (kernel_impl.h): a target equal to
+   ignore_index is ignored; any other must lie in [0, C). */
 FASTCE_INLINE int ce_target_in_range(int64_t t, int64_t C) { return (uint64_t)t < (uint64_t)C; }
 
 /* Targets [i0, i0 + n) as int64 into out: ce_target_at with the dtype's switch outside the

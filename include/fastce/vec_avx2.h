@@ -22,6 +22,9 @@
  */
 #ifndef FASTCE_VEC_AVX2_H
 #define FASTCE_VEC_AVX2_H
+#if !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#error "fastce/vec_avx2.h needs -mavx2 -mfma -mf16c (its row of fastce/build_table.h)"
+#endif
 #include <immintrin.h>
 #include <math.h>
 #include "fastce/math_consts.h"
@@ -64,12 +67,12 @@ static inline vf_t vf_finite_or_zero(vf_t x) {
 static inline vf_t vf_count_gt(vf_t acc, vf_t x, vf_t t) {
     return _mm256_add_ps(acc, _mm256_and_ps(_mm256_cmp_ps(x, t, _CMP_GT_OQ), _mm256_set1_ps(1.0f)));
 }
-/* Whether a > b in any lane (ordered: NaN never), and whether every lane is finite. */
 /* e * d in the lanes where e != 0 (NaN included), +0 where e == 0: a probability 0 times an
    infinite log-ratio contributes 0 to the KL sum, never 0 * inf = NaN. */
 static inline vf_t vf_mul_nz(vf_t e, vf_t d) {
     return _mm256_and_ps(_mm256_mul_ps(e, d), _mm256_cmp_ps(e, _mm256_setzero_ps(), _CMP_NEQ_UQ));
 }
+/* Whether a > b in any lane (ordered: NaN never), and whether every lane is finite. */
 static inline int vf_any_gt(vf_t a, vf_t b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)) != 0; }
 static inline int vf_all_finite(vf_t x) {
     return _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(x, x), _mm256_setzero_ps(), _CMP_EQ_OQ)) == 0xFF;
@@ -129,8 +132,8 @@ static inline vf_t vf_exp_any_(vf_t x) {
    and +-inf), n >> 3 is in [-125, 127], s (1 + P) is a normal float and needs neither the
    clamps nor the two factors: s comes straight from f's bits and the table. Other vectors take
    vf_exp_any_. Both compute the same n, r and P, and fma(P, s, s) scaled by a power of two, so
-   the result is the same bit for bit wherever it is normal; the fast path took the one-core
-   AVX2 forward of (4096, 32000) from 2.8 to 3.7 G/s (with the 2^n form). */
+   the result is the same bit for bit wherever it is normal; the fast path is measured faster
+   (docs/performance/notes_kernels.md). */
 static inline int vf_exp_all_normal_(vf_t x) {
     const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 dist = _mm256_and_ps(_mm256_sub_ps(x, _mm256_set1_ps(0.75f)), abs_mask);
@@ -202,7 +205,7 @@ static inline vf_t vf_exp_floored_add(vf_t x, vf_t acc) { return _mm256_add_ps(a
  * m in [sqrt(1/2), sqrt(2)), log x = e ln2 + log(1 + f), f = m - 1, by cephes' logf polynomial
  * (measured max error 0.78 ulp over [1.01, 1e30]; tests/test_vector_math.py). 0 -> -inf, +inf -> +inf, NaN or x < 0 -> NaN.
  * Subnormal x is not supported (never produced: a sum of exps that holds exp(0) is >= 1). */
-static inline __attribute__((always_inline)) vf_t vf_log(vf_t x) { /* inlined: a call per tile was 8% of the K-dim forward */
+static inline __attribute__((always_inline)) vf_t vf_log(vf_t x) { /* inlined: a call per tile cost (notes_kernels.md) */
     const __m256i xi = _mm256_castps_si256(x);
     __m256 e = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(xi, 23), _mm256_set1_epi32(126)));
     __m256 m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(xi, _mm256_set1_epi32(0x007fffff)),
@@ -240,7 +243,7 @@ static inline __m128i vb_bits_(vf_t v) {
     __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
     const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
     /* NaN lanes, truncated and made quiet, only in a vector that holds one: a blend on every
-       vector took 7% of the (1024, 32000) bfloat16 loss+grad (one AVX2 core, 1.11 -> 1.19 G/s). */
+       vector cost a measurable share of the bfloat16 loss+grad (docs/performance/notes_kernels.md). */
     if (__builtin_expect(_mm256_movemask_ps(nan) != 0, 0)) {
         const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
         r = _mm256_blendv_epi8(r, quiet, _mm256_castps_si256(nan));

@@ -4,6 +4,9 @@
  * Tails use mask registers: masked-off lanes are neither read nor written. */
 #ifndef FASTCE_VEC_AVX512_H
 #define FASTCE_VEC_AVX512_H
+#if !(defined(__AVX512F__) && defined(__AVX512DQ__) && defined(__FMA__))
+#error "fastce/vec_avx512.h needs -mavx512f -mavx512dq -mavx2 -mfma -mf16c (its row of fastce/build_table.h)"
+#endif
 #include <immintrin.h>
 #include <math.h>
 #include "fastce/math_consts.h"

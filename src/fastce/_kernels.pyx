@@ -12,8 +12,9 @@ Work takes one of five paths (see ce_run):
   * small: S == 1 and C <= FASTCE_SMALL_C: transposed tiles of vector-width rows (small_rows).
   * rows:  S == 1 otherwise: blocks of whole rows per thread, both passes fused per row.
 
-The codes of include/fastce/common.h (ISAs, kinds, out modes, target dtypes) are exported from
-here (ISA_NAMES, KIND_*, OUT_*, TARGET_*), so the Python layer never copies them by hand.
+The codes of include/fastce/common.h and build_table.h (ISAs, kinds, out modes, target dtypes)
+are exported from here (ISA_NAMES, KIND_*, OUT_*, TARGET_*), so the Python layer never copies
+them by hand.
 """
 cimport cython
 from cython.parallel cimport prange
@@ -25,6 +26,12 @@ import numpy as np
 cnp.import_array()
 
 cdef extern from "fastce/dispatch.h" nogil:
+    enum:
+        FASTCE_ISA_COUNT
+        FASTCE_I8, FASTCE_I16, FASTCE_I32, FASTCE_I64, FASTCE_U8, FASTCE_U16, FASTCE_U32, FASTCE_U64
+        FASTCE_KIND_LSE, FASTCE_KIND_INDEX, FASTCE_KIND_PROB
+        FASTCE_OUT_NONE, FASTCE_OUT_GRAD, FASTCE_OUT_SOFTMAX, FASTCE_OUT_LOGSOFTMAX
+        FASTCE_DT_F32, FASTCE_DT_F64, FASTCE_DT_F16, FASTCE_DT_BF16, FASTCE_DT_COUNT
     ctypedef struct ce_state:
         double m, s, xt, ref, sx, swy, swyx, gt
     ctypedef struct ce_args:
@@ -81,15 +88,10 @@ cdef extern from "fastce/dispatch.h" nogil:
         void (*math_array)(const void *x, void *y, int64_t n, int func) noexcept nogil
     ctypedef struct ce_isa_table:
         const char *name
-        const ce_kernels *kernels[4]
-    enum:
-        FASTCE_ISA_SCALAR, FASTCE_ISA_AVX2, FASTCE_ISA_AVX512, FASTCE_ISA_COUNT
-        FASTCE_I8, FASTCE_I16, FASTCE_I32, FASTCE_I64, FASTCE_U8, FASTCE_U16, FASTCE_U32, FASTCE_U64
-        FASTCE_KIND_LSE, FASTCE_KIND_INDEX, FASTCE_KIND_PROB
-        FASTCE_OUT_NONE, FASTCE_OUT_GRAD, FASTCE_OUT_SOFTMAX, FASTCE_OUT_LOGSOFTMAX
-        FASTCE_DT_F32, FASTCE_DT_F64, FASTCE_DT_F16, FASTCE_DT_BF16, FASTCE_DT_COUNT
+        const ce_kernels *kernels[FASTCE_DT_COUNT]
     const ce_isa_table *fastce_isa_table(int isa)
     int fastce_isa_runnable(int isa)
+    const char *fastce_isa_name(int isa)
     int fastce_openmp_enabled()
     int fastce_omp_max_threads()
     int FASTCE_SMALL_C
@@ -108,10 +110,9 @@ cdef int64_t MIN_SPLIT_SEGMENT = 4096
 # cannot stay in cache anyway, and streaming saves the read-for-ownership of every line.
 cdef int64_t MIN_STREAM_BYTES = 32 * 1024 * 1024
 
-# ---- the codes of include/fastce/common.h, for the Python layer ----
-ISA_NAMES = tuple(name for code, name in sorted({
-    FASTCE_ISA_SCALAR: "scalar", FASTCE_ISA_AVX2: "avx2", FASTCE_ISA_AVX512: "avx512"}.items()))
-assert len(ISA_NAMES) == FASTCE_ISA_COUNT
+# ---- the codes of include/fastce/common.h and build_table.h, for the Python layer ----
+# The rows of the build table, by code (worst to best).
+ISA_NAMES = tuple(fastce_isa_name(i).decode("ascii") for i in range(FASTCE_ISA_COUNT))
 KIND_LSE, KIND_INDEX, KIND_PROB = FASTCE_KIND_LSE, FASTCE_KIND_INDEX, FASTCE_KIND_PROB
 OUT_NONE, OUT_GRAD = FASTCE_OUT_NONE, FASTCE_OUT_GRAD
 OUT_SOFTMAX, OUT_LOGSOFTMAX = FASTCE_OUT_SOFTMAX, FASTCE_OUT_LOGSOFTMAX

@@ -1,7 +1,8 @@
 # The small-call path of cross_entropy / cross_entropy_with_grad (included by _kernels.pyx).
 #
 # A NumPy training loop calls the loss thousands of times on small batches, where the general
-# path's Python validation (about 40 calls) costs ten times the kernel. This path serves the
+# path's Python validation (about 40 calls) costs several times the kernel (measured:
+# docs/performance/notes_kernels.md). This path serves the
 # common case with a handful of C-level checks, and declines (returns None) on anything else,
 # so that the general path (_functional.py) validates, raises its errors and computes:
 #   x       an exact ndarray (N, C), N >= 1, C >= 1, float32 or float64, C-contiguous, aligned,

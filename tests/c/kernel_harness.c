@@ -28,7 +28,7 @@
  *   --misaligned  start float/double buffers 2/4 bytes off their natural alignment (numpy can
  *                 hand such arrays to the kernels: np.frombuffer(..., offset=4) is C-contiguous).
  *   --quick       fewer cases (for valgrind).
- *   --isa NAME    only this ISA (scalar, avx2, avx512).
+ *   --isa NAME    only this ISA (a row of include/fastce/build_table.h: scalar, avx2, avx512).
  *   --seed N, -v  random seed; print every case.
  * Prints "kernel_harness: N passed, M failed" and exits 1 on any failure.
  */
@@ -791,7 +791,6 @@ static void run_grid(int isa, const ce_isa_table *tab, int dbl) {
 }
 
 int main(int argc, char **argv) {
-    static const char *isa_names[] = {"scalar", "avx2", "avx512"};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--guard")) opt_guard = 1;
         else if (!strcmp(argv[i], "--misaligned")) opt_misaligned = 1;
@@ -801,7 +800,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
             const char *n = argv[++i];
             opt_isa = -2;
-            for (int k = 0; k < FASTCE_ISA_COUNT; k++) if (!strcmp(n, isa_names[k])) opt_isa = k;
+            for (int k = 0; k < FASTCE_ISA_COUNT; k++) if (!strcmp(n, fastce_isa_name(k))) opt_isa = k;
             if (opt_isa == -2) { fprintf(stderr, "kernel_harness: unknown ISA %s\n", n); return 2; }
         } else {
             fprintf(stderr, "usage: %s [--guard] [--misaligned] [--quick] [--isa NAME] [--seed N] [-v]\n", argv[0]);
@@ -818,8 +817,8 @@ int main(int argc, char **argv) {
     for (int isa = 0; isa < FASTCE_ISA_COUNT; isa++) {
         if (opt_isa >= 0 && isa != opt_isa) continue;
         const ce_isa_table *tab = fastce_isa_table(isa);
-        if (!tab) { printf("kernel_harness: %s not compiled in; skipped\n", isa_names[isa]); continue; }
-        if (!fastce_isa_runnable(isa)) { printf("kernel_harness: %s not runnable on this CPU; skipped\n", isa_names[isa]); continue; }
+        if (!tab) { printf("kernel_harness: %s not compiled in; skipped\n", fastce_isa_name(isa)); continue; }
+        if (!fastce_isa_runnable(isa)) { printf("kernel_harness: %s not runnable on this CPU; skipped\n", fastce_isa_name(isa)); continue; }
         for (int dbl = 0; dbl < 2; dbl++) {
             const long p0 = n_pass, f0 = n_fail;
             run_grid(isa, tab, dbl);

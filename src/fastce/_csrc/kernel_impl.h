@@ -30,8 +30,7 @@
 /* Independent accumulators (vectors per step) of the sweeps from memory. With SIMD, one: the
    memory stream, not the latency of the max and sum chains, bounds these loops, and more
    accumulators only spilled the exp's constants (AVX2 has 16 vector registers) and lengthened
-   the loop. Measured on (4096, 32000) float32, one core, kernel alone, 4 -> 1 accumulators:
-   AVX-512 forward 2.2 -> 3.5 G/s, AVX2 2.0 -> 2.9 G/s. The scalar path keeps 4: its float sums
+   the loop (measured: docs/performance/notes_kernels.md). The scalar path keeps 4: its float sums
    of a chunk would otherwise run through one accumulator (2048 additions), which cost float32
    accuracy on long rows. */
 #define UNROLL (VW == 1 ? 4 : 1)
@@ -68,8 +67,8 @@ FASTCE_INLINE void KFN(linear_step)(V xv, V wv, V yv, const KFN(lin) *l, const i
 
 /* Sum of exp(x - shift) over one chunk (from L1: the chunk was just read). Out of line: it has
    no options, and runs only for a row's first chunk and after a large jump of the max. */
-/* sweep_exp reads from L1, so latency, not memory, bounds it: two accumulators (16384, 1000)
-   forward, AVX-512, one core: 2.8 -> 3.4 G/s against one. */
+/* sweep_exp reads from L1, so latency, not memory, bounds it: two accumulators, measured faster
+   than one (docs/performance/notes_kernels.md). */
 #define EXP_UNROLL 2
 static __attribute__((noinline)) double KFN(sweep_exp)(const XT *xc, int64_t len, V shift) {
     V e[EXP_UNROLL];
@@ -87,10 +86,8 @@ static __attribute__((noinline)) double KFN(sweep_exp)(const XT *xc, int64_t len
 }
 
 /* How far ahead of the sweep from memory a software prefetch asks for each line. The hardware
-   prefetchers alone left the row kernels well short of the memory bandwidth: on (4096, 32000)
-   float32, AVX-512, kernel alone, the forward went from 5.4 to 7.0 G/s on one core and from
-   10.7 to 11-13.8 G/s on two (2 KiB ahead gave 6.3, 16 and 32 KiB no more than 8 KiB). The
-   prefetch may run past the chunk into the next row or past the array's end: a prefetch
+   prefetchers alone left the row kernels well short of the memory bandwidth; 8 KiB ahead was
+   the best distance measured (docs/performance/notes_kernels.md). The prefetch may run past the chunk into the next row or past the array's end: a prefetch
    never faults. */
 #define ROW_PREFETCH_BYTES 8192
 /* Vectors per step of sweep_main: UNROLL, or a cache line of REAL if more, so that a float32
@@ -465,13 +462,9 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
  * PREFETCH_BYTES ahead in every class's stream (tile_ahead: into the next n's planes near a
  * plane's end; input in pass A, output, for writing, in pass C) and, with 64-byte vectors,
  * TILE_V = 4 neighbouring vectors per class visit (4 whole lines) keep the loads from waiting
- * on DRAM. Measured on (8, 21, 256, 256) float32, one core, kernel alone: AVX-512 forward
- * 1.9 -> 2.6 G/s, loss+grad 0.92 -> 1.46 G/s; AVX2 forward 1.1 -> 1.5 G/s, where 4 vectors
- * per visit (2 lines) was slower than 1 (before the prefetch followed the tiles). AVX2 takes 2
- * (one whole line per visit) for the forward, whose pass A then keeps its sums in registers
- * (4 cost it 2-6%), and 4 (two lines) with an output, whose pass C writes the lines back:
- * (8, 21, 256, 256) loss+grad, one core, 14.5 -> 13.2 ms (medians of 6 alternating runs). The
- * scalar path keeps 1. TILE_V is the most any specialization takes (the tile's arrays). */
+ * on DRAM (measured: docs/performance/notes_kernels.md). AVX2 takes 2 (one whole line per
+ * visit) for the forward, whose pass A then keeps its sums in registers, and 4 (two lines)
+ * with an output, whose pass C writes the lines back. The scalar path keeps 1. TILE_V is the most any specialization takes (the tile's arrays). */
 #define TILE_V (VW == 1 ? 1 : 4)
 #define TILE_V_FOR(outmode) (VW == 1 ? 1 : VW * sizeof(REAL) >= 64 || (outmode) ? 4 : 2)
 
@@ -493,7 +486,7 @@ FASTCE_INLINE void KFN(seg_out_spec)(const ce_args *a, int64_t i0, int64_t i1, c
    the classes' streams will be read next. Within the plane that is PREFETCH_BYTES itself;
    across its end it is the next n's plane, C planes on (an offset of PREFETCH_BYTES alone would
    land in class c + 1's plane, already read: with S of 64 to 512 floats that was every prefetch,
-   and the forward ran at half its speed). Past the array's end: 0, the tile itself. */
+   and the forward ran far slower: notes_kernels.md). Past the array's end: 0, the tile itself. */
 FASTCE_INLINE int64_t KFN(tile_ahead)(int64_t n, int64_t p0, int64_t N, int64_t C, int64_t S) {
     const int64_t step = PREFETCH_BYTES / (int64_t)sizeof(XT);
     if (p0 + step < S) return step;
@@ -596,11 +589,11 @@ FASTCE_INLINE void KFN(tile_group)(const ce_args *a, const XT *xb, const REAL *y
         }
     }
     /* Then the lanes' losses and coefficients in one loop with no branch that depends on the
-       lane, into local arrays, so that gcc vectorizes it for the forward: AVX2 (8, 21, 256, 256)
-       forward, one core, 10.0 -> 8.1-8.3 ns per position in cache. Only there: with an output
-       (whose pass C costs far more) an empty asm with a memory clobber keeps gcc from
-       vectorizing it, and the vectorized copies in every specialization had tripled the
-       objects' compile time (avx2_f32 9 -> 33 s of CPU; 13 s now). An ignored lane has loss 0
+       lane, into local arrays, so that gcc vectorizes it for the forward (measured faster:
+       docs/performance/notes_kernels.md). Only there: with an output (whose pass C costs far
+       more) an empty asm with a memory clobber keeps gcc from vectorizing it, and the
+       vectorized copies in every specialization had multiplied the objects' compile time
+       (notes_kernels.md). An ignored lane has loss 0
        and gradient 0 (A = B = 0 times p <= 1), and its lse. */
 #pragma GCC ivdep
     for (int64_t l = 0; l < nl; l++) {
@@ -716,15 +709,14 @@ FASTCE_INLINE void KFN(small_rows_spec)(const ce_args *a, int64_t i0, int64_t i1
     }
 }
 
-/* ---- the index targets' check without weights (fastce_check_targets, dispatch.c) ----
+/* ---- the index targets' check without weights (fastce_check_targets, target_check.c) ----
  * Targets [i0, i1) of dtype ttype (any but uint64, whose values above INT64_MAX only the
  * dispatcher's scalar loop tells apart from ignore_index): the index rule (torch's), a target
  * equal to ignore_index is ignored and any other must lie in [0, C). Returns whether any target
  * breaks it, and the count in range. One loop with no branch, so that gcc vectorizes it with
- * this object's ISA (compiled for the baseline ISA the loop, with its early exit, took ~1.7
- * cycles a target: 0.31 ms for 524288 int64 targets, ~5% of the one-thread AVX2
- * (8, 21, 256, 256) forward); the dispatcher's scalar loop then finds the first bad target
- * of a block that has one. */
+ * this object's ISA (compiled for the baseline ISA the loop, with its early exit, was a
+ * measurable share of a small forward: docs/performance/notes_kernels.md); the dispatcher's
+ * scalar loop (target_check.c) then finds the first bad target of a block that has one. */
 #if FASTCE_BUILD_ISA != FASTCE_ISA_SCALAR && FASTCE_BUILD_DTYPE == FASTCE_DT_F32 /* the one used (instantiate.h) */
 FASTCE_INLINE int KFN(check_block_t)(const void *t, const int ttype, int64_t i0, int64_t i1, int64_t C,
                                      int64_t ignore_index, int64_t *kept) {

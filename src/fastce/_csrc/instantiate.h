@@ -1,6 +1,6 @@
 /* fastce/instantiate.h: one (ISA, dtype) kernel table from kernel_impl.h.
  *
- * Included by src/fastce/_isa/kernels.c after the ISA's vector header, with FASTCE_ISA_TAG
+ * Included by kernels.c after the ISA's vector header, with FASTCE_ISA_TAG
  * (avx512, avx2 or scalar) and FASTCE_BUILD_DTYPE (a FASTCE_DT_* code of common.h) defined.
  * Defines `const ce_kernels fastce_kernels_<tag>_<f32|f64|f16|bf16>`; everything else stays
  * static. float16 and bfloat16 logits are computed in float, widened in the loads and narrowed
@@ -109,16 +109,16 @@
 #define XSTREAM XOP(stream)
 #define FASTCE_KERNELS_NAME FASTCE_CAT3(fastce_kernels_, FASTCE_ISA_TAG, FASTCE_DT_TAG)
 
-#include "fastce/kernel_impl.h"
-#include "fastce/kl_impl.h"
-#include "fastce/shard_impl.h"
+#include "kernel_impl.h"
+#include "kl_impl.h"
+#include "shard_impl.h"
 
 const ce_kernels FASTCE_KERNELS_NAME = {
     KFN(rows), KFN(seg_stats), KFN(merge_rows), KFN(seg_out), KFN(tiles), KFN(small_rows),
     KFN(score_rows), KFN(kl_rows), KFN(shard_grad_rows), VW, KFN(math_array),
 #if FASTCE_BUILD_ISA != FASTCE_ISA_SCALAR && FASTCE_BUILD_DTYPE == FASTCE_DT_F32
-    KFN(check_block), /* dispatch.c takes the float32 table's (targets have no logits dtype) */
+    KFN(check_block), /* target_check.c takes the float32 table's (targets have no logits dtype) */
 #else
-    NULL, /* scalar: dispatch.c's loop, with its early exit, is faster without SIMD */
+    NULL, /* scalar: target_check.c's loop, with its early exit, is faster without SIMD */
 #endif
 };
