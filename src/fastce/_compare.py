@@ -1,7 +1,7 @@
 """Comparing a model with a reference, token by token: KL, agreement, and their NLLs on targets.
 
 `compare(logits, ref_logits, target)` reads both logit arrays once (the two-stream kernel
-kl_rows, include/fastce/kl_impl.h) and returns a `Comparison`: sums and counts only, so the
+kl_rows, src/fastce/_csrc/kl_impl.h) and returns a `Comparison`: sums and counts only, so the
 comparisons of separate batches merge exactly (the figures of one big batch, up to the order of
 floating-point summation), and a stream of batches of any length costs O(1) memory. These are
 the figures llama.cpp's `perplexity --kl-divergence` reports for a quantized model against its

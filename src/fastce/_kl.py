@@ -1,6 +1,6 @@
 """Two models' logits, one pass: KL(softmax(ref_logits) || softmax(logits)) and its gradient.
 
-The per-row math is in include/fastce/kl_impl.h (kl_rows): both rows are read together, their
+The per-row math is in src/fastce/_csrc/kl_impl.h (kl_rows): both rows are read together, their
 maxima first, then S_ref, S and the cross term from cache; no N x C temporary exists. This module
 validates the pair, maps it onto the kernel's (rows, C) view, and reduces.
 

@@ -1,6 +1,6 @@
 """Scoring a language model: summed NLL, token count, perplexity and top-k accuracy.
 
-`score` reads the logits once. The scoring kernel (include/fastce/kernel_impl.h, rows_core with
+`score` reads the logits once. The scoring kernel (src/fastce/_csrc/kernel_impl.h, rows_core with
 rank) gathers, beside each row's max and sum of exponentials, the target's rank
 
     gt = #{c : x_c > x_t} + #{c < t : x_c == x_t}

@@ -536,7 +536,7 @@ def shard_grad(logits_shard: ArrayLike, target: ArrayLike, stats: ShardStats, *,
     r"""The gradient of the full cross-entropy with respect to one shard's columns.
 
     Needs only the merged statistics of every shard, no other shard's logits: one pass over the
-    shard by the kernel shard_grad_rows (include/fastce/shard_impl.h); K-dimensional shards go
+    shard by the kernel shard_grad_rows (src/fastce/_csrc/shard_impl.h); K-dimensional shards go
     through blocks with the classes moved last.
 
     Parameters
