@@ -318,3 +318,33 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     assert case.ratio == pytest.approx(1.03)
     assert case.paired_ratio == pytest.approx(sorted([1.03, 1.01, 1.16 / 1.1, 1.04, 1.23 / 1.2])[2])
     assert base.paired_ratio == pytest.approx(1.0)
+
+
+def _fake_proc(monkeypatch, status_name, cpuinfo, machine):
+    import io
+
+    files = {"/proc/self/status": f"Name:\t{status_name}\nUmask:\t0022\n", "/proc/cpuinfo": cpuinfo}
+    monkeypatch.setattr(report, "open", lambda path, *a, **k: io.StringIO(files[path]), raising=False)
+    monkeypatch.setattr(report.platform, "machine", lambda: machine)
+
+
+@pytest.mark.parametrize("status_name, cpuinfo, machine, expected", [
+    ("qemu-aarch64", "vendor_id\t: GenuineIntel\n", "aarch64", "qemu-aarch64"),       # qemu-user
+    ("python3.11", "vendor_id\t: AuthenticAMD\n", "aarch64", "an emulator of aarch64 on an x86 host"),  # binfmt
+    ("python3.11", "CPU implementer\t: 0x41\n", "aarch64", None),                      # real arm64
+    ("python3.11", "vendor_id\t: GenuineIntel\n", "x86_64", None),                     # real x86
+])
+def test_emulator_detection(monkeypatch, status_name, cpuinfo, machine, expected):
+    _fake_proc(monkeypatch, status_name, cpuinfo, machine)
+    assert report.emulator() == expected
+
+
+def test_emulated_runs_say_so(monkeypatch):
+    """Under an emulator the header starts with a warning that the times are the emulator's."""
+    _fake_proc(monkeypatch, "qemu-aarch64", "vendor_id\t: GenuineIntel\n", "aarch64")
+    env = report.environment()
+    assert env["emulated"] == "qemu-aarch64"
+    first, second = report.format_environment(env).split("\n")
+    assert first.startswith("# EMULATED") and "qemu-aarch64" in first and "not the hardware" in first
+    assert second.startswith("# python=") and "emulated=qemu-aarch64" in second
+    assert "EMULATED" not in report.format_environment(dict(env, emulated=False))

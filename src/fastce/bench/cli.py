@@ -16,7 +16,7 @@ from . import roofline
 from .dask_table import dask_records, format_dask_table, run_dask
 from .peers import KL_PEERS, PEER_NAMES, PEERS, default_threads, get_peer, kl_cases, per_call_cases
 from .plot import plot_sweep
-from .report import (KL_DOCS, KL_SECTION, KL_TITLE, Legend, ce_record, environment, format_environment,
+from .report import (EMULATED_WARNING, KL_DOCS, KL_SECTION, KL_TITLE, Legend, ce_record, environment, format_environment,
                      format_linear_table, format_per_call_table, format_table, json_text, linear_record,
                      per_call_records)
 from .suites import SUITES, suite_of
@@ -147,6 +147,8 @@ def main(args) -> int:
     )
     to_stdout_json = args.json == "-"
     env = environment()
+    if env["emulated"]:
+        log(cfg, EMULATED_WARNING.format(env["emulated"]))
     missing = [f"{p}: {get_peer(p).unavailable()}" for p in peers if get_peer(p).unavailable()]
     if missing:
         log(cfg, "[bench] not available: " + "; ".join(missing))

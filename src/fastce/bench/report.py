@@ -607,10 +607,42 @@ def json_text(records: Sequence[Dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------
 
 
+def emulator() -> Optional[str]:
+    """The user-mode emulator this process runs under (e.g. ``"qemu-aarch64"``), or None.
+
+    qemu-user runs the guest inside its own host process: /proc/self/status names that process
+    (``Name: qemu-aarch64``), and /proc/cpuinfo, which it passes through, describes the host's
+    CPU (an x86 vendor under an aarch64 guest), which also catches a binfmt-started emulator
+    whose process takes the guest program's name. Timings there are the emulator's: qemu runs
+    vector float instructions lane by lane through softfloat helpers, so they say nothing of
+    the hardware, not even which kernel is faster."""
+    try:
+        with open("/proc/self/status") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("Name:")), "")
+        if name.startswith("qemu-"):
+            return name
+        with open("/proc/cpuinfo") as f:
+            cpuinfo = f.read(65536)
+    except OSError:
+        return None
+    machine = platform.machine().lower()
+    x86_host = "GenuineIntel" in cpuinfo or "AuthenticAMD" in cpuinfo
+    if machine in ("aarch64", "arm64") and x86_host:
+        return f"an emulator of {machine} on an x86 host"
+    return None
+
+
+#: printed above the tables when `emulator()` finds one
+EMULATED_WARNING = ("# EMULATED: this process runs under {0}. These times are the emulator's, "
+                    "not the hardware's (qemu runs vector float instructions lane by lane), and "
+                    "compare nothing, not even one kernel with another; measure on the machine itself.")
+
+
 def environment() -> Dict[str, Any]:
     env: Dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "emulated": emulator() or False,
         "cpu": _cpu_model(),
         "cores_available": all_threads(),
         "numpy": np.__version__,
@@ -645,4 +677,6 @@ def _cpu_model() -> str:
 
 
 def format_environment(env: Dict[str, Any]) -> str:
-    return "# " + ", ".join(f"{k}={'not installed' if v is None else v}" for k, v in env.items())
+    """The header line of the tables (and, under an emulator, its warning line first)."""
+    line = "# " + ", ".join(f"{k}={'not installed' if v is None else v}" for k, v in env.items())
+    return (EMULATED_WARNING.format(env["emulated"]) + "\n" + line) if env.get("emulated") else line
