@@ -24,7 +24,8 @@
 #   --keep        keep the build directory and print its path.
 #   -- ARGS       extra harness arguments (--seed N, -v, --quick).
 # Environment: CROSS_CC (default aarch64-linux-gnu-gcc), QEMU (default qemu-aarch64),
-#   PYTHON (default python3, reads the build table), JOBS (parallel compiles, default 2).
+#   PYTHON (default python3, reads the build table), JOBS (parallel compiles and runs, default 2),
+#   FASTCE_NEON_CACHE (object cache, default ${XDG_CACHE_HOME:-~/.cache}/fastce-neon; "off").
 # Needs (Debian): apt-get install qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 #
 # The objects are built as setup.py builds them on an aarch64 host: src/fastce/_csrc/kernels.c
@@ -86,8 +87,9 @@ trap cleanup EXIT
 # setup.py's flags: BASE_FLAGS for the kernel objects, the extension's for its own C sources.
 BASE_FLAGS="-O3 -std=c11 -fno-math-errno -fno-wrapv -g0 -I$ROOT/include"
 EXT_FLAGS="-O3 -fno-math-errno -g0 -I$ROOT/include"
-if echo 'int main(void){return 0;}' | "$CROSS_CC" -fopenmp -x c - -o "$BUILD/omp-probe" 2>/dev/null; then
-    EXT_FLAGS="$EXT_FLAGS -fopenmp"
+LINK_FLAGS="-static"
+if echo 'int main(void){return 0;}' | "$CROSS_CC" -static -fopenmp -x c - -o "$BUILD/omp-probe" 2>/dev/null; then
+    EXT_FLAGS="$EXT_FLAGS -fopenmp"; LINK_FLAGS="$LINK_FLAGS -fopenmp"
 fi
 say "compiler $($CROSS_CC --version | head -n1), qemu $($QEMU --version | head -n1 | sed 's/.*version //')${CPU:+, -cpu $CPU}"
 
@@ -119,14 +121,29 @@ if [ "$HARNESS" = 1 ]; then
     UNITS+=("kernel_harness|tests/c/kernel_harness.c|-O2 -std=c11 -fno-math-errno -Wall -Wextra -I$ROOT/include")
 fi
 
+# Objects (and the sweep's executables) are cached under a key that hashes the compiler's
+# version, the flags and the preprocessed source, as tools/sanitize.sh does.
+CACHE="${FASTCE_NEON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fastce-neon}"
+if [ "$CACHE" = off ] || ! mkdir -p "$CACHE" 2>/dev/null; then CACHE=""; fi
 compile_unit() {
-    local name="$1" src="$2" flags="$3" link="$4" t0 out cmd
+    local name="$1" src="$2" flags="$3" link="$4" t0 out cmd key=""
     t0=$(date +%s.%N)
     if [ "$link" = link ]; then out="$BUILD/$name"; cmd="$CROSS_CC $ROOT/$src $flags -o $out"
     else out="$BUILD/$name.o"; cmd="$CROSS_CC $flags -c $ROOT/$src -o $out"; fi
+    if [ -n "$CACHE" ]; then
+        key=$( { "$CROSS_CC" --version; echo "$flags $link"; "$CROSS_CC" ${flags/-static -lm/} -E "$ROOT/$src"; } 2>&1 \
+               | sed "s|$ROOT|ROOT|g" | sha256sum | cut -c1-32)
+        if [ -f "$CACHE/$name-$key" ] && cp "$CACHE/$name-$key" "$out" 2>/dev/null; then
+            echo "  [cached] $cmd"; return 0
+        fi
+    fi
     if ! $cmd > "$BUILD/$name.log" 2>&1; then echo "  [FAILED] $cmd"; cat "$BUILD/$name.log"; return 1; fi
     echo "  [$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0fs", b - a }')] $cmd"
     [ -s "$BUILD/$name.log" ] && sed 's/^/    /' "$BUILD/$name.log"
+    if [ -n "$CACHE" ]; then
+        cp "$out" "$CACHE/.$name-$key.$$" 2>/dev/null && mv -f "$CACHE/.$name-$key.$$" "$CACHE/$name-$key" 2>/dev/null
+        ls -1t "$CACHE/$name"-* 2>/dev/null | tail -n +4 | xargs -r rm -f   # the 3 newest per unit
+    fi
     return 0
 }
 
@@ -148,8 +165,8 @@ if [ "$HARNESS" = 1 ]; then
     for isa in "${ISAS[@]}"; do
         while IFS='|' read -r dt _; do OBJS+=("$BUILD/${isa}_${dt}.o"); done <<< "$DTYPE_ROWS"
     done
-    echo "  $CROSS_CC -static ${OBJS[*]} -lm -o $BUILD/kernel_harness"
-    if ! "$CROSS_CC" -static "${OBJS[@]}" -lm -o "$BUILD/kernel_harness"; then say "link failed"; exit 2; fi
+    echo "  $CROSS_CC $LINK_FLAGS ${OBJS[*]} -lm -o $BUILD/kernel_harness"
+    if ! "$CROSS_CC" $LINK_FLAGS "${OBJS[@]}" -lm -o "$BUILD/kernel_harness"; then say "link failed"; exit 2; fi
     say "built in $(elapsed)"
 
     # The runs: one per (mode, ISA), two at a time, reported in order.

@@ -16,10 +16,11 @@
  *               absolutely, as the Python test).
  *   exp double: a grid of 2^21 points over [-745, 64] and |x| in [1e-300, 1]; log double: libm's.
  *   special values of both, NaN lanes among ordinary ones.
+ *   half: the float16 / bfloat16 loads and stores (and every tail) against fastce/half.h.
  * Prints one line per check and, for the float exp and log, a 64-bit hash of every result's
  * bits in order (equal hashes on two ISAs: the same bits; vec_neon.h computes AVX2's
  * operations, so its hashes should match an x86 build with --isa avx2).
- * Usage: vec_math_sweep [--part K/N] [--stride S] [--only exp|log|dexp|special]
+ * Usage: vec_math_sweep [--part K/N] [--stride S] [--only exp|log|dexp|special|half]
  *   --part K/N  slice K of N of the float sweeps, so that N processes share them (the hashes
  *               are then per slice);
  *   --stride S  the libm reference (the ulp error) only at the floats whose bits are a multiple
@@ -33,8 +34,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "fastce/build_table.h"
+#include "fastce/half.h"
 #if !defined(FASTCE_BUILD_ISA)
 #error "build with -DFASTCE_BUILD_ISA=FASTCE_ISA_<NAME> and the row's flags"
 #endif
@@ -262,6 +266,131 @@ static void run_special(void) {
     if (bad) failed = 1;
 }
 
+
+/* The 16-bit storage conversions against fastce/half.h (the scalar path's, and the rounding the
+   Python tests check outputs against), bit for bit:
+   widening, every one of the 65536 float16 and bfloat16 patterns (NaN: NaN, quiet or not);
+   narrowing, every float whose bits below the kept ones are at or next to a rounding boundary
+   (0, 1, half - 1, half, half + 1, all ones) for every value of the bits above, every float in
+   float16's subnormal range [2^-25, 2^-14] with bits a multiple of 7, and 2^22 random floats.
+   And the tails: *_load_tail / *_store_tail with n = 0 .. W on buffers that end at a PROT_NONE
+   page (a lane past the end faults), fill in the missing lanes, nothing written past n. */
+static uint64_t rs = 0x243F6A8885A308D3ull;
+static uint32_t rnd32(void) { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (uint32_t)(rs >> 16); }
+
+static uint64_t half_bad = 0, half_checked = 0;
+static void check_narrow(const float *x, int n) {
+    uint16_t h[VF_W], b[VF_W];
+    for (int i = 0; i + VF_W <= n; i += VF_W) {
+        const vf_t v = vf_load(x + i);
+        vh_store(h, v);
+        vb_store(b, v);
+        for (int k = 0; k < VF_W; k++) {
+            const uint16_t wh = fastce_f32_to_f16(x[i + k]), wb = fastce_f32_to_bf16(x[i + k]);
+            if (h[k] != wh || b[k] != wb) {
+                if (half_bad < 10)
+                    printf("FAIL narrow %a (bits %08x): f16 %04x want %04x, bf16 %04x want %04x\n", (double)x[i + k],
+                           f2u(x[i + k]), h[k], wh, b[k], wb);
+                half_bad++;
+            }
+            half_checked++;
+        }
+    }
+}
+
+static void *guarded(size_t bytes, int at_end, void **map, size_t *maplen) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    *maplen = 3 * page;
+    unsigned char *m = mmap(NULL, *maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) { perror("mmap"); exit(2); }
+    mprotect(m, page, PROT_NONE);
+    mprotect(m + 2 * page, page, PROT_NONE);
+    *map = m;
+    return at_end ? m + 2 * page - bytes : m + page;
+}
+
+static void run_half(void) {
+    int wbad = 0;
+    for (uint32_t u = 0; u < 65536; u += VF_W) {
+        uint16_t in[VF_W];
+        float gh[VF_W], gb[VF_W];
+        for (int k = 0; k < VF_W; k++) in[k] = (uint16_t)(u + (uint32_t)k);
+        vf_store(gh, vh_load(in));
+        vf_store(gb, vb_load(in));
+        for (int k = 0; k < VF_W; k++) {
+            const float wh = fastce_f16_to_f32(in[k]), wb = fastce_bf16_to_f32(in[k]);
+            const int okh = isnan(wh) ? isnan(gh[k]) : f2u(gh[k]) == f2u(wh);
+            const int okb = isnan(wb) ? isnan(gb[k]) : f2u(gb[k]) == f2u(wb);
+            if (!okh || !okb) {
+                if (wbad < 10) printf("FAIL widen %04x: f16 %08x want %08x, bf16 %08x want %08x\n", in[k], f2u(gh[k]),
+                                      f2u(wh), f2u(gb[k]), f2u(wb));
+                wbad++;
+            }
+        }
+    }
+    enum { NB = 4096 };
+    float x[NB];
+    int n = 0;
+#define PUSH(bits) do { x[n++] = u2f(bits); if (n == NB) { check_narrow(x, n); n = 0; } } while (0)
+    static const uint32_t low16[] = {0, 1, 0x7fff, 0x8000, 0x8001, 0xffff};
+    static const uint32_t low13[] = {0, 1, 0xfff, 0x1000, 0x1001, 0x1fff};
+    for (uint32_t hi = 0; hi < 65536; hi++)
+        for (int k = 0; k < 6; k++) PUSH(hi << 16 | low16[k]);
+    for (uint32_t hi = 0; hi < (1u << 19); hi++)
+        for (int k = 0; k < 6; k++) PUSH(hi << 13 | low13[k]);
+    for (uint32_t u = f2u(0x1p-25f); u <= f2u(0x1p-14f); u += 7) { PUSH(u); PUSH(u | 0x80000000u); }
+    for (int i = 0; i < (1 << 22); i++) PUSH(rnd32());
+    n = n / VF_W * VF_W;
+    check_narrow(x, n);
+#undef PUSH
+    /* tails */
+    int tbad = 0;
+    for (int64_t cnt = 0; cnt <= VF_W; cnt++)
+        for (int at_end = 0; at_end < 2; at_end++) {
+            void *map; size_t maplen;
+            float *pf = guarded((size_t)(cnt ? cnt : 1) * 4, at_end, &map, &maplen);
+            for (int i = 0; i < cnt; i++) pf[i] = 1.5f + (float)i;
+            float got[VF_W];
+            vf_store(got, vf_load_tail(pf, cnt, -INFINITY));
+            for (int i = 0; i < VF_W; i++) tbad += f2u(got[i]) != f2u(i < cnt ? 1.5f + (float)i : -INFINITY);
+            if (cnt < VF_W) { /* a store of cnt lanes, then the byte after must be untouched */
+                float *q = at_end ? pf : pf;
+                memset(q, 0x5a, (size_t)(cnt ? cnt : 1) * 4);
+                vf_store_tail(q, vf_set1(7.0f), cnt);
+                for (int i = 0; i < cnt; i++) tbad += q[i] != 7.0f;
+                if (!cnt) tbad += ((unsigned char *)q)[0] != 0x5a;
+            }
+            munmap(map, maplen);
+            uint16_t *ph = guarded((size_t)(cnt ? cnt : 1) * 2, at_end, &map, &maplen);
+            for (int i = 0; i < cnt; i++) ph[i] = fastce_f32_to_f16(2.0f + (float)i);
+            vf_store(got, vh_load_tail(ph, cnt, -INFINITY));
+            for (int i = 0; i < VF_W; i++) tbad += f2u(got[i]) != f2u(i < cnt ? 2.0f + (float)i : -INFINITY);
+            for (int i = 0; i < cnt; i++) ph[i] = fastce_f32_to_bf16(3.0f + (float)i);
+            vf_store(got, vb_load_tail(ph, cnt, 0.0f));
+            for (int i = 0; i < VF_W; i++) tbad += f2u(got[i]) != f2u(i < cnt ? 3.0f + (float)i : 0.0f);
+            vh_store_tail(ph, vf_set1(5.0f), cnt);
+            for (int i = 0; i < cnt; i++) tbad += ph[i] != fastce_f32_to_f16(5.0f);
+            vb_store_tail(ph, vf_set1(6.0f), cnt);
+            for (int i = 0; i < cnt; i++) tbad += ph[i] != fastce_f32_to_bf16(6.0f);
+            munmap(map, maplen);
+        }
+    for (int64_t cnt = 0; cnt <= VD_W; cnt++)
+        for (int at_end = 0; at_end < 2; at_end++) {
+            void *map; size_t maplen;
+            double *pd = guarded((size_t)(cnt ? cnt : 1) * 8, at_end, &map, &maplen);
+            for (int i = 0; i < cnt; i++) pd[i] = 0.25 + i;
+            double got[VD_W];
+            vd_store(got, vd_load_tail(pd, cnt, 9.0));
+            for (int i = 0; i < VD_W; i++) tbad += got[i] != (i < cnt ? 0.25 + i : 9.0);
+            vd_store_tail(pd, vd_set1(4.0), cnt);
+            for (int i = 0; i < cnt; i++) tbad += pd[i] != 4.0;
+            munmap(map, maplen);
+        }
+    printf("%s half: widening %d of 131072 patterns wrong; narrowing %llu of %llu floats wrong; tails %d wrong\n",
+           isa_name, wbad, (unsigned long long)half_bad, (unsigned long long)half_checked, tbad);
+    if (wbad || half_bad || tbad) { printf("FAIL: 16-bit conversions or tails\n"); failed = 1; }
+}
+
 int main(int argc, char **argv) {
     int part = 0, nparts = 1;
     const char *only = NULL;
@@ -272,12 +401,13 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--stride") && i + 1 < argc) stride = strtoull(argv[++i], NULL, 0) ? strtoull(argv[i], NULL, 0) : 1;
-        else { fprintf(stderr, "usage: %s [--part K/N] [--stride S] [--only exp|log|dexp|special]\n", argv[0]); return 2; }
+        else { fprintf(stderr, "usage: %s [--part K/N] [--stride S] [--only exp|log|dexp|special|half]\n", argv[0]); return 2; }
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (nparts > 1) printf("%s: slice %d of %d of the float sweeps\n", isa_name, part, nparts);
     if (stride > 1) printf("%s: ulps of the float sweeps measured at every %llu-th float (by bits); hashes over all\n", isa_name, (unsigned long long)stride);
     if (!only || !strcmp(only, "special")) run_special();
+    if (!only || !strcmp(only, "half")) run_half();
     if (!only || !strcmp(only, "dexp")) run_dexp();
     if (!only || !strcmp(only, "exp")) run_exp(part, nparts);
     if (!only || !strcmp(only, "log")) run_log(part, nparts);
