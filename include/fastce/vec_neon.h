@@ -110,20 +110,18 @@ static inline double vf_hsum(vf_t v) {
     return vaddvq_f64(vaddq_f64(vcvt_f64_f32(vget_low_f32(v)), vcvt_high_f64_f32(v)));
 }
 
-/* The eight entries 2^(k/8) (math_consts.h), as bits, in two registers for TBL; `minus_k20`
-   takes k << 20 off entry k (vf_exp_scale_). */
+/* The eight entries 2^(k/8) of math_consts.h's fastce_exp2_8th_f, as bits (`plain`), and
+   the same less k << 20 (`minus_k20`, for vf_exp_scale_), loaded into two registers for TBL
+   with one LD1. Written out rather than computed from fastce_exp2_8th_f: gcc 12 folds the
+   subtraction into constants but then reloads them with two ADRP + LDR pairs per vector
+   inside the kernels' loops, where one LD1 of this array is all it takes (tests/c/
+   vec_math_sweep.c checks both arrays against fastce_exp2_8th_f). */
+static const uint32_t fastce_neon_exp2_8th_bits[2][8] = {
+    {0x3f800000u, 0x3f8b95c2u, 0x3f9837f0u, 0x3fa5fed7u, 0x3fb504f3u, 0x3fc5672au, 0x3fd744fdu, 0x3feac0c7u},
+    {0x3f800000u, 0x3f7b95c2u, 0x3f7837f0u, 0x3f75fed7u, 0x3f7504f3u, 0x3f75672au, 0x3f7744fdu, 0x3f7ac0c7u},
+};
 static inline uint8x16x2_t vf_exp_table_(int minus_k20) {
-    uint32x4_t lo = vreinterpretq_u32_f32(vld1q_f32(fastce_exp2_8th_f));
-    uint32x4_t hi = vreinterpretq_u32_f32(vld1q_f32(fastce_exp2_8th_f + 4));
-    if (minus_k20) {
-        static const uint32_t k20[8] = {0, 1u << 20, 2u << 20, 3u << 20, 4u << 20, 5u << 20, 6u << 20, 7u << 20};
-        lo = vsubq_u32(lo, vld1q_u32(k20));
-        hi = vsubq_u32(hi, vld1q_u32(k20 + 4));
-    }
-    uint8x16x2_t t;
-    t.val[0] = vreinterpretq_u8_u32(lo);
-    t.val[1] = vreinterpretq_u8_u32(hi);
-    return t;
+    return vld1q_u8_x2((const uint8_t *)fastce_neon_exp2_8th_bits[minus_k20 ? 1 : 0]);
 }
 /* table[i & 7] per lane (vpermps's rule): TBL with the byte indices 4 (i & 7) + {0, 1, 2, 3}. */
 static inline uint32x4_t vf_lut8_(uint8x16x2_t table, uint32x4_t i) {

@@ -262,6 +262,13 @@ static void run_special(void) {
             printf("FAIL special f64 exp_flush(%g) = %g, want %g\n", ds[k], of[0], wantf); bad++;
         }
     }
+#if FASTCE_BUILD_ISA == FASTCE_ISA_NEON
+    for (int k = 0; k < 8; k++) /* vec_neon.h's written-out table of 2^(k/8) */
+        if (fastce_neon_exp2_8th_bits[0][k] != f2u(fastce_exp2_8th_f[k]) ||
+            fastce_neon_exp2_8th_bits[1][k] != f2u(fastce_exp2_8th_f[k]) - ((uint32_t)k << 20)) {
+            printf("FAIL vec_neon.h's table entry %d is not fastce_exp2_8th_f's\n", k); bad++;
+        }
+#endif
     printf("%s special values: %d failures\n", isa_name, bad);
     if (bad) failed = 1;
 }
