@@ -24,20 +24,27 @@
  * FASTCE_ISA_ROW(name, code, "arch", "compiler flags", "vector header", runtime check):
  *   name    the tag: fastce_kernels_<name>_<dtype>, fastce.get_isa(), FASTCE_ISA=<name>, and the
  *           FASTCE_HAVE_<name> that setup.py defines when it built the row
- *   arch    "any" (every machine) or the machine the flags are for: "x86" (x86-64 and i386);
- *           setup.py builds the rows of "any" and of the host's arch
+ *   arch    "any" (every machine) or the machine the flags are for: "x86" (x86-64 and i386),
+ *           "aarch64" (arm64); setup.py builds the rows of "any" and of the host's arch, so the
+ *           codes order the rows within one arch (neon, 3, is never built beside avx512, 2)
  *   flags   what kernels.c is compiled with for this row, after setup.py's BASE_FLAGS
  *   header  the vector API (vf_*, vd_*, vh_*, vb_*) kernels.c includes for this row
- *   check   `int check(void)` in dispatch.c: whether this CPU runs the row (cpuid; no state) */
+ *   check   `int check(void)` in dispatch.c: whether this CPU runs the row (cpuid; no state)
+ * neon's flag, -march=armv8-a, is the AArch64 baseline (Advanced SIMD, FMA, the float16
+ * conversions): it keeps the kernels runnable on every AArch64 CPU, as its check (always 1)
+ * promises, whatever newer -march a toolchain defaults to; and an x86 compiler rejects it, so
+ * the probes of setup.py, tools/sanitize.sh and tests/test_build_table.py skip the row there. */
 #define FASTCE_ISA_SCALAR 0
 #define FASTCE_ISA_AVX2 1
 #define FASTCE_ISA_AVX512 2
+#define FASTCE_ISA_NEON 3
 
 /* clang-format off */
 #define FASTCE_ISA_TABLE(FASTCE_ISA_ROW) \
     FASTCE_ISA_ROW(scalar, FASTCE_ISA_SCALAR, "any", "", "fastce/vec_scalar.h", fastce_cpu_any) \
     FASTCE_ISA_ROW(avx2, FASTCE_ISA_AVX2, "x86", "-mavx2 -mfma -mf16c", "fastce/vec_avx2.h", fastce_cpu_avx2) \
-    FASTCE_ISA_ROW(avx512, FASTCE_ISA_AVX512, "x86", "-mavx512f -mavx512dq -mavx2 -mfma -mf16c", "fastce/vec_avx512.h", fastce_cpu_avx512)
+    FASTCE_ISA_ROW(avx512, FASTCE_ISA_AVX512, "x86", "-mavx512f -mavx512dq -mavx2 -mfma -mf16c", "fastce/vec_avx512.h", fastce_cpu_avx512) \
+    FASTCE_ISA_ROW(neon, FASTCE_ISA_NEON, "aarch64", "-march=armv8-a", "fastce/vec_neon.h", fastce_cpu_neon)
 /* clang-format on */
 
 /* ---- storage dtypes of the logits (and of the output): one kernel table each ----

@@ -34,6 +34,13 @@ static inline int fastce_cpu_avx512(void) {
 }
 #endif
 
+#if defined(__aarch64__)
+/* Advanced SIMD (NEON, with FMA and the float16 conversions the neon kernels use) is part of
+   the AArch64 baseline: every AArch64 CPU runs the row. (SVE, if a row ever takes it, would ask
+   getauxval(AT_HWCAP) & HWCAP_SVE here.) */
+static inline int fastce_cpu_neon(void) { return 1; }
+#endif
+
 /* ---- the kernel objects: one per (built row, dtype), fastce_kernels_<isa>_<dtype> ---- */
 #define FASTCE_DECLARE_DT_(dt, dtcode, isa) extern const ce_kernels fastce_kernels_##isa##_##dt;
 #define FASTCE_DECLARE_ISA_(name, code, arch, flags, header, check) FASTCE_DTYPE_TABLE(FASTCE_DECLARE_DT_, name)
