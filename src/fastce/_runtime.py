@@ -35,8 +35,8 @@ def available_isas() -> Tuple[IsaName, ...]:
     Returns
     -------
     tuple of str
-        A subset of ``("scalar", "avx2", "avx512")`` in that order; ``"scalar"`` is always
-        there. The last one is the default choice at import (unless ``FASTCE_ISA`` names one).
+        A subset of ``("scalar", "avx2", "avx512")`` on x86-64, or ``("scalar", "neon")`` on
+        aarch64, in that order; ``"scalar"`` is always there. The last one is the default choice at import (unless ``FASTCE_ISA`` names one).
 
     See Also
     --------
@@ -81,7 +81,7 @@ def get_isa() -> IsaName:
 
     Returns
     -------
-    {'scalar', 'avx2', 'avx512'}
+    {'scalar', 'avx2', 'avx512', 'neon'}
         The best of `available_isas` at import, ``FASTCE_ISA`` where the environment sets it,
         or what `set_isa` / `use_isa` chose since.
 
@@ -92,7 +92,7 @@ def get_isa() -> IsaName:
     Examples
     --------
     >>> import fastce
-    >>> fastce.get_isa() in ("scalar", "avx2", "avx512")
+    >>> fastce.get_isa() in fastce.available_isas()
     True
     """
     return _current
@@ -103,7 +103,7 @@ def set_isa(name: IsaName) -> None:
 
     Parameters
     ----------
-    name : {'scalar', 'avx2', 'avx512'}
+    name : {'scalar', 'avx2', 'avx512', 'neon'}
         One of `available_isas` (case-insensitive at run time).
 
     Raises
@@ -144,7 +144,7 @@ def use_isa(name: IsaName) -> Iterator[None]:
 
     Parameters
     ----------
-    name : {'scalar', 'avx2', 'avx512'}
+    name : {'scalar', 'avx2', 'avx512', 'neon'}
         One of `available_isas`.
 
     Yields

@@ -16,7 +16,7 @@ import numpy.typing as npt
 Reduction = Literal["none", "mean", "sum"]
 
 #: The instruction sets fastce compiles kernels for (``available_isas()`` lists the runnable ones).
-IsaName = Literal["scalar", "avx2", "avx512"]
+IsaName = Literal["scalar", "avx2", "avx512", "neon"]
 
 
 class SupportsDLPack(Protocol):
