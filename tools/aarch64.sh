@@ -203,20 +203,32 @@ EOF
 }
 
 # ---- the build -----------------------------------------------------------------------------
-# setup.py's build_ext is incremental (it relinks when a source or header is newer than the
-# module); a change to setup.py, the table parser or the toolchain forces a full rebuild.
-build() {
-    local t0; t0="$(now)"
+# Two hashes decide what to redo. The C side (setup.py, the table parser, include/, _csrc/, the
+# .pyx/.pxi, the cross compiler, Cython and the aarch64 NumPy) reruns build_ext with --force:
+# setup.py compiles the kernel objects on every build_ext run anyway (~30 s here), so it is
+# skipped altogether when nothing changed. The Python side (the package's other files) reruns
+# build_py, which copies them to $BUILD/lib.
+c_hash() {
+    (
+        cd "$REPO"
+        sha256sum setup.py tools/build_table.py
+        find include src/fastce/_csrc -type f -print0 | sort -z | xargs -0 sha256sum
+        find src/fastce -maxdepth 1 -type f \( -name '*.pyx' -o -name '*.pxi' -o -name '*.pxd' \) \
+            -print0 | sort -z | xargs -0 sha256sum
+        "$CROSS_CC" --version | head -1
+        "$HOST_PYTHON" -c 'import Cython; print(Cython.__version__)'
+        ls "$SITE" | grep '^numpy-'
+    ) | sha256sum | cut -c1-16
+}
+py_hash() {
+    (cd "$REPO" && find src/fastce -path src/fastce/_csrc -prune -o -type f ! -name '*.c' \
+        ! -name '*.so' ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum) \
+        | sha256sum | cut -c1-16
+}
+
+run_setup_py() {
     local np_inc="$SITE/numpy/_core/include"
     [ -d "$np_inc" ] || die "no aarch64 NumPy headers at $np_inc"
-    local force=() want have=""
-    want="$(stamp_of "$(sha256sum "$REPO/setup.py" "$REPO/tools/build_table.py" | cut -c1-64)" \
-        "$("$CROSS_CC" --version | head -1)" "$("$HOST_PYTHON" -c 'import Cython; print(Cython.__version__)')" \
-        "$(cat "$SITE/.fastce-stamp")" "$(ls "$SITE" | grep "^numpy-")")"
-    [ -f "$BUILD/.fastce-stamp" ] && have="$(cat "$BUILD/.fastce-stamp")"
-    [ "$want" = "$have" ] || force=(--force)
-    mkdir -p "$BUILD"
-    log "building fastce for aarch64 in $BUILD${force:+ (full)}"
     # CFLAGS come before setup.py's include folders on gcc's command line, so the target's
     # pyconfig.h and NumPy headers win over the host's. The sysroot's pyconfig.h is Debian's
     # multiarch wrapper: it includes <aarch64-linux-gnu/python3.11/pyconfig.h>, hence
@@ -229,14 +241,37 @@ build() {
         export CFLAGS="-I$SYSROOT/usr/include/python$PYVER -I$SYSROOT/usr/include -I$np_inc"
         export SETUPTOOLS_EXT_SUFFIX="$EXT_SUFFIX"
         export FASTCE_BUILD_JOBS="${FASTCE_BUILD_JOBS:-2}"
-        "$HOST_PYTHON" setup.py -q \
-            build_py --build-lib "$BUILD/lib" \
-            build_ext --build-lib "$BUILD/lib" --build-temp "$BUILD/temp" "${force[@]}" >&2
+        "$HOST_PYTHON" setup.py -q "$@" >&2
     )
+}
+
+build() {
+    local t0 want_c want_py have_c="" have_py=""
+    t0="$(now)"
+    want_c="$(c_hash)"
+    want_py="$(py_hash)"
+    [ -f "$BUILD/.c-stamp" ] && have_c="$(cat "$BUILD/.c-stamp")"
+    [ -f "$BUILD/.py-stamp" ] && have_py="$(cat "$BUILD/.py-stamp")"
     local so="$BUILD/lib/fastce/_kernels$EXT_SUFFIX"
-    [ -f "$so" ] || die "the build made no $so"
-    file -b "$so" 2>/dev/null | grep -q aarch64 || { command -v file >/dev/null && die "$so is not an aarch64 object"; }
-    printf '%s\n' "$want" >"$BUILD/.fastce-stamp"
+    if [ "$want_c" = "$have_c" ] && [ "$want_py" = "$have_py" ] && [ -f "$so" ]; then
+        return 0
+    fi
+    mkdir -p "$BUILD"
+    if [ "$want_py" != "$have_py" ] || [ ! -f "$so" ]; then
+        log "copying the package to $BUILD/lib"
+        run_setup_py build_py --build-lib "$BUILD/lib"
+        printf '%s\n' "$want_py" >"$BUILD/.py-stamp"
+    fi
+    if [ "$want_c" != "$have_c" ] || [ ! -f "$so" ]; then
+        log "building fastce's extension for aarch64 in $BUILD"
+        rm -f "$so"
+        run_setup_py build_ext --build-lib "$BUILD/lib" --build-temp "$BUILD/temp" --force
+        [ -f "$so" ] || die "the build made no $so"
+        if command -v file >/dev/null; then
+            file -b "$so" | grep -q aarch64 || die "$so is not an aarch64 object: $(file -b "$so")"
+        fi
+        printf '%s\n' "$want_c" >"$BUILD/.c-stamp"
+    fi
     log "build done ($(elapsed "$t0") s)"
 }
 
