@@ -8,8 +8,15 @@ sources, so the kernel objects are compiled here and linked in as extra objects.
 
 The build matrix is include/fastce/build_table.h, read here through tools/build_table.py: one
 row per instruction set (its name, code macro, arch, flags, vector header, runtime check) and
-one per dtype. The rows of "any" arch and of this machine's are built, each only if the
+one per dtype. The rows of "any" arch and of the target's are built, each only if the
 compiler takes its flags.
+
+The target architecture is FASTCE_TARGET_ARCH if set, else the machine the compiler builds for
+(its -dumpmachine, e.g. "aarch64-linux-gnu", "arm64-apple-darwin23", "x86_64-linux-gnu"), else
+this machine's (platform.machine()); tools/build_table.py's host_arch() maps it to the table's
+arch names ("x86", "aarch64"). So a native build on any machine, and a cross build with a cross
+compiler (CC=aarch64-linux-gnu-gcc: tools/aarch64.sh), take the rows of the machine the objects
+run on.
 
 Build time: src/fastce/_csrc/kernels.c is compiled once per (ISA, dtype), twelve objects on
 x86-64, on every core at once (a thread pool; each compile is its own gcc process) while the
@@ -21,9 +28,12 @@ Environment:
                        like the build machine's).
   FASTCE_NO_OPENMP=1   build without OpenMP even where the compiler supports it.
   FASTCE_BUILD_JOBS=N  compile at most N objects at once (default: the number of cores).
+  FASTCE_TARGET_ARCH=A build the rows of arch A ("x86", "aarch64", or a machine name such as
+                       x86_64 or arm64) instead of the compiler's (see above).
 """
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -74,6 +84,20 @@ def _try_compile(compiler, source, flags, link=False):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def target_arch(compiler):
+    """The build table's arch of the machine the objects are built for (module docstring)."""
+    machine = os.environ.get("FASTCE_TARGET_ARCH", "")
+    if not machine:
+        try:
+            out = subprocess.run(list(compiler.compiler_so) + ["-dumpmachine"], capture_output=True,
+                                 text=True, timeout=60)
+            if out.returncode == 0 and out.stdout.strip():
+                machine = out.stdout.strip().split("-")[0]
+        except (AttributeError, OSError, subprocess.SubprocessError):
+            pass  # no unix-style compiler command: this machine's arch
+    return build_table.host_arch(machine or None)
+
+
 OPENMP_PROBE = textwrap.dedent(
     """
     #include <omp.h>
@@ -104,12 +128,14 @@ class BuildExt(build_ext):
                 file=sys.stderr,
             )
 
-        # The rows of this machine's arch that the compiler takes, the widest first (the
+        # The rows of the target's arch that the compiler takes, the widest first (the
         # largest objects start first); the scalar row ("any" arch) is always built: the
         # dispatcher falls back to it.
+        arch = target_arch(compiler)
+        print(f"fastce: building the build table's rows for arch {arch!r}", file=sys.stderr)
         macros = []
         isas = []
-        for isa in reversed(build_table.rows_for(TABLE)):
+        for isa in reversed(build_table.rows_for(TABLE, arch)):
             if isa.arch == "any" or _try_compile(compiler, "int main(void){return 0;}\n", isa.flags):
                 isas.append(isa)
                 macros.append((isa.have_macro, "1"))
